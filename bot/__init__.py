@@ -1,0 +1,3 @@
+"""alpaca-bot: a self-hosted Telegram chatbot running a quantized LLaMA-family model on the CPU."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,50 @@
+"""The error tree of alpaca-bot. Core code raises these; the edges (CLI, handlers) render them.
+
+    AlpacaBotError
+     ├── UserError            a text a user may see as it is (bad argument, input too long, ...)
+     │    ├── InvalidParameter    a setting value outside its range
+     │    └── InputTooLong        a message that cannot fit the context window or the input limit
+     ├── ConfigError          the operator's configuration is wrong (missing token, bad URL, ...)
+     ├── ModelError           the model file is missing, unreadable or not a usable GGUF
+     ├── ConversionError      a checkpoint cannot be converted (sizes disagree, unsafe pickle, ...)
+     ├── QuantizeError        quantization failed or was refused (disk, input type, ...)
+     └── EngineBusy           the generation queue is full
+"""
+
+from __future__ import annotations
+
+
+class AlpacaBotError(Exception):
+    """Base of every error alpaca-bot raises on purpose."""
+
+
+class UserError(AlpacaBotError):
+    """An error whose message is written for the person who caused it."""
+
+
+class InvalidParameter(UserError):
+    """A parameter value outside its allowed range or of the wrong type."""
+
+
+class InputTooLong(UserError):
+    """A message too long for the configured input limit or the context window."""
+
+
+class ConfigError(AlpacaBotError):
+    """The operator's configuration cannot be used."""
+
+
+class ModelError(AlpacaBotError):
+    """The model file is missing, unreadable or not a usable GGUF."""
+
+
+class ConversionError(AlpacaBotError):
+    """A checkpoint cannot be converted to GGUF."""
+
+
+class QuantizeError(AlpacaBotError):
+    """Quantization failed or was refused."""
+
+
+class EngineBusy(UserError):
+    """The generation queue is full."""
