@@ -1,0 +1,200 @@
+"""Chat formats: the Alpaca instruction template and a model's own (Jinja) chat template.
+
+Both render a system prompt plus turns into a `Prompt`. The GGUF's Jinja template is rendered
+with placeholders in place of every message text, so the markup it produces and the users' text
+stay apart and are tokenized differently (markup may hold control tokens, user text never does).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import jinja2
+import jinja2.sandbox
+
+from bot.core.prompt import Prompt, Segment, Turn, merge_segments, normalize_turns
+
+ALPACA_PREAMBLE = (
+    "Below is an instruction that describes a task. "
+    "Write a response that appropriately completes the request."
+)
+ALPACA_INSTRUCTION = "### Instruction:"
+ALPACA_RESPONSE = "### Response:"
+
+
+class ChatFormat(Protocol):
+    """Turns a system prompt and a conversation into a prompt the model continues."""
+
+    name: str
+    default_system: str | None
+    stop: tuple[str, ...]
+
+    def render(self, system: str | None, turns: Sequence[Turn]) -> Prompt:
+        """Render `turns` (ending with the user's turn) followed by the reply's opening."""
+        ...
+
+
+@dataclass(frozen=True)
+class AlpacaFormat:
+    """The format of llama.cpp's `-ins` mode with `prompts/alpaca.txt` (and Chinese-Alpaca's).
+
+    ```
+    Below is an instruction that describes a task. Write a response ...
+
+    ### Instruction:
+
+    {user}
+
+    ### Response:
+
+    {assistant}
+    ```
+    Every later turn repeats the Instruction/Response pair; generation stops when the model
+    starts a new `### Instruction:` of its own.
+    """
+
+    name: str = "alpaca"
+    default_system: str | None = ALPACA_PREAMBLE
+    stop: tuple[str, ...] = (ALPACA_INSTRUCTION, ALPACA_RESPONSE)
+
+    def render(self, system: str | None, turns: Sequence[Turn]) -> Prompt:
+        preamble = self.default_system if system is None else system
+        segments: list[Segment] = []
+        if preamble:
+            segments.append(Segment(preamble.strip() + "\n\n", False))
+        for turn in normalize_turns(turns):
+            if turn.role == "user":
+                segments.append(Segment(f"{ALPACA_INSTRUCTION}\n\n", True))
+                segments.append(Segment(turn.text.strip(), False))
+                segments.append(Segment(f"\n\n{ALPACA_RESPONSE}\n\n", True))
+            else:
+                segments.append(Segment(turn.text.strip(), False))
+                segments.append(Segment("\n\n", True))
+        return merge_segments(segments)
+
+
+class TemplateError(ValueError):
+    """The model's chat template cannot be rendered."""
+
+
+class JinjaFormat:
+    """A model's own chat template (GGUF `tokenizer.chat_template`), e.g. ChatML."""
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        bos_token: str = "",
+        eos_token: str = "",
+        name: str = "gguf",
+        default_system: str | None = None,
+    ) -> None:
+        env = jinja2.sandbox.ImmutableSandboxedEnvironment(
+            trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined
+        )
+        env.globals["raise_exception"] = _raise_template_error
+        try:
+            self._template = env.from_string(source)
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"the model's chat template does not parse: {exc}") from exc
+        self.name = name
+        self.default_system = default_system
+        self._bos = bos_token
+        self._eos = eos_token
+        self.stop = self._discover_stops()
+
+    def render(self, system: str | None, turns: Sequence[Turn]) -> Prompt:
+        messages: list[dict[str, str]] = []
+        contents: list[str] = []
+        chosen = self.default_system if system is None else system
+        if chosen:
+            messages.append({"role": "system", "content": chosen})
+            contents.append(chosen)
+        for turn in normalize_turns(turns):
+            messages.append({"role": turn.role, "content": turn.text})
+            contents.append(turn.text)
+        return self._render_with_placeholders(messages, contents, generation_prompt=True)
+
+    def _render_with_placeholders(
+        self, messages: list[dict[str, str]], contents: list[str], *, generation_prompt: bool
+    ) -> Prompt:
+        # Every content is replaced by a random marker, the template rendered, and the result
+        # cut at the markers: what lies between them is markup, the markers become plain text.
+        tag = secrets.token_hex(8)
+        marked = [
+            {"role": m["role"], "content": f"\x00{tag}:{i}\x00"} for i, m in enumerate(messages)
+        ]
+        text = self._render_raw(marked, generation_prompt)
+        segments: list[Segment] = []
+        position = 0
+        for match in re.finditer(f"\x00{tag}:(\\d+)\x00", text):
+            segments.append(Segment(text[position : match.start()], True))
+            segments.append(Segment(contents[int(match.group(1))], False))
+            position = match.end()
+        segments.append(Segment(text[position:], True))
+        return merge_segments(segments)
+
+    def _render_raw(self, messages: list[dict[str, str]], generation_prompt: bool) -> str:
+        try:
+            return self._template.render(
+                messages=messages,
+                add_generation_prompt=generation_prompt,
+                bos_token=self._bos,
+                eos_token=self._eos,
+            )
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"the model's chat template failed: {exc}") from exc
+
+    def _discover_stops(self) -> tuple[str, ...]:
+        """Find the markup that closes an assistant turn and opens a user turn.
+
+        The model normally ends its turn with an end-of-generation token; these strings catch
+        a model that writes the markup as plain text instead.
+        """
+        messages = [
+            {"role": "user", "content": "\x01"},
+            {"role": "assistant", "content": "\x02"},
+            {"role": "user", "content": "\x03"},
+        ]
+        try:
+            text = self._render_raw(messages, generation_prompt=False)
+        except TemplateError:
+            return ()
+        between = text.partition("\x02")[2].partition("\x03")[0]
+        stops = []
+        for line in between.splitlines():
+            marker = line.strip()
+            if marker and marker not in (self._bos,):
+                stops.append(marker)
+        return tuple(dict.fromkeys(stops))
+
+
+def _raise_template_error(message: str) -> None:
+    raise TemplateError(message)
+
+
+def choose_format(
+    setting: str,
+    *,
+    model_template: str | None,
+    bos_token: str = "",
+    eos_token: str = "",
+) -> ChatFormat:
+    """Pick the chat format for a model: "auto", "alpaca", "gguf", or a Jinja template text.
+
+    "auto" uses the model's own template when the GGUF carries one, else Alpaca (the right
+    default for LLaMA/Alpaca checkpoints converted without one).
+    """
+    if setting == "alpaca":
+        return AlpacaFormat()
+    if setting in ("auto", "gguf"):
+        if model_template:
+            return JinjaFormat(model_template, bos_token=bos_token, eos_token=eos_token)
+        if setting == "gguf":
+            raise TemplateError("the model file has no chat template; use template = \"alpaca\"")
+        return AlpacaFormat()
+    return JinjaFormat(setting, bos_token=bos_token, eos_token=eos_token, name="custom")

@@ -1,0 +1,110 @@
+"""The engine seam: what the chat side asks of a model, and nothing about how it runs.
+
+The Telegram side and the console see only `Engine`; llama.cpp lives behind it (`LlamaEngine`),
+and tests put a scripted fake in its place. An engine streams `TextDelta` events and ends with
+one `Finished`; it is told the chat a request belongs to, so an engine that keeps per-chat state
+(a KV cache per chat) can reuse it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from bot.core.prompt import Prompt
+
+StopReason = Literal["eos", "stop", "length", "cancelled", "context"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelInfo:
+    """What the chat side needs to know about the loaded model."""
+
+    path: Path
+    name: str
+    n_ctx_train: int
+    n_ctx: int
+    """The engine's context size: no chat's window can be larger."""
+    chat_template: str | None
+    bos_token: str
+    eos_token: str
+    file_type: str = ""
+    size_bytes: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplingParams:
+    """The llama.cpp sampling flags for one reply."""
+
+    temp: float
+    top_k: int
+    top_p: float
+    repeat_penalty: float
+    n_predict: int
+    seed: int = -1
+
+
+class CancelToken:
+    """Set by `/stop` (or Ctrl+C); the engine checks it between tokens."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationRequest:
+    """One reply to produce: the chat it belongs to, the prompt, sampling and stop strings."""
+
+    chat_key: str
+    prompt: Prompt
+    sampling: SamplingParams
+    stop: tuple[str, ...] = ()
+    cancel: CancelToken = field(default_factory=CancelToken)
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Finished:
+    reason: StopReason
+    text: str
+    n_prompt_tokens: int
+    n_evaluated: int
+    """Prompt tokens actually evaluated (the rest came from the cache)."""
+    n_generated: int
+    seconds: float
+
+
+GenerationEvent = TextDelta | Finished
+
+
+class Engine(Protocol):
+    """A loaded model that counts tokens and streams replies."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    def count_tokens(self, prompt: Prompt) -> int:
+        """Tokens the prompt takes, exactly as `generate` will tokenize it."""
+        ...
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        """Stream the reply; the last event is `Finished`. Raises EngineBusy if queue is full."""
+        ...
+
+    async def aclose(self) -> None:
+        """Finish or cancel work in flight and free the model."""
+        ...

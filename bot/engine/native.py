@@ -1,0 +1,49 @@
+"""Checks around llama.cpp: the model file before loading it, and llama.cpp's log routed to logging."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from pathlib import Path
+from typing import Any
+
+from bot.errors import ModelError
+
+GGUF_MAGIC = b"GGUF"
+_llama_log = logging.getLogger("llama.cpp")
+_callback: Any = None  # the ctypes callback must outlive every call llama.cpp makes to it
+
+
+def check_model_file(path: Path) -> None:
+    """Fail early, with one clear line, on a missing, unreadable or non-GGUF model file."""
+    if not path.exists():
+        raise ModelError(f"model file not found: {path}")
+    if path.is_dir():
+        raise ModelError(f"model path is a directory, not a GGUF file: {path}")
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(4)
+    except OSError as exc:
+        raise ModelError(f"cannot read model file {path}: {exc.strerror or exc}") from exc
+    if magic != GGUF_MAGIC:
+        hint = " (an old GGML .bin? convert it to GGUF)" if magic in (b"lmgg", b"tjgg", b"fmgg") else ""
+        raise ModelError(f"not a GGUF model file: {path}{hint}")
+
+
+def route_llama_log() -> None:
+    """Send llama.cpp's own log to the `llama.cpp` logger instead of stderr (once per process)."""
+    global _callback
+    if _callback is not None:
+        return
+    import llama_cpp
+
+    levels = {2: logging.WARNING, 3: logging.ERROR}
+
+    @llama_cpp.llama_log_callback  # type: ignore[misc]
+    def forward(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+        message = text.decode("utf-8", errors="replace").rstrip()
+        if message:
+            _llama_log.log(levels.get(level, logging.DEBUG), "%s", message)
+
+    _callback = forward
+    llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))

@@ -1,0 +1,175 @@
+"""One typed settings object: defaults, then a TOML file, then ALPACA_BOT_* environment variables.
+
+The file comes from `--config FILE` or `ALPACA_BOT_CONFIG`; every key of `config/alpaca-bot.toml`
+is a field here and can be overridden by the environment variable `ALPACA_BOT_<KEY>`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from bot.core.params import GenerationParams
+from bot.errors import ConfigError
+
+TELEGRAM_API_URL = "https://api.telegram.org/bot"
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "alpaca-bot"
+
+
+class Settings(BaseSettings):
+    """Everything the operator can configure."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ALPACA_BOT_", extra="forbid", validate_default=True, frozen=True
+    )
+
+    # Telegram
+    token: SecretStr | None = None
+    api_url: str = TELEGRAM_API_URL
+    admins: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    # Storage
+    data: Path = Field(default_factory=default_data_dir)
+    db: str | None = None
+    # Model
+    model: Path | None = None
+    models_dir: Path | None = None
+    template: str = "auto"
+    threads: int | None = Field(default=None, ge=1, le=512)
+    batch: int = Field(default=512, ge=1, le=8192)
+    max_ctx: int = Field(default=4096, ge=128)
+    seed: int = -1
+    # Chat defaults (the Chinese-Alpaca guide's -c 2048 --temp 0.2 -n 256 --repeat_penalty 1.3)
+    ctx: int = Field(default=2048, ge=128)
+    n_predict: int = Field(default=256, ge=1)
+    temp: float = Field(default=0.2, ge=0.0, le=5.0)
+    top_k: int = Field(default=40, ge=0, le=1000)
+    top_p: float = Field(default=0.9, ge=0.0, le=1.0)
+    repeat_penalty: float = Field(default=1.3, ge=0.5, le=2.5)
+    system_prompt: str | None = None
+    # Limits and behaviour
+    max_input_chars: int = Field(default=4000, ge=1)
+    max_queue: int = Field(default=32, ge=1)
+    edit_interval_private: float = Field(default=1.0, ge=0.0)
+    edit_interval_group: float = Field(default=3.0, ge=0.0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    config: Path | None = None
+    """The TOML file these settings were read from (set by `load_settings`)."""
+
+    @field_validator("admins", mode="before")
+    @classmethod
+    def _parse_admins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            parts = [part.strip() for part in value.replace(";", ",").split(",")]
+            return [part for part in parts if part]
+        if isinstance(value, int):
+            return [value]
+        return value
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _empty_token(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("api_url")
+    @classmethod
+    def _check_api_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("api_url must start with http:// or https://")
+        return value
+
+    @field_validator("template")
+    @classmethod
+    def _check_template(cls, value: str) -> str:
+        if value in ("auto", "alpaca", "gguf") or Path(value).is_file():
+            return value
+        raise ValueError('template must be "auto", "alpaca", "gguf" or a Jinja template file')
+
+    @model_validator(mode="after")
+    def _check_chat_defaults(self) -> Settings:
+        if self.ctx > self.max_ctx:
+            raise ValueError(f"ctx ({self.ctx}) is larger than max_ctx ({self.max_ctx})")
+        if self.ctx - self.n_predict < 64:
+            raise ValueError(f"n_predict ({self.n_predict}) leaves no room in ctx ({self.ctx})")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # A file given to `load_settings` arrives as the `toml_file` of a per-call subclass.
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("toml_file"):
+            sources.append(TomlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+    # -- derived values ------------------------------------------------------------------
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy async URL (plain `sqlite:///` is accepted and made async)."""
+        url = self.db or f"sqlite:///{self.data / 'alpaca-bot.sqlite3'}"
+        if url.startswith("sqlite:"):
+            url = "sqlite+aiosqlite:" + url[len("sqlite:") :]
+        return url
+
+    @property
+    def models_directory(self) -> Path:
+        return self.models_dir or self.data / "models"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.data / "state"
+
+    def generation_defaults(self) -> GenerationParams:
+        return GenerationParams(
+            temp=self.temp,
+            n_ctx=self.ctx,
+            n_predict=self.n_predict,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            repeat_penalty=self.repeat_penalty,
+        )
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Read settings: `config` (or $ALPACA_BOT_CONFIG), then the environment, then overrides."""
+    from pydantic import ValidationError
+
+    path = config or (Path(p) if (p := os.environ.get("ALPACA_BOT_CONFIG")) else None)
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    values = {key: value for key, value in overrides.items() if value is not None}
+    settings_cls: type[Settings] = Settings
+    if path is not None:
+        settings_cls = type(
+            "FileSettings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": path}}
+        )
+    try:
+        return settings_cls(config=path, **values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'config'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None
+    except ValueError as exc:  # a TOML syntax error
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None

@@ -1,0 +1,164 @@
+"""Async functions over the tables; each takes the session it works in and commits nothing
+unless its name says so. Callers decide transaction boundaries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.store.schema import ChatRow, TurnRow, utcnow
+
+SETTING_COLUMNS = ("temp", "top_k", "top_p", "repeat_penalty", "n_predict", "n_ctx")
+
+
+@dataclass(frozen=True)
+class ChatRef:
+    """Who and where: enough to create a chat row on first contact."""
+
+    chat_id: int
+    kind: str
+    title: str | None = None
+
+
+async def get_or_create_chat(session: AsyncSession, ref: ChatRef) -> ChatRow:
+    chat = await session.get(ChatRow, ref.chat_id)
+    if chat is None:
+        chat = ChatRow(id=ref.chat_id, kind=ref.kind, title=ref.title, window_start=0)
+        session.add(chat)
+        await session.flush()
+    elif ref.title and chat.title != ref.title:
+        chat.title = ref.title
+    return chat
+
+
+async def set_chat_values(session: AsyncSession, chat_id: int, **values: object) -> None:
+    await session.execute(update(ChatRow).where(ChatRow.id == chat_id).values(**values))
+
+
+async def add_user_turn(
+    session: AsyncSession,
+    chat_id: int,
+    text: str,
+    *,
+    speaker: str | None = None,
+    user_id: int | None = None,
+    message_id: int | None = None,
+    thread_id: int | None = None,
+) -> TurnRow:
+    turn = TurnRow(
+        chat_id=chat_id, role="user", state="pending", text=text, speaker=speaker,
+        user_id=user_id, message_id=message_id, thread_id=thread_id, delivered=True,
+    )
+    session.add(turn)
+    await session.flush()
+    return turn
+
+
+async def reply_for(session: AsyncSession, user_turn_id: int) -> TurnRow | None:
+    """The reply row of a user turn, if one was started."""
+    result = await session.execute(
+        select(TurnRow).where(TurnRow.reply_to == user_turn_id, TurnRow.role == "assistant")
+    )
+    return result.scalars().first()
+
+
+async def start_reply(session: AsyncSession, user_turn: TurnRow) -> TurnRow:
+    """Create (or, after a crash, reuse) the reply row of `user_turn`, in state streaming."""
+    reply = await reply_for(session, user_turn.id)
+    if reply is None:
+        reply = TurnRow(
+            chat_id=user_turn.chat_id, role="assistant", state="streaming", text="",
+            reply_to=user_turn.id, thread_id=user_turn.thread_id, delivered=False,
+        )
+        session.add(reply)
+    else:
+        reply.state, reply.text, reply.delivered = "streaming", "", False
+    await session.flush()
+    return reply
+
+
+async def finish_reply(
+    session: AsyncSession, reply: TurnRow, text: str, *, reason: str, n_tokens: int
+) -> None:
+    """Store a finished reply and mark its question answered (one transaction)."""
+    reply.text, reply.state, reply.stop_reason = text, "complete", reason
+    reply.n_tokens, reply.finished_at = n_tokens, utcnow()
+    if reply.reply_to is not None:
+        await session.execute(
+            update(TurnRow).where(TurnRow.id == reply.reply_to).values(state="answered")
+        )
+
+
+async def fail_user_turn(session: AsyncSession, user_turn_id: int) -> None:
+    await session.execute(update(TurnRow).where(TurnRow.id == user_turn_id).values(state="failed"))
+    await session.execute(
+        update(TurnRow)
+        .where(TurnRow.reply_to == user_turn_id, TurnRow.state == "streaming")
+        .values(state="failed")
+    )
+
+
+async def conversation(
+    session: AsyncSession, chat: ChatRow, *, up_to: int | None = None
+) -> list[TurnRow]:
+    """The turns of the chat's current conversation (since /reset), oldest first.
+
+    A reply sorts right after its question even if other messages arrived in between, and
+    questions later than `up_to` are left out (they are answered after this one).
+    """
+    query = select(TurnRow).where(
+        TurnRow.chat_id == chat.id,
+        TurnRow.id >= chat.window_start,
+        ((TurnRow.role == "user") & TurnRow.state.in_(("answered", "pending")))
+        | ((TurnRow.role == "assistant") & (TurnRow.state == "complete")),
+    )
+    rows = list((await session.execute(query)).scalars())
+    if up_to is not None:
+        rows = [
+            row for row in rows
+            if (row.id if row.role == "user" else (row.reply_to or row.id)) <= up_to
+        ]
+
+    def order(row: TurnRow) -> tuple[int, int]:
+        anchor = row.id if row.role == "user" else (row.reply_to or row.id)
+        return (anchor, 0 if row.role == "user" else 1)
+
+    return sorted(rows, key=order)
+
+
+async def reset_conversation(session: AsyncSession, chat_id: int) -> int:
+    """Start a fresh conversation: every stored turn leaves the window. Returns turns left."""
+    highest = (await session.execute(select(func.max(TurnRow.id)))).scalar() or 0
+    chat = await session.get(ChatRow, chat_id)
+    if chat is None:
+        return 0
+    left = (
+        await session.execute(
+            select(func.count()).select_from(TurnRow).where(
+                TurnRow.chat_id == chat_id, TurnRow.id >= chat.window_start
+            )
+        )
+    ).scalar_one()
+    chat.window_start = highest + 1
+    return int(left)
+
+
+async def unfinished_questions(session: AsyncSession) -> Sequence[TurnRow]:
+    """User turns accepted but never answered: a crash or restart cut them off."""
+    result = await session.execute(
+        select(TurnRow).where(TurnRow.role == "user", TurnRow.state == "pending").order_by(TurnRow.id)
+    )
+    return result.scalars().all()
+
+
+async def undelivered_replies(session: AsyncSession) -> Sequence[TurnRow]:
+    """Replies stored complete whose final text may not have reached the chat."""
+    result = await session.execute(
+        select(TurnRow)
+        .where(TurnRow.role == "assistant", TurnRow.state == "complete", TurnRow.delivered.is_(False))
+        .order_by(TurnRow.id)
+    )
+    return result.scalars().all()

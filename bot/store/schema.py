@@ -1,0 +1,70 @@
+"""SQLAlchemy tables: chats with their settings, and every turn of every conversation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ChatRow(Base):
+    """A Telegram chat (or the console). Setting columns left NULL follow the configured default."""
+
+    __tablename__ = "chats"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str | None] = mapped_column(String(256))
+    temp: Mapped[float | None] = mapped_column(Float)
+    top_k: Mapped[int | None] = mapped_column(Integer)
+    top_p: Mapped[float | None] = mapped_column(Float)
+    repeat_penalty: Mapped[float | None] = mapped_column(Float)
+    n_predict: Mapped[int | None] = mapped_column(Integer)
+    n_ctx: Mapped[int | None] = mapped_column(Integer)
+    system_prompt: Mapped[str | None] = mapped_column(Text)
+    window_start: Mapped[int] = mapped_column(Integer, default=0)
+    """Turns with a smaller id were left behind by /reset."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class TurnRow(Base):
+    """One message of a conversation: a user's (state pending/answered/failed) or the bot's reply
+    (state streaming/complete)."""
+
+    __tablename__ = "turns"
+    __table_args__ = (
+        Index("ix_turns_chat_id_id", "chat_id", "id"),
+        Index("ix_turns_state", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("chats.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text, default="")
+    speaker: Mapped[str | None] = mapped_column(String(128))
+    user_id: Mapped[int | None] = mapped_column(BigInteger)
+    reply_to: Mapped[int | None] = mapped_column(Integer, ForeignKey("turns.id"))
+    """For a reply: the user turn it answers."""
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    """Telegram message id: the user's message, or the first message of a reply."""
+    message_ids: Mapped[str | None] = mapped_column(Text)
+    """For a reply: every Telegram message id it spans, comma-separated."""
+    thread_id: Mapped[int | None] = mapped_column(BigInteger)
+    delivered: Mapped[bool] = mapped_column(Boolean, default=False)
+    stop_reason: Mapped[str | None] = mapped_column(String(16))
+    n_tokens: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

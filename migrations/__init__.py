@@ -1,0 +1,1 @@
+"""Alembic migrations of alpaca-bot's database (run with `alpaca-bot migrate`)."""
