@@ -1,0 +1,1177 @@
+"""A loopback fake of the Telegram Bot API for end-to-end tests.
+
+A real HTTP server on 127.0.0.1 speaking Telegram's wire format, so the real bot (python-telegram-bot
+with ``base_url`` pointed here) runs unchanged while tests drive chats and assert on what it sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import email.parser
+import email.policy
+import json
+import math
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl
+
+MAX_TEXT_UTF16 = 4096
+MAX_POLL_TIMEOUT = 50.0
+NOT_MODIFIED = (
+    "Bad Request: message is not modified: specified new message content and reply markup are "
+    "exactly the same as a current content and reply markup of the message"
+)
+DEFAULT_FAILURE_TEXT = {
+    400: "Bad Request: injected failure",
+    403: "Forbidden: bot was blocked by the user",
+    409: "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running",
+    500: "Internal Server Error",
+}
+# Parameters Telegram treats as plain strings; every other form value is JSON text.
+_STRING_PARAMS = frozenset(
+    "text parse_mode caption action url secret_token callback_query_id language_code title "
+    "description short_description inline_message_id emoji custom_title name".split()
+)
+
+
+def utf16_len(text: str) -> int:
+    """Length of ``text`` in UTF-16 code units, the unit of Telegram's entity offsets and limits."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+class EntityParseError(ValueError):
+    """Text that Telegram would reject with "can't parse entities"."""
+
+
+def _byte_offset(src: str, index: int) -> int:
+    return len(src[:index].encode())
+
+
+class _TextBuilder:
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.pos = 0  # in UTF-16 units
+        self.entities: list[dict[str, Any]] = []
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+        self.pos += utf16_len(text)
+
+    def close(self, entity: dict[str, Any] | None, start: int) -> None:
+        if entity is not None and self.pos > start:
+            self.entities.append({**entity, "offset": start, "length": self.pos - start})
+
+    def result(self) -> tuple[str, list[dict[str, Any]]]:
+        return "".join(self.parts), sorted(self.entities, key=lambda e: (e["offset"], -e["length"]))
+
+
+# --- parse_mode=HTML ---------------------------------------------------------------------------
+
+_HTML_ENTITY = re.compile(r"&(#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z]+);")
+_HTML_NAMED = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
+_HTML_START = re.compile(r"<([A-Za-z][A-Za-z0-9-]*)")
+_HTML_END = re.compile(r"</([A-Za-z][A-Za-z0-9-]*)\s*>")
+_HTML_ATTR = re.compile(r"""\s+([A-Za-z-]+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>"']+)))?""")
+_HTML_TAG_CLOSE = re.compile(r"\s*>")
+_HTML_SIMPLE = {
+    "b": "bold",
+    "strong": "bold",
+    "i": "italic",
+    "em": "italic",
+    "u": "underline",
+    "ins": "underline",
+    "s": "strikethrough",
+    "strike": "strikethrough",
+    "del": "strikethrough",
+    "tg-spoiler": "spoiler",
+    "span": "spoiler",
+    "code": "code",
+    "pre": "pre",
+}
+_HTML_TAGS = {*_HTML_SIMPLE, "a", "blockquote", "tg-emoji"}
+
+
+def _html_entity(name: str) -> str | None:
+    if name.startswith(("#x", "#X")):
+        code = int(name[2:], 16)
+    elif name.startswith("#"):
+        code = int(name[1:])
+    else:
+        return _HTML_NAMED.get(name)
+    return chr(code) if 0 < code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF else None
+
+
+def _html_unescape_attr(value: str) -> str:
+    return _HTML_ENTITY.sub(lambda m: _html_entity(m.group(1)) or m.group(0), value)
+
+
+def parse_html(src: str) -> tuple[str, list[dict[str, Any]]]:
+    """Telegram's parse_mode=HTML: the plain text and its entities (UTF-16 offsets).
+
+    Stricter than Telegram in one respect: an unknown ``&name;`` is an error (Telegram keeps it
+    as text), so a bot that forgets to escape ``&`` is caught.
+    """
+    out = _TextBuilder()
+    stack: list[tuple[str, int, dict[str, Any] | None]] = []  # (tag, start, entity)
+    i = 0
+    while i < len(src):
+        char = src[i]
+        if char == "&":
+            match = _HTML_ENTITY.match(src, i)
+            decoded = _html_entity(match.group(1)) if match else None
+            if match is None or decoded is None:
+                raise EntityParseError(
+                    f"Unsupported HTML entity at byte offset {_byte_offset(src, i)}"
+                )
+            out.add(decoded)
+            i = match.end()
+        elif char != "<":
+            stops = [j for j in (src.find("<", i), src.find("&", i)) if j != -1]
+            end = min(stops) if stops else len(src)
+            out.add(src[i:end])
+            i = end
+        elif src.startswith("</", i):
+            match = _HTML_END.match(src, i)
+            if match is None:
+                raise EntityParseError(f"Unclosed end tag at byte offset {_byte_offset(src, i)}")
+            name = match.group(1).lower()
+            if not stack:
+                raise EntityParseError(f"Unexpected end tag at byte offset {_byte_offset(src, i)}")
+            tag, start, entity = stack.pop()
+            if name != tag:
+                raise EntityParseError(
+                    f'Unmatched end tag at byte offset {_byte_offset(src, i)}, expected "</{tag}>", '
+                    f'found "</{name}>"'
+                )
+            out.close(entity, start)
+            i = match.end()
+        else:
+            match = _HTML_START.match(src, i)
+            name = match.group(1).lower() if match else ""
+            attrs: dict[str, str] = {}
+            j = match.end() if match else i + 1
+            while match and (attr := _HTML_ATTR.match(src, j)):
+                value = next((v for v in attr.group(2, 3, 4) if v is not None), "")
+                attrs[attr.group(1).lower()] = _html_unescape_attr(value)
+                j = attr.end()
+            if name not in _HTML_TAGS or (name == "span" and attrs.get("class") != "tg-spoiler"):
+                raise EntityParseError(
+                    f'Unsupported start tag "{name}" at byte offset {_byte_offset(src, i)}'
+                )
+            closing = _HTML_TAG_CLOSE.match(src, j)
+            if closing is None:
+                raise EntityParseError(f"Unclosed start tag at byte offset {_byte_offset(src, i)}")
+            stack.append((name, out.pos, _html_tag_entity(name, attrs, stack)))
+            i = closing.end()
+    if stack:
+        raise EntityParseError(f'Can\'t find end tag corresponding to start tag "{stack[-1][0]}"')
+    return out.result()
+
+
+def _html_tag_entity(
+    name: str, attrs: dict[str, str], stack: list[tuple[str, int, dict[str, Any] | None]]
+) -> dict[str, Any] | None:
+    if name == "code" and stack and stack[-1][0] == "pre":
+        # <pre><code class="language-x"> is one pre entity carrying the language.
+        pre = stack[-1][2]
+        css = attrs.get("class", "")
+        if pre is not None and css.startswith("language-"):
+            pre["language"] = css.removeprefix("language-")
+        return None
+    if name == "a":
+        href = attrs.get("href")
+        if not href:
+            return None
+        if m := re.fullmatch(r"tg://user\?id=(\d+)", href):
+            return {
+                "type": "text_mention",
+                "user": {"id": int(m.group(1)), "is_bot": False, "first_name": ""},
+            }
+        return {"type": "text_link", "url": href}
+    if name == "blockquote":
+        return {"type": "expandable_blockquote" if "expandable" in attrs else "blockquote"}
+    if name == "tg-emoji":
+        emoji_id = attrs.get("emoji-id")
+        return {"type": "custom_emoji", "custom_emoji_id": emoji_id} if emoji_id else None
+    return {"type": _HTML_SIMPLE[name]}
+
+
+# --- parse_mode=MarkdownV2 / Markdown ----------------------------------------------------------
+
+_MD_RESERVED = frozenset("_*[]()~`>#+-=|{}.!")
+_MD_TOGGLES = {"*": "bold", "_": "italic", "__": "underline", "~": "strikethrough", "||": "spoiler"}
+
+
+def parse_markdown(src: str, *, v2: bool = True) -> tuple[str, list[dict[str, Any]]]:
+    """Telegram's MarkdownV2 (or legacy Markdown with ``v2=False``): the common constructs and,
+    for V2, the rule that reserved characters must be escaped."""
+    out = _TextBuilder()
+    stack: list[tuple[str, int, int]] = []  # (marker, start, source index)
+
+    def unclosed(index: int) -> EntityParseError:
+        return EntityParseError(
+            f"Can't find end of the entity starting at byte offset {_byte_offset(src, index)}"
+        )
+
+    def read_until(start: int, end_marker: str) -> tuple[str, int]:
+        chars, k = [], start
+        while k < len(src):
+            if src[k] == "\\" and k + 1 < len(src):
+                chars.append(src[k + 1])
+                k += 2
+            elif src.startswith(end_marker, k):
+                return "".join(chars), k + len(end_marker)
+            else:
+                chars.append(src[k])
+                k += 1
+        raise unclosed(start - 1)
+
+    i, line_start = 0, True
+    while i < len(src):
+        char = src[i]
+        if char == "\\" and i + 1 < len(src) and ord(src[i + 1]) < 127:
+            out.add(src[i + 1])
+            i += 2
+        elif src.startswith("```", i):
+            body, after = read_until(i + 3, "```")
+            lang, newline, rest = body.partition("\n")
+            entity: dict[str, Any] = {"type": "pre"}
+            if newline and lang.strip() and " " not in lang.strip():
+                entity["language"], body = lang.strip(), rest
+            start = out.pos
+            out.add(body)
+            out.close(entity, start)
+            i = after
+        elif char == "`":
+            body, after = read_until(i + 1, "`")
+            start = out.pos
+            out.add(body)
+            out.close({"type": "code"}, start)
+            i = after
+        elif char in "*_~|" and (v2 or char in "*_"):
+            marker = src[i : i + 2] if v2 and src.startswith(("__", "||"), i) else char
+            if marker == "|":
+                raise EntityParseError(
+                    "Character '|' is reserved and must be escaped with the preceding '\\'"
+                )
+            if stack and stack[-1][0] == marker:
+                _, start, _ = stack.pop()
+                out.close({"type": _MD_TOGGLES[marker]}, start)
+            elif any(m == marker for m, _, _ in stack):
+                raise unclosed(stack[-1][2])
+            else:
+                stack.append((marker, out.pos, i))
+            i += len(marker)
+        elif char == "[":
+            stack.append(("[", out.pos, i))
+            i += 1
+        elif char == "]" and stack and stack[-1][0] == "[" and src.startswith("(", i + 1):
+            url, after = read_until(i + 2, ")")
+            _, start, _ = stack.pop()
+            out.close({"type": "text_link", "url": url}, start)
+            i = after
+        elif v2 and char == ">" and line_start:
+            if not (stack and stack[-1][0] == ">"):
+                stack.append((">", out.pos, i))
+            i += 1
+        else:
+            if char == "\n" and stack and stack[-1][0] == ">" and not src.startswith(">", i + 1):
+                _, start, _ = stack.pop()
+                out.close({"type": "blockquote"}, start)
+            if v2 and char in _MD_RESERVED:
+                raise EntityParseError(
+                    f"Character '{char}' is reserved and must be escaped with the preceding '\\'"
+                )
+            out.add(char)
+            i += 1
+        line_start = i > 0 and src[i - 1] == "\n"
+    if stack and stack[-1][0] == ">":
+        _, start, _ = stack.pop()
+        out.close({"type": "blockquote"}, start)
+    if stack:
+        raise unclosed(stack[-1][2])
+    return out.result()
+
+
+def detect_entities(text: str) -> list[dict[str, Any]]:
+    """Entities a Telegram client attaches to typed text: a leading /command and @mentions."""
+    entities = []
+    if command := re.match(r"/[A-Za-z0-9_]{1,64}(?:@[A-Za-z0-9_]{3,32})?", text):
+        entities.append({"type": "bot_command", "offset": 0, "length": utf16_len(command.group())})
+    for mention in re.finditer(r"(?<![\w@/])@[A-Za-z][A-Za-z0-9_]{3,31}\b", text):
+        offset = utf16_len(text[: mention.start()])
+        entities.append({"type": "mention", "offset": offset, "length": utf16_len(mention.group())})
+    return entities
+
+
+def _strip_text(text: str, entities: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """Telegram trims leading and trailing whitespace of a message; entities follow the text."""
+    stripped = text.strip()
+    if stripped == text:
+        return text, entities
+    shift = utf16_len(text[: len(text) - len(text.lstrip())])
+    size = utf16_len(stripped)
+    kept = []
+    for entity in entities:
+        start = max(entity["offset"] - shift, 0)
+        end = min(entity["offset"] + entity["length"] - shift, size)
+        if end > start:
+            kept.append({**entity, "offset": start, "length": end - start})
+    return stripped, kept
+
+
+# --- recorded state -------------------------------------------------------------------------------
+
+
+@dataclass
+class StoredMessage:
+    """A message as the fake keeps it: current text after edits, plus what the bot asked for."""
+
+    chat_id: int
+    message_id: int
+    from_user: dict[str, Any]
+    text: str
+    entities: list[dict[str, Any]]
+    date: int
+    thread_id: int | None = None
+    reply_to_message_id: int | None = None
+    parse_mode: str | None = None
+    reply_markup: dict[str, Any] | None = None
+    edit_count: int = 0
+    edit_date: int | None = None
+    history: list[str] = field(default_factory=list)  # earlier texts, oldest first
+
+    @property
+    def from_bot(self) -> bool:
+        return bool(self.from_user.get("is_bot"))
+
+
+@dataclass
+class ApiRequest:
+    """One HTTP call the bot made: method, decoded params, monotonic arrival time, outcome."""
+
+    method: str
+    params: dict[str, Any]
+    at: float
+    chat_id: int | str | None
+    status: int | None = None  # HTTP status once answered
+    description: str | None = None  # error text for failures
+
+
+@dataclass(frozen=True)
+class Violation:
+    """A request to a chat made while a retry_after ban on that chat was still running."""
+
+    request: ApiRequest
+    early_by: float  # seconds before the ban ended
+
+
+@dataclass
+class _Chat:
+    info: dict[str, Any]
+    messages: list[StoredMessage] = field(default_factory=list)
+    next_message_id: int = 1
+    admins: set[int] = field(default_factory=set)
+    creator: int | None = None
+    members: set[int] = field(default_factory=set)
+
+
+@dataclass
+class _Failure:
+    method: str
+    error_code: int
+    description: str
+    retry_after: int | None
+    times: int
+    chat_id: int | str | None
+
+
+class _ApiError(Exception):
+    def __init__(self, code: int, description: str, retry_after: int | None = None) -> None:
+        super().__init__(description)
+        self.code, self.description, self.retry_after = code, description, retry_after
+
+
+def _bad(text: str) -> _ApiError:
+    return _ApiError(400, f"Bad Request: {text}")
+
+
+def _chat_key(value: Any) -> int | str | None:
+    if isinstance(value, dict):
+        return value["id"]
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value):
+        return int(value)
+    return value
+
+
+def _decode_value(name: str, value: Any) -> Any:
+    if name in _STRING_PARAMS or not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _decode_body(content_type: str, body: bytes, query: str) -> dict[str, Any]:
+    raw: dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True))
+    kind = content_type.split(";")[0].strip().lower()
+    if kind == "application/json" and body:
+        raw.update(json.loads(body))
+    elif kind == "multipart/form-data":
+        header = f"Content-Type: {content_type}\r\n\r\n".encode()
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(header + body)
+        for part in message.iter_parts():
+            name = str(part.get_param("name", header="content-disposition"))
+            payload = part.get_payload(decode=True)
+            data = payload if isinstance(payload, bytes) else b""
+            filename = part.get_filename()
+            raw[name] = {"filename": filename, "size": len(data)} if filename else data.decode()
+    elif body:
+        raw.update(parse_qsl(body.decode(), keep_blank_values=True))
+    return {name: _decode_value(name, value) for name, value in raw.items()}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        self.server.connections.discard(self.connection)
+        super().finish()
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        path, _, query = self.path.partition("?")
+        try:
+            status, payload = self.server.fake.handle(
+                path, self.headers.get("Content-Type", ""), body, query
+            )
+        except Exception as exc:  # a bug in the fake: make it visible to the client, not a hang
+            status, payload = (
+                500,
+                {"ok": False, "error_code": 500, "description": f"FakeBotAPI crashed: {exc!r}"},
+            )
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, fake: FakeBotAPI) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.fake = fake
+        self.connections: set[socket.socket] = set()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that hang up mid-poll (a cancelled getUpdates) are normal here
+
+
+# --- the fake --------------------------------------------------------------------------------------
+
+
+class FakeBotAPI:
+    """The Bot API on loopback: ``with FakeBotAPI() as fake:`` then point the bot at
+    ``f"{fake.base_url}/bot"`` and drive it with :meth:`send_text`."""
+
+    def __init__(
+        self,
+        *,
+        token: str = "7000000001:AAFakeTokenForAlpacaBotTests_0123456789",
+        bot_username: str = "alpaca_test_bot",
+        bot_first_name: str = "Alpaca",
+    ) -> None:
+        self.token = token
+        self.bot_id = int(token.split(":")[0])
+        self.bot_username = bot_username
+        self.bot_user = {
+            "id": self.bot_id,
+            "is_bot": True,
+            "first_name": bot_first_name,
+            "username": bot_username,
+        }
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._users: dict[int, dict[str, Any]] = {}
+        self._chats: dict[int, _Chat] = {}
+        self._updates: list[dict[str, Any]] = []
+        self._next_update_id = 100_000
+        self._allowed_updates: set[str] | None = None
+        self._poll_generation = 0
+        self._requests: list[ApiRequest] = []
+        self._failures: list[_Failure] = []
+        self._bans: dict[int | str, float] = {}
+        self._violations: list[Violation] = []
+        self._flood_interval: float | None = None
+        self._flood_methods: frozenset[str] = frozenset()
+        self._last_send: dict[int | str, float] = {}
+        self._drafts: list[tuple[int, int, str]] = []
+        self._commands: dict[str, list[dict[str, Any]]] = {}
+        self._webhook_url = ""
+        self._stopping = False
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._api = {
+            name[5:].lower(): getattr(self, name) for name in dir(self) if name.startswith("_api_")
+        }
+
+    # lifecycle
+
+    def start(self) -> FakeBotAPI:
+        self._stopping = False
+        self._server = _Server(self)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="FakeBotAPI",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; long polls in progress return at once."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._server is None:
+            return
+        self._server.shutdown()
+        for conn in list(self._server.connections):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+
+    def __enter__(self) -> FakeBotAPI:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("FakeBotAPI is not started")
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    # test side: the world
+
+    def user(
+        self, first_name: str = "Alice", username: str | None = None, *, id: int | None = None
+    ) -> dict[str, Any]:
+        with self._lock:
+            user_id = id if id is not None else 1001 + len(self._users)
+            user = {"id": user_id, "is_bot": False, "first_name": first_name}
+            if username:
+                user["username"] = username
+            self._users[user_id] = user
+            return dict(user)
+
+    def private_chat(self, user: dict[str, Any]) -> dict[str, Any]:
+        info = {"id": user["id"], "type": "private", "first_name": user["first_name"]}
+        if "username" in user:
+            info["username"] = user["username"]
+        with self._lock:
+            self._users.setdefault(user["id"], dict(user))
+            chat = self._chats.setdefault(user["id"], _Chat(info=info))
+            chat.members.add(user["id"])
+            return dict(chat.info)
+
+    def group_chat(self, title: str = "Test group", forum: bool = False) -> dict[str, Any]:
+        with self._lock:
+            chat_id = -1_001_000_000_001 - len(self._chats)
+            info: dict[str, Any] = {"id": chat_id, "type": "supergroup", "title": title}
+            if forum:
+                info["is_forum"] = True
+            self._chats[chat_id] = _Chat(info=info)
+            return dict(info)
+
+    def set_admins(
+        self, chat: dict[str, Any] | int, user_ids: Iterable[int], *, creator: int | None = None
+    ) -> None:
+        """Make these users (the bot's id allowed) administrators; ``creator`` owns the chat."""
+        with self._lock:
+            state = self._chat_state(chat)
+            state.admins = set(user_ids) - {creator}
+            state.creator = creator
+            state.members |= state.admins | ({creator} if creator else set())
+
+    def send_text(
+        self,
+        chat: dict[str, Any] | int,
+        user: dict[str, Any],
+        text: str,
+        reply_to: int | dict[str, Any] | None = None,
+        thread_id: int | None = None,
+        entities: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """A user writes ``text`` in ``chat``; queues the update and returns its Message dict.
+
+        Entities default to what a client adds: a leading /command and @mentions.
+        """
+        with self._cond:
+            state = self._chat_state(chat)
+            self._users.setdefault(user["id"], dict(user))
+            state.members.add(user["id"])
+            reply_id = reply_to["message_id"] if isinstance(reply_to, dict) else reply_to
+            if reply_id is not None and self._find(state, reply_id) is None:
+                raise ValueError(f"no message {reply_id} in chat {state.info['id']}")
+            if thread_id is None and reply_id is not None:
+                thread_id = self._find(state, reply_id).thread_id  # type: ignore[union-attr]
+            message = self._store(
+                state,
+                dict(user),
+                text,
+                detect_entities(text) if entities is None else entities,
+                thread_id=thread_id,
+                reply_to=reply_id,
+            )
+            payload = self._message_json(state, message)
+            self._queue({"message": payload})
+            return copy.deepcopy(payload)
+
+    def push_update(self, update: dict[str, Any]) -> int:
+        """Queue any update (e.g. ``{"callback_query": {...}}``); returns its update_id."""
+        with self._cond:
+            return self._queue(copy.deepcopy(update))
+
+    def fail_next(
+        self,
+        method: str,
+        error_code: int = 429,
+        description: str | None = None,
+        retry_after: int | None = None,
+        times: int = 1,
+        chat_id: dict[str, Any] | int | None = None,
+    ) -> None:
+        """Answer the next ``times`` calls of ``method`` (to ``chat_id``, if given) with an error.
+
+        A 429 carries ``retry_after`` (default 1 s) and bans the request's chat for that long.
+        """
+        if error_code == 429:
+            retry_after = retry_after or 1
+            description = description or f"Too Many Requests: retry after {retry_after}"
+        description = description or DEFAULT_FAILURE_TEXT.get(error_code, f"Error {error_code}")
+        with self._lock:
+            self._failures.append(
+                _Failure(
+                    method.lower(), error_code, description, retry_after, times, _chat_key(chat_id)
+                )
+            )
+
+    def flood_control(
+        self,
+        min_interval_per_chat: float | None = 1.0,
+        *,
+        methods: Iterable[str] = ("sendMessage", "editMessageText"),
+    ) -> None:
+        """Answer 429 to ``methods`` calls coming faster than ``min_interval_per_chat`` in a chat.
+
+        ``None`` turns flood control off.
+        """
+        with self._lock:
+            self._flood_interval = min_interval_per_chat
+            self._flood_methods = frozenset(m.lower() for m in methods)
+
+    # test side: what happened
+
+    def messages(self, chat: dict[str, Any] | int) -> list[StoredMessage]:
+        with self._lock:
+            return copy.deepcopy(self._chat_state(chat).messages)
+
+    def bot_messages(self, chat: dict[str, Any] | int) -> list[StoredMessage]:
+        return [m for m in self.messages(chat) if m.from_bot]
+
+    def drafts(self, chat: dict[str, Any] | int) -> list[tuple[int, str]]:
+        """(draft_id, text) of every sendMessageDraft to this private chat, in order."""
+        key = _chat_key(chat)
+        with self._lock:
+            return [(draft_id, text) for chat_id, draft_id, text in self._drafts if chat_id == key]
+
+    def requests(self, method: str | None = None) -> list[ApiRequest]:
+        with self._lock:
+            return [
+                replace(r, params=copy.deepcopy(r.params))
+                for r in self._requests
+                if method is None or r.method.lower() == method.lower()
+            ]
+
+    def violations(self) -> list[Violation]:
+        with self._lock:
+            return list(self._violations)
+
+    def pending_updates(self) -> list[dict[str, Any]]:
+        """Updates not yet confirmed by a getUpdates offset."""
+        with self._lock:
+            return copy.deepcopy(self._updates)
+
+    def describe(self) -> str:
+        """Every chat's messages and the last requests, for failure messages."""
+        with self._lock:
+            lines = []
+            for chat in self._chats.values():
+                lines.append(f"chat {chat.info['id']} ({chat.info['type']}):")
+                for m in chat.messages:
+                    who = "bot" if m.from_bot else m.from_user.get("username") or m.from_user["id"]
+                    extra = f" reply_to={m.reply_to_message_id}" if m.reply_to_message_id else ""
+                    extra += f" thread={m.thread_id}" if m.thread_id else ""
+                    extra += f" edits={m.edit_count}" if m.edit_count else ""
+                    lines.append(f"  #{m.message_id} {who}{extra}: {m.text!r}")
+            lines.append("last requests:")
+            for r in self._requests[-15:]:
+                outcome = r.status if r.description is None else f"{r.status} {r.description}"
+                lines.append(f"  {r.method} chat={r.chat_id} -> {outcome}")
+            return "\n".join(lines)
+
+    async def wait_for(
+        self,
+        predicate: Callable[[], Any],
+        timeout: float = 5.0,  # noqa: ASYNC109 - a polling deadline, like wait_until's
+        what: str = "",
+    ) -> Any:
+        """Await until ``predicate()`` is truthy and return its value; AssertionError on timeout."""
+        deadline = time.monotonic() + timeout
+        while not (value := predicate()):
+            if time.monotonic() >= deadline:
+                raise AssertionError(self._timeout_text(predicate, timeout, what))
+            await asyncio.sleep(0.01)
+        return value
+
+    def wait_until(self, predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
+        """Blocking twin of :meth:`wait_for` for synchronous tests."""
+        deadline = time.monotonic() + timeout
+        while not (value := predicate()):
+            if time.monotonic() >= deadline:
+                raise AssertionError(self._timeout_text(predicate, timeout, what))
+            time.sleep(0.01)
+        return value
+
+    def _timeout_text(self, predicate: Callable[[], Any], timeout: float, what: str) -> str:
+        return f"timed out after {timeout}s waiting for {what or predicate!r}\n{self.describe()}"
+
+    # HTTP side
+
+    def handle(
+        self, path: str, content_type: str, body: bytes, query: str
+    ) -> tuple[int, dict[str, Any]]:
+        """Answer one HTTP request; the server thread calls this."""
+        match = re.fullmatch(r"/bot([^/]+)/([A-Za-z]+)", path)
+        if match is None:
+            return 404, {"ok": False, "error_code": 404, "description": "Not Found"}
+        if match.group(1) != self.token:
+            return 401, {"ok": False, "error_code": 401, "description": "Unauthorized"}
+        method = match.group(2)
+        api = self._api.get(method.lower())
+        if api is None:
+            return 404, {"ok": False, "error_code": 404, "description": "Not Found"}
+        try:
+            params = _decode_body(content_type, body, query)
+        except ValueError as exc:
+            return 400, {"ok": False, "error_code": 400, "description": f"Bad Request: {exc}"}
+        with self._cond:
+            request = ApiRequest(method, params, time.monotonic(), _chat_key(params.get("chat_id")))
+            self._requests.append(request)
+            try:
+                self._gate(request)
+                result = api(params)
+            except _ApiError as err:
+                request.status, request.description = err.code, err.description
+                answer: dict[str, Any] = {
+                    "ok": False,
+                    "error_code": err.code,
+                    "description": err.description,
+                }
+                if err.retry_after is not None:
+                    answer["parameters"] = {"retry_after": err.retry_after}
+                return err.code, answer
+            request.status = 200
+            return 200, {"ok": True, "result": result}
+
+    def _gate(self, request: ApiRequest) -> None:
+        """Bans, injected failures and flood control, in that order (lock held)."""
+        chat, method = request.chat_id, request.method.lower()
+        if chat is not None and (until := self._bans.get(chat)) and request.at < until:
+            self._violations.append(Violation(request, until - request.at))
+            raise self._too_many(chat, math.ceil(until - request.at))
+        for failure in self._failures:
+            if failure.method == method and failure.chat_id in (None, chat):
+                failure.times -= 1
+                if failure.times <= 0:
+                    self._failures.remove(failure)
+                if failure.error_code == 429 and chat is not None:
+                    self._bans[chat] = request.at + (failure.retry_after or 0)
+                raise _ApiError(failure.error_code, failure.description, failure.retry_after)
+        if self._flood_interval is not None and chat is not None and method in self._flood_methods:
+            last = self._last_send.get(chat)
+            if last is not None and request.at - last < self._flood_interval:
+                raise self._too_many(
+                    chat, max(1, math.ceil(self._flood_interval - (request.at - last)))
+                )
+            self._last_send[chat] = request.at
+
+    def _too_many(self, chat: int | str, retry_after: int) -> _ApiError:
+        self._bans[chat] = max(self._bans.get(chat, 0.0), time.monotonic() + retry_after)
+        return _ApiError(429, f"Too Many Requests: retry after {retry_after}", retry_after)
+
+    # state helpers (lock held)
+
+    def _chat_state(self, chat: Any) -> _Chat:
+        key = _chat_key(chat)
+        if isinstance(key, str):
+            found = next(
+                (c for c in self._chats.values() if f"@{c.info.get('username')}" == key), None
+            )
+        else:
+            found = self._chats.get(key)  # type: ignore[arg-type]
+        if found is None:
+            raise _bad("chat not found")
+        return found
+
+    @staticmethod
+    def _find(chat: _Chat, message_id: Any) -> StoredMessage | None:
+        return next((m for m in chat.messages if m.message_id == message_id), None)
+
+    def _store(
+        self,
+        chat: _Chat,
+        sender: dict[str, Any],
+        text: str,
+        entities: list[dict[str, Any]],
+        *,
+        thread_id: int | None = None,
+        reply_to: int | None = None,
+        parse_mode: str | None = None,
+        reply_markup: dict[str, Any] | None = None,
+    ) -> StoredMessage:
+        message = StoredMessage(
+            chat_id=chat.info["id"],
+            message_id=chat.next_message_id,
+            from_user=sender,
+            text=text,
+            entities=entities,
+            date=int(time.time()),
+            thread_id=thread_id,
+            reply_to_message_id=reply_to,
+            parse_mode=parse_mode,
+            reply_markup=reply_markup,
+        )
+        chat.next_message_id += 1
+        chat.messages.append(message)
+        return message
+
+    def _message_json(
+        self, chat: _Chat, message: StoredMessage, nested: bool = True
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "message_id": message.message_id,
+            "date": message.date,
+            "chat": dict(chat.info),
+            "from": dict(message.from_user),
+            "text": message.text,
+        }
+        if message.entities:
+            data["entities"] = copy.deepcopy(message.entities)
+        if message.thread_id is not None:
+            data["message_thread_id"] = message.thread_id
+            if chat.info.get("is_forum"):
+                data["is_topic_message"] = True
+        if nested and message.reply_to_message_id is not None:
+            target = self._find(chat, message.reply_to_message_id)
+            if target is not None:
+                data["reply_to_message"] = self._message_json(chat, target, nested=False)
+        if message.edit_date is not None:
+            data["edit_date"] = message.edit_date
+        if message.reply_markup:
+            data["reply_markup"] = copy.deepcopy(message.reply_markup)
+        return data
+
+    def _queue(self, update: dict[str, Any]) -> int:
+        update["update_id"] = self._next_update_id
+        self._next_update_id += 1
+        self._updates.append(update)
+        self._cond.notify_all()
+        return update["update_id"]
+
+    @staticmethod
+    def _formatted(
+        params: dict[str, Any], *, allow_empty: bool = False
+    ) -> tuple[str, list[dict[str, Any]]]:
+        text = params.get("text")
+        text = "" if text is None else str(text)
+        mode = (params.get("parse_mode") or "").lower()
+        try:
+            if params.get("entities"):
+                plain, entities = text, list(params["entities"])
+            elif mode == "html":
+                plain, entities = parse_html(text)
+            elif mode in ("markdownv2", "markdown"):
+                plain, entities = parse_markdown(text, v2=mode == "markdownv2")
+            elif mode:
+                raise _bad("unsupported parse_mode")
+            else:
+                plain, entities = text, []
+        except EntityParseError as exc:
+            raise _bad(f"can't parse entities: {exc}") from None
+        plain, entities = _strip_text(plain, entities)
+        if not plain and not allow_empty:
+            raise _bad("message text is empty")
+        if utf16_len(plain) > MAX_TEXT_UTF16:
+            raise _bad("message is too long")
+        return plain, entities
+
+    # Bot API methods (lock held); the name after _api_ is the method, matched case-insensitively
+
+    def _api_getMe(self, p: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **self.bot_user,
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
+            "can_connect_to_business": False,
+            "has_main_web_app": False,
+        }
+
+    def _api_logOut(self, p: dict[str, Any]) -> bool:
+        return True
+
+    def _api_close(self, p: dict[str, Any]) -> bool:
+        return True
+
+    def _api_setWebhook(self, p: dict[str, Any]) -> bool:
+        self._webhook_url = str(p.get("url") or "")
+        return True
+
+    def _api_deleteWebhook(self, p: dict[str, Any]) -> bool:
+        self._webhook_url = ""
+        if p.get("drop_pending_updates"):
+            self._updates.clear()
+        return True
+
+    def _api_getWebhookInfo(self, p: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "url": self._webhook_url,
+            "has_custom_certificate": False,
+            "pending_update_count": len(self._updates),
+        }
+
+    def _api_getUpdates(self, p: dict[str, Any]) -> list[dict[str, Any]]:
+        if self._webhook_url:
+            raise _ApiError(
+                409,
+                "Conflict: can't use getUpdates method while webhook is active; "
+                "use deleteWebhook to delete the webhook first",
+            )
+        offset = int(p.get("offset") or 0)
+        limit = min(max(int(p.get("limit") or 100), 1), 100)
+        deadline = time.monotonic() + min(max(float(p.get("timeout") or 0), 0.0), MAX_POLL_TIMEOUT)
+        if p.get("allowed_updates") is not None:
+            self._allowed_updates = set(p["allowed_updates"]) or None
+        if offset < 0:
+            del self._updates[: max(len(self._updates) + offset, 0)]
+        elif offset > 0:
+            self._updates = [u for u in self._updates if u["update_id"] >= offset]
+        # A newer getUpdates terminates an older one, as on Telegram (and frees abandoned polls).
+        self._poll_generation += 1
+        generation = self._poll_generation
+        self._cond.notify_all()
+        while True:
+            ready = [u for u in self._updates if self._wanted(u)][:limit]
+            if ready or self._stopping:
+                return copy.deepcopy(ready)
+            if generation != self._poll_generation:
+                raise _ApiError(409, DEFAULT_FAILURE_TEXT[409])
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            self._cond.wait(remaining)
+
+    def _wanted(self, update: dict[str, Any]) -> bool:
+        kind = next(k for k in update if k != "update_id")
+        if self._allowed_updates is None:
+            return kind not in ("chat_member", "message_reaction", "message_reaction_count")
+        return kind in self._allowed_updates
+
+    def _api_sendMessage(self, p: dict[str, Any]) -> dict[str, Any]:
+        chat = self._chat_state(p.get("chat_id"))
+        text, entities = self._formatted(p)
+        reply = p.get("reply_parameters") or {}
+        reply_id = reply.get("message_id", p.get("reply_to_message_id"))
+        thread_id = p.get("message_thread_id")
+        if reply_id is not None:
+            target = self._find(chat, reply_id)
+            if target is None:
+                if not (
+                    reply.get("allow_sending_without_reply") or p.get("allow_sending_without_reply")
+                ):
+                    raise _bad("message to be replied not found")
+                reply_id = None
+            elif thread_id is None:
+                thread_id = target.thread_id
+        message = self._store(
+            chat,
+            dict(self.bot_user),
+            text,
+            entities,
+            thread_id=thread_id,
+            reply_to=reply_id,
+            parse_mode=p.get("parse_mode"),
+            reply_markup=p.get("reply_markup"),
+        )
+        return self._message_json(chat, message)
+
+    def _api_editMessageText(self, p: dict[str, Any]) -> dict[str, Any]:
+        chat = self._chat_state(p.get("chat_id"))
+        message = self._find(chat, p.get("message_id"))
+        if message is None:
+            raise _bad("message to edit not found")
+        if not message.from_bot:
+            raise _bad("message can't be edited")
+        text, entities = self._formatted(p)
+        markup = p.get("reply_markup")
+        if (text, entities, markup) == (message.text, message.entities, message.reply_markup):
+            raise _ApiError(400, NOT_MODIFIED)
+        message.history.append(message.text)
+        message.text, message.entities, message.reply_markup = text, entities, markup
+        message.parse_mode = p.get("parse_mode")
+        message.edit_count += 1
+        message.edit_date = int(time.time())
+        return self._message_json(chat, message)
+
+    def _api_deleteMessage(self, p: dict[str, Any]) -> bool:
+        chat = self._chat_state(p.get("chat_id"))
+        self._delete(chat, p.get("message_id"))
+        return True
+
+    def _api_deleteMessages(self, p: dict[str, Any]) -> bool:
+        chat = self._chat_state(p.get("chat_id"))
+        for message_id in p.get("message_ids") or []:
+            if self._find(chat, message_id) is not None:
+                self._delete(chat, message_id)
+        return True
+
+    def _delete(self, chat: _Chat, message_id: Any) -> None:
+        message = self._find(chat, message_id)
+        if message is None:
+            raise _bad("message to delete not found")
+        if not (message.from_bot or chat.info["type"] == "private" or self.bot_id in chat.admins):
+            raise _bad("message can't be deleted")
+        chat.messages.remove(message)
+
+    def _api_sendChatAction(self, p: dict[str, Any]) -> bool:
+        self._chat_state(p.get("chat_id"))
+        if not p.get("action"):
+            raise _bad("wrong parameter action in request")
+        return True
+
+    def _api_sendMessageDraft(self, p: dict[str, Any]) -> bool:
+        chat = self._chat_state(p.get("chat_id"))
+        if chat.info["type"] != "private":
+            raise _bad("TEXTDRAFT_PEER_INVALID")
+        if not p.get("draft_id"):
+            raise _bad("draft_id must be non-zero")
+        text, _ = self._formatted(p, allow_empty=True)
+        self._drafts.append((chat.info["id"], int(p["draft_id"]), text))
+        return True
+
+    def _api_getChat(self, p: dict[str, Any]) -> dict[str, Any]:
+        chat = self._chat_state(p.get("chat_id"))
+        gifts = dict.fromkeys(
+            (
+                "unlimited_gifts",
+                "limited_gifts",
+                "unique_gifts",
+                "premium_subscription",
+                "gifts_from_channels",
+            ),
+            False,
+        )
+        return {
+            **chat.info,
+            "accent_color_id": 0,
+            "max_reaction_count": 11,
+            "accepted_gift_types": gifts,
+        }
+
+    def _api_getChatMember(self, p: dict[str, Any]) -> dict[str, Any]:
+        return self._member(self._chat_state(p.get("chat_id")), int(p.get("user_id") or 0))
+
+    def _api_getChatAdministrators(self, p: dict[str, Any]) -> list[dict[str, Any]]:
+        chat = self._chat_state(p.get("chat_id"))
+        if chat.info["type"] == "private":
+            raise _bad("there are no administrators in the private chat")
+        owner = [chat.creator] if chat.creator is not None else []
+        return [self._member(chat, user_id) for user_id in owner + sorted(chat.admins)]
+
+    def _member(self, chat: _Chat, user_id: int) -> dict[str, Any]:
+        user = dict(self.bot_user) if user_id == self.bot_id else self._users.get(user_id)
+        if user is None:
+            raise _bad("user not found")
+        if chat.info["type"] == "private" or (
+            user_id not in chat.admins and user_id != chat.creator
+        ):
+            in_chat = (
+                chat.info["type"] == "private" or user_id in chat.members or user_id == self.bot_id
+            )
+            return {"status": "member" if in_chat else "left", "user": user}
+        if user_id == chat.creator:
+            return {"status": "creator", "user": user, "is_anonymous": False}
+        rights = (
+            "can_manage_chat can_delete_messages can_manage_video_chats can_restrict_members "
+            "can_change_info can_invite_users can_post_stories can_edit_stories can_delete_stories "
+            "can_pin_messages can_manage_topics"
+        ).split()
+        return {
+            "status": "administrator",
+            "user": user,
+            "can_be_edited": False,
+            "is_anonymous": False,
+            "can_promote_members": False,
+            **dict.fromkeys(rights, True),
+        }
+
+    def _api_answerCallbackQuery(self, p: dict[str, Any]) -> bool:
+        return True
+
+    @staticmethod
+    def _commands_key(p: dict[str, Any]) -> str:
+        return json.dumps(
+            [p.get("scope") or {"type": "default"}, p.get("language_code") or ""], sort_keys=True
+        )
+
+    def _api_setMyCommands(self, p: dict[str, Any]) -> bool:
+        self._commands[self._commands_key(p)] = list(p.get("commands") or [])
+        return True
+
+    def _api_getMyCommands(self, p: dict[str, Any]) -> list[dict[str, Any]]:
+        return copy.deepcopy(self._commands.get(self._commands_key(p), []))
+
+    def _api_deleteMyCommands(self, p: dict[str, Any]) -> bool:
+        self._commands.pop(self._commands_key(p), None)
+        return True
