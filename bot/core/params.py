@@ -111,7 +111,7 @@ def with_value(
     params: GenerationParams, spec: ParamSpec, value: float | int, limits: ParamLimits
 ) -> GenerationParams:
     """Return `params` with one value changed, checking that -c still leaves room for -n."""
-    updated = replace(params, **{spec.name: value})
+    updated = replace(params, **{spec.name: value})  # type: ignore[arg-type]
     if updated.prompt_budget < MIN_PROMPT_BUDGET:
         if spec.name == "n_ctx":
             raise InvalidParameter(

@@ -29,9 +29,14 @@ ALPACA_RESPONSE = "### Response:"
 class ChatFormat(Protocol):
     """Turns a system prompt and a conversation into a prompt the model continues."""
 
-    name: str
-    default_system: str | None
-    stop: tuple[str, ...]
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def default_system(self) -> str | None: ...
+
+    @property
+    def stop(self) -> tuple[str, ...]: ...
 
     def render(self, system: str | None, turns: Sequence[Turn]) -> Prompt:
         """Render `turns` (ending with the user's turn) followed by the reply's opening."""

@@ -71,14 +71,13 @@ class LlamaEngine:
         check_model_file(options.model_path)
         threads = options.threads or physical_cores()
         try:
-            self._llama = llama_cpp.Llama(
-                model_path=str(options.model_path),
-                n_ctx=options.n_ctx,
-                n_threads=threads,
-                n_threads_batch=threads,
-                n_batch=options.batch,
-                verbose=False,
-            )
+            self._llama = self._load(llama_cpp, options, options.n_ctx, threads)
+            trained = self._llama._model.n_ctx_train()
+            if 0 < trained < options.n_ctx:
+                # Never size the KV cache beyond the trained context (the file is mmapped, so
+                # loading again is cheap).
+                self._llama.close()
+                self._llama = self._load(llama_cpp, options, trained, threads)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelError(
                 f"cannot load model {options.model_path}: {exc} "
@@ -96,6 +95,17 @@ class LlamaEngine:
         log.info(
             "model loaded: %s (%s, trained context %d, context %d, %d threads)",
             self._info.name, options.model_path, self._info.n_ctx_train, self._info.n_ctx, threads,
+        )
+
+    @staticmethod
+    def _load(llama_cpp: Any, options: EngineOptions, n_ctx: int, threads: int) -> Any:
+        return llama_cpp.Llama(
+            model_path=str(options.model_path),
+            n_ctx=n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            n_batch=min(options.batch, n_ctx),
+            verbose=False,
         )
 
     @property

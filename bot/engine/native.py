@@ -37,9 +37,9 @@ def route_llama_log() -> None:
         return
     import llama_cpp
 
-    levels = {2: logging.WARNING, 3: logging.ERROR}
+    levels = {3: logging.WARNING, 4: logging.ERROR}  # ggml: 1 debug, 2 info, 3 warn, 4 error
 
-    @llama_cpp.llama_log_callback  # type: ignore[misc]
+    @llama_cpp.llama_log_callback
     def forward(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
         message = text.decode("utf-8", errors="replace").rstrip()
         if message:

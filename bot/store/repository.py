@@ -162,3 +162,7 @@ async def undelivered_replies(session: AsyncSession) -> Sequence[TurnRow]:
         .order_by(TurnRow.id)
     )
     return result.scalars().all()
+
+
+async def set_turn_values(session: AsyncSession, turn_id: int, **values: object) -> None:
+    await session.execute(update(TurnRow).where(TurnRow.id == turn_id).values(**values))

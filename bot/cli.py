@@ -1,0 +1,219 @@
+"""The `alpaca-bot` command: thin subcommands over the runtime, the bot and the model tools."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bot import __version__
+from bot.errors import AlpacaBotError, UserError
+from bot.settings import Settings, load_settings
+
+log = logging.getLogger("alpaca_bot")
+
+NO_TOKEN_HINT = """\
+No Telegram token is configured, so this is the console chat.
+To run the Telegram bot: create a bot with @BotFather, then
+    export ALPACA_BOT_TOKEN=123456:ABC...   (or set `token` in your config file)
+and start again (`make run` or `alpaca-bot run`)."""
+
+
+class RedactToken(logging.Filter):
+    """Keeps the bot token out of every log line (httpx logs request URLs)."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self._token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._token:
+            message = record.getMessage()
+            if self._token in message:
+                record.msg = message.replace(self._token, "<token>")
+                record.args = None
+        return True
+
+
+def setup_logging(settings: Settings, *, quiet: bool = False) -> None:
+    level = logging.WARNING if quiet else getattr(logging, settings.log_level)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if settings.token is not None:
+        handler.addFilter(RedactToken(settings.token.get_secret_value()))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("httpx", "httpcore", "telegram.ext.ExtBot", "apscheduler"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    logging.getLogger("llama.cpp").setLevel(max(level, logging.ERROR if quiet else logging.WARNING))
+    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
+
+
+# -- subcommands ----------------------------------------------------------------------------
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.store.database import migrate
+
+    settings.data.mkdir(parents=True, exist_ok=True)
+    migrate(settings.database_url)
+    print(f"database is up to date: {_safe_url(settings.database_url)}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    return asyncio.run(_run_bot(settings))
+
+
+def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
+    """`make run`: the Telegram bot when a token is configured, else the console chat."""
+    if settings.token is not None:
+        return asyncio.run(_run_bot(settings))
+    return asyncio.run(_run_console(settings, color=sys.stdout.isatty(), banner=NO_TOKEN_HINT))
+
+
+def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
+    return asyncio.run(_run_console(settings, color=args.color, prompt_file=args.file, flags=args))
+
+
+async def _run_bot(settings: Settings) -> int:
+    from bot.runtime import open_runtime
+    from bot.telegram.app import run_telegram
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    if settings.token is None:
+        raise UserError(NO_TOKEN_HINT.splitlines()[0] + " Set ALPACA_BOT_TOKEN.")
+    async with open_runtime(settings) as runtime:
+        await run_telegram(settings, runtime.service, stop)
+    return 0
+
+
+CHAT_FLAGS = {
+    "temp": "temp", "ctx_size": "ctx", "n_predict": "n", "top_k": "top_k", "top_p": "top_p",
+    "repeat_penalty": "repeat_penalty",
+}
+
+
+async def _run_console(
+    settings: Settings,
+    *,
+    color: bool,
+    banner: str | None = None,
+    prompt_file: Path | None = None,
+    flags: argparse.Namespace | None = None,
+) -> int:
+    from bot.console import CONSOLE_CHAT, run_console
+    from bot.runtime import open_runtime
+
+    async with open_runtime(settings) as runtime:
+        service = runtime.service
+        if flags is not None:
+            # Flags given on the command line are stored for the console chat, like a /command.
+            for attribute, command in CHAT_FLAGS.items():
+                value = getattr(flags, attribute, None)
+                if value is not None:
+                    await service.set_param(CONSOLE_CHAT, command, str(value))
+        if prompt_file is not None:
+            try:
+                text = await asyncio.to_thread(prompt_file.read_text, encoding="utf-8")
+            except OSError as exc:
+                raise UserError(f"cannot read prompt file {prompt_file}: {exc.strerror}") from None
+            await service.set_system(CONSOLE_CHAT, text)
+        info = runtime.engine.info
+        header = f"alpaca-bot {__version__} — model {info.name} ({info.path.name})"
+        await run_console(service, color=color, banner=f"{banner}\n\n{header}" if banner else header)
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+# -- parser ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alpaca-bot",
+        description="A Telegram chatbot running a quantized LLaMA/Alpaca model on the CPU.",
+    )
+    parser.add_argument("--version", action="version", version=f"alpaca-bot {__version__}")
+    parser.add_argument("--config", type=Path, help="TOML config file (or $ALPACA_BOT_CONFIG)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    commands.add_parser("start", help="migrate, then run the Telegram bot (or the console chat "
+                                      "when no token is set); the default")
+    commands.add_parser("run", help="run the Telegram bot")
+    commands.add_parser("migrate", help="upgrade the database to the newest schema")
+
+    chat = commands.add_parser("chat", help="chat in the terminal, like llama.cpp's main -ins")
+    chat.add_argument("-m", "--model", type=Path, help="GGUF model file")
+    chat.add_argument("-c", "--ctx-size", type=int, help="context window in tokens")
+    chat.add_argument("-n", "--n-predict", type=int, help="maximum reply length in tokens")
+    chat.add_argument("--temp", type=float, help="temperature")
+    chat.add_argument("--top_k", "--top-k", dest="top_k", type=int, help="top-k sampling")
+    chat.add_argument("--top_p", "--top-p", dest="top_p", type=float, help="top-p sampling")
+    chat.add_argument("--repeat_penalty", "--repeat-penalty", dest="repeat_penalty", type=float,
+                      help="repetition penalty")
+    chat.add_argument("-t", "--threads", type=int, help="CPU threads (default: physical cores)")
+    chat.add_argument("-b", "--batch-size", type=int, help="prompt batch size")
+    chat.add_argument("-f", "--file", type=Path, help="prompt file: the system prompt/preamble")
+    chat.add_argument("--color", action="store_true", help="colour the input and the output")
+    chat.add_argument("-s", "--seed", type=int, help="random seed (-1: random)")
+    return parser
+
+
+def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if args.command == "chat":
+        overrides.update(
+            model=args.model, threads=args.threads, batch=args.batch_size, seed=args.seed
+        )
+        if args.ctx_size is not None:
+            overrides["max_ctx"] = args.ctx_size
+    if args.verbose:
+        overrides["log_level"] = "DEBUG"
+    return overrides
+
+
+HANDLERS = {
+    None: cmd_start,
+    "start": cmd_start,
+    "run": cmd_run,
+    "chat": cmd_chat,
+    "migrate": cmd_migrate,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config, **settings_overrides(args))
+        if args.command == "chat" and args.ctx_size is not None and settings.max_ctx < settings.ctx:
+            settings = load_settings(args.config, **settings_overrides(args), ctx=args.ctx_size)
+        setup_logging(settings, quiet=args.command in (None, "start", "chat") and not args.verbose)
+        return HANDLERS[args.command](args, settings)
+    except AlpacaBotError as exc:
+        print(f"alpaca-bot: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, UserError) else 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Wiring the Telegram bot: one Application, its handlers, start-up checks, polling, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from telegram import BotCommand
+from telegram.error import InvalidToken, NetworkError, TelegramError
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
+
+from bot.errors import ConfigError
+from bot.service import ChatService
+from bot.settings import Settings
+from bot.telegram import handlers
+
+log = logging.getLogger(__name__)
+
+
+def build_application(
+    settings: Settings, service: ChatService
+) -> Application[Any, Any, Any, Any, Any, Any]:
+    if settings.token is None:
+        raise ConfigError("no Telegram token: set ALPACA_BOT_TOKEN or `token` in the config file")
+    base = settings.api_url.rstrip("/")
+    file_base = base[: -len("/bot")] + "/file/bot" if base.endswith("/bot") else base + "/file"
+    application = (
+        ApplicationBuilder()
+        .token(settings.token.get_secret_value())
+        .base_url(base)
+        .base_file_url(file_base)
+        .rate_limiter(AIORateLimiter(max_retries=0))
+        .concurrent_updates(True)
+        .get_updates_read_timeout(35)
+        .build()
+    )
+    application.bot_data[handlers.DEPS_KEY] = handlers.BotDeps(settings=settings, service=service)
+    handlers.register(application)
+    return application
+
+
+async def run_telegram(
+    settings: Settings, service: ChatService, stop: asyncio.Event, *, poll_timeout: int = 25
+) -> None:
+    """Run the bot until `stop` is set. Start-up problems raise ConfigError with one clear line."""
+    application = build_application(settings, service)
+    try:
+        await application.initialize()
+    except InvalidToken:
+        raise ConfigError(
+            "Telegram rejected the bot token (check ALPACA_BOT_TOKEN; BotFather's /token shows it)"
+        ) from None
+    except NetworkError as exc:
+        raise ConfigError(f"cannot reach the Telegram Bot API at {settings.api_url}: {exc}") from None
+    deps: handlers.BotDeps = application.bot_data[handlers.DEPS_KEY]
+    try:
+        try:
+            await application.bot.set_my_commands(
+                [BotCommand(name, text) for name, text in handlers.BOT_COMMANDS]
+            )
+        except TelegramError as exc:
+            log.warning("could not set the command menu: %s", exc)
+        await application.start()
+        assert application.updater is not None
+        await application.updater.start_polling(
+            poll_interval=0.0, timeout=poll_timeout, drop_pending_updates=False,
+            allowed_updates=["message"],
+        )
+        log.info("Telegram bot @%s is running", application.bot.username)
+        resumed = await handlers.resume_unfinished(application)
+        if resumed:
+            log.info("resuming %d replies interrupted by the last shutdown", resumed)
+        await stop.wait()
+    finally:
+        log.info("stopping the Telegram bot")
+        # Replies in progress are cancelled without being stored as finished: their questions
+        # stay pending and are answered again at the next start.
+        await deps.cancel_all()
+        if application.updater is not None and application.updater.running:
+            await application.updater.stop()
+        if application.running:
+            await application.stop()
+        await application.shutdown()
