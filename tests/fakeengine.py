@@ -1,0 +1,118 @@
+"""A scripted engine for tests: replies queued with `enqueue`, every request kept in `history`.
+
+It honours the parts of the engine contract the chat side relies on: streaming deltas, -n as a
+word limit, stop strings, cancellation between tokens, and a bounded queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from bot.core.prompt import Prompt, prompt_text
+from bot.core.textstream import ReplyText
+from bot.engine.base import (
+    Finished,
+    GenerationEvent,
+    GenerationRequest,
+    ModelInfo,
+    StopReason,
+    TextDelta,
+)
+from bot.errors import EngineBusy
+
+
+class ScriptedEngine:
+    """Streams canned replies word by word; counts one token per 4 characters of prompt."""
+
+    def __init__(
+        self,
+        *,
+        n_ctx: int = 2048,
+        n_ctx_train: int = 4096,
+        chat_template: str | None = None,
+        delay: float = 0.0,
+        max_queue: int = 32,
+        default_reply: str = "Hello from the scripted model.",
+    ) -> None:
+        self._info = ModelInfo(
+            path=Path("/models/scripted.gguf"),
+            name="scripted",
+            n_ctx_train=n_ctx_train,
+            n_ctx=n_ctx,
+            chat_template=chat_template,
+            bos_token="<s>",
+            eos_token="</s>",
+        )
+        self.replies: deque[str] = deque()
+        self.history: list[GenerationRequest] = []
+        self.delay = delay
+        self.default_reply = default_reply
+        self.max_queue = max_queue
+        self.running = 0
+        self.started = asyncio.Event()
+        self.hang = False
+        """When set, a reply never finishes on its own (only cancellation ends it)."""
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    def enqueue(self, *replies: str) -> None:
+        self.replies.extend(replies)
+
+    def count_tokens(self, prompt: Prompt) -> int:
+        return len(prompt_text(prompt)) // 4 + 1
+
+    def prompts(self) -> list[str]:
+        return [prompt_text(request.prompt) for request in self.history]
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        if self.running >= self.max_queue:
+            raise EngineBusy("The model is busy; try again in a minute.")
+        self.running += 1
+        try:
+            self.history.append(request)
+            self.started.set()
+            text = self.replies.popleft() if self.replies else self.default_reply
+            words = text.split(" ")
+            reply = ReplyText(request.stop)
+            reason: StopReason = "eos"
+            generated = 0
+            index = 0
+            while True:
+                if request.cancel.cancelled:
+                    reason = "cancelled"
+                    break
+                if index >= len(words):
+                    if self.hang:
+                        await asyncio.sleep(0.01)
+                        continue
+                    break
+                if generated >= request.sampling.n_predict:
+                    reason = "length"
+                    break
+                piece = (" " if index else "") + words[index]
+                index += 1
+                generated += 1
+                delta = reply.feed(piece.encode())
+                if delta:
+                    yield TextDelta(delta)
+                if reply.stopped_by:
+                    reason = "stop"
+                    break
+                await asyncio.sleep(self.delay)
+            tail = reply.finish()
+            if tail:
+                yield TextDelta(tail)
+            yield Finished(
+                reason=reason, text=reply.text, n_prompt_tokens=self.count_tokens(request.prompt),
+                n_evaluated=0, n_generated=generated, seconds=0.0,
+            )
+        finally:
+            self.running -= 1
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,93 @@
+"""The bot under test: real Telegram wiring, real SQLite, the loopback fake Bot API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from bot.runtime import Runtime, open_runtime
+from bot.settings import Settings
+from bot.telegram.app import run_telegram
+from tests.fakebotapi import FakeBotAPI
+from tests.fakeengine import ScriptedEngine
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning"
+)
+
+
+class BotRunner:
+    """Starts and stops the bot like `alpaca-bot run` does, with a given engine."""
+
+    def __init__(self, fake: FakeBotAPI, settings: Settings, engine: Any) -> None:
+        self.fake = fake
+        self.settings = settings
+        self.engine = engine
+        self.runtime: Runtime | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> BotRunner:
+        self._stop = asyncio.Event()
+        polls = len(self.fake.requests("getUpdates"))
+        self._task = asyncio.create_task(self._main())
+        await self.fake.wait_for(
+            lambda: self._task.done() or len(self.fake.requests("getUpdates")) > polls,
+            timeout=30, what="the bot to start polling",
+        )
+        if self._task.done():
+            self._task.result()
+        return self
+
+    async def _main(self) -> None:
+        async with open_runtime(self.settings, engine=self.engine) as runtime:
+            self.runtime = runtime
+            await run_telegram(self.settings, runtime.service, self._stop, poll_timeout=1)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await asyncio.wait_for(self._task, timeout=30)
+            self._task = None
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeBotAPI]:
+    with FakeBotAPI() as api:
+        yield api
+
+
+@pytest.fixture
+def engine() -> ScriptedEngine:
+    return ScriptedEngine()
+
+
+@pytest.fixture
+def bot_settings(make_settings, fake: FakeBotAPI):  # type: ignore[no-untyped-def]
+    def build(**values: Any) -> Settings:
+        values.setdefault("token", fake.token)
+        values.setdefault("api_url", f"{fake.base_url}/bot")
+        values.setdefault("edit_interval_private", 0.3)
+        values.setdefault("edit_interval_group", 0.5)
+        return make_settings(**values)
+
+    return build
+
+
+@pytest.fixture
+async def run_bot(fake: FakeBotAPI, bot_settings) -> AsyncIterator[Any]:  # type: ignore[no-untyped-def]
+    runners: list[BotRunner] = []
+
+    async def start(engine: Any, **values: Any) -> BotRunner:
+        runner = BotRunner(fake, bot_settings(**values), engine)
+        runners.append(runner)
+        return await runner.start()
+
+    yield start
+    for runner in runners:
+        with contextlib.suppress(Exception):
+            await runner.stop()

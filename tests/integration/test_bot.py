@@ -1,0 +1,296 @@
+"""The Telegram bot end to end: the fake Bot API on loopback, real SQLite, a scripted model."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from sqlalchemy import select
+
+from bot.store.schema import TurnRow
+from tests.fakebotapi import FakeBotAPI
+from tests.fakeengine import ScriptedEngine
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.filterwarnings("ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning"),
+]
+
+
+def texts(fake: FakeBotAPI, chat: dict) -> list[str]:
+    return [message.text for message in fake.bot_messages(chat)]
+
+
+async def turns(runner, until=None, timeout: float = 5.0) -> list[TurnRow]:  # type: ignore[no-untyped-def]
+    """The stored turns, once `until(rows)` holds (the last write follows the last API call)."""
+    from bot.store.database import sessions
+
+    deadline = time.monotonic() + timeout
+    while True:
+        async with sessions(runner.runtime.database)() as session:
+            rows = list((await session.execute(select(TurnRow).order_by(TurnRow.id))).scalars())
+        if until is None or until(rows) or time.monotonic() > deadline:
+            return rows
+        await asyncio.sleep(0.05)
+
+
+async def test_private_chat_is_answered_and_stored(fake: FakeBotAPI, engine: ScriptedEngine, run_bot) -> None:
+    runner = await run_bot(engine)
+    alice = fake.user("Alice", "alice")
+    chat = fake.private_chat(alice)
+    engine.enqueue("Paris is the capital of France.")
+    fake.send_text(chat, alice, "What is the capital of France?")
+    await fake.wait_for(lambda: texts(fake, chat) == ["Paris is the capital of France."], timeout=10)
+    assert "What is the capital of France?" in engine.prompts()[0]
+    rows = await turns(runner, until=lambda rows: len(rows) == 2 and rows[1].delivered)
+    assert [(r.role, r.state, r.text) for r in rows] == [
+        ("user", "answered", "What is the capital of France?"),
+        ("assistant", "complete", "Paris is the capital of France."),
+    ]
+    assert rows[1].delivered and rows[1].message_id == fake.bot_messages(chat)[0].message_id
+    # The conversation continues with the earlier turns in the window.
+    engine.enqueue("About two million.")
+    fake.send_text(chat, alice, "How many people live there?")
+    await fake.wait_for(lambda: len(texts(fake, chat)) == 2, timeout=10)
+    second = engine.prompts()[1]
+    assert second.index("capital of France?") < second.index("Paris is the capital") < second.index(
+        "How many people"
+    )
+
+
+async def test_group_answers_mentions_and_replies_only(fake: FakeBotAPI, engine: ScriptedEngine, run_bot) -> None:
+    await run_bot(engine)
+    group = fake.group_chat("Llama fans")
+    alice, bob = fake.user("Alice", "alice"), fake.user("Bob", "bob")
+    fake.send_text(group, alice, "just chatting among humans")
+    engine.enqueue("Hi Alice!")
+    question = fake.send_text(group, alice, "@alpaca_test_bot say hi")
+    await fake.wait_for(lambda: texts(fake, group) == ["Hi Alice!"], timeout=10)
+    reply = fake.bot_messages(group)[0]
+    assert reply.reply_to_message_id == question["message_id"]
+    # The window records who said what, without the mention.
+    assert "Alice: say hi" in engine.prompts()[0]
+    assert "just chatting" not in engine.prompts()[0]
+    engine.enqueue("Hello Bob.")
+    fake.send_text(group, bob, "and me?", reply_to=reply.message_id)
+    await fake.wait_for(lambda: len(texts(fake, group)) == 2, timeout=10)
+    prompt = engine.prompts()[1]
+    assert "Alice: say hi" in prompt and "Hi Alice!" in prompt and "Bob: and me?" in prompt
+    engine.enqueue("Answer to ask.")
+    fake.send_text(group, bob, "/ask@alpaca_test_bot what now?")
+    await fake.wait_for(lambda: len(texts(fake, group)) == 3, timeout=10)
+    assert "Bob: what now?" in engine.prompts()[2]
+    assert len(engine.history) == 3
+
+
+async def test_commands_with_bot_suffix_and_group_admins(fake: FakeBotAPI, engine: ScriptedEngine, run_bot) -> None:
+    await run_bot(engine)
+    group = fake.group_chat("Admins")
+    owner, member = fake.user("Olga", "olga"), fake.user("Max", "max")
+    fake.set_admins(group, [owner["id"]])
+    fake.send_text(group, member, "/temp@alpaca_test_bot 0.9")
+    await fake.wait_for(lambda: texts(fake, group), timeout=10)
+    assert texts(fake, group)[-1] == "Only the group's admins can change settings."
+    fake.send_text(group, owner, "/temp@alpaca_test_bot 0.7")
+    await fake.wait_for(lambda: len(texts(fake, group)) == 2, timeout=10)
+    assert texts(fake, group)[-1] == "--temp set to 0.7 for this chat."
+    # Everyone may read settings; a command for another bot is ignored.
+    fake.send_text(group, member, "/temp@some_other_bot 1.5")
+    fake.send_text(group, member, "/temp")
+    await fake.wait_for(lambda: len(texts(fake, group)) == 3, timeout=10)
+    assert texts(fake, group)[-1].startswith("--temp 0.7 ")
+    fake.send_text(group, member, "/reset")
+    await fake.wait_for(lambda: len(texts(fake, group)) == 4, timeout=10)
+    assert "admins" in texts(fake, group)[-1]
+    fake.send_text(group, member, "/system You are a pirate.")
+    await fake.wait_for(lambda: len(texts(fake, group)) == 5, timeout=10)
+    assert "admins" in texts(fake, group)[-1]
+    # A configured bot admin who is not a group admin may change settings too.
+    assert engine.history == []
+
+
+async def test_configured_bot_admin_and_invalid_values(fake: FakeBotAPI, engine: ScriptedEngine, run_bot) -> None:
+    boss = fake.user("Boss", "boss")
+    await run_bot(engine, admins=[boss["id"]])
+    group = fake.group_chat()
+    fake.send_text(group, boss, "/n 128")
+    await fake.wait_for(lambda: texts(fake, group), timeout=10)
+    assert texts(fake, group)[-1] == "-n set to 128 for this chat."
+    fake.send_text(group, boss, "/top_p 1.5")
+    await fake.wait_for(lambda: len(texts(fake, group)) == 2, timeout=10)
+    assert texts(fake, group)[-1].startswith("1.5 is out of range. Usage: /top_p VALUE")
+    fake.send_text(group, boss, "/ctx lots")
+    await fake.wait_for(lambda: len(texts(fake, group)) == 3, timeout=10)
+    assert texts(fake, group)[-1].startswith("'lots' is not a valid value. Usage: /ctx VALUE")
+
+
+async def test_settings_survive_a_restart(fake: FakeBotAPI, engine: ScriptedEngine, run_bot) -> None:
+    runner = await run_bot(engine)
+    alice = fake.user("Alice")
+    chat = fake.private_chat(alice)
+    fake.send_text(chat, alice, "/temp 0.65")
+    fake.send_text(chat, alice, "/system Answer like a sailor.")
+    engine.enqueue("Ahoy.")
+    fake.send_text(chat, alice, "Hello")
+    await fake.wait_for(lambda: "Ahoy." in texts(fake, chat), timeout=10)
+    await runner.stop()
+
+    again = ScriptedEngine()
+    await run_bot(again)
+    fake.send_text(chat, alice, "/settings")
+    await fake.wait_for(lambda: texts(fake, chat)[-1].startswith("Model:"), timeout=10)
+    shown = texts(fake, chat)[-1]
+    assert "/temp (--temp) = 0.65" in shown
+    assert "/system = Answer like a sailor." in shown
+    assert "/2048 tokens" in shown
+    again.enqueue("Still here.")
+    fake.send_text(chat, alice, "Remember me?")
+    await fake.wait_for(lambda: "Still here." in texts(fake, chat), timeout=10)
+    prompt = again.prompts()[0]
+    assert "Answer like a sailor." in prompt and "Hello" in prompt and "Ahoy." in prompt
+    assert again.history[0].sampling.temp == pytest.approx(0.65)
+
+
+async def test_long_reply_continues_in_further_messages(fake: FakeBotAPI, engine: ScriptedEngine, run_bot) -> None:
+    await run_bot(engine)
+    alice = fake.user("Alice")
+    chat = fake.private_chat(alice)
+    paragraph = " ".join(f"word{i} & <tag>" for i in range(600))  # ~9000 characters, 1800 words
+    engine.enqueue(paragraph)
+    fake.send_text(chat, alice, "/n 1900")
+    fake.send_text(chat, alice, "write a lot")
+    await fake.wait_for(lambda: len(texts(fake, chat)) >= 4, timeout=20)
+    await fake.wait_for(lambda: " ".join(texts(fake, chat)[1:]) == paragraph, timeout=20)
+    replies = fake.bot_messages(chat)[1:]
+    assert len(replies) == 3
+    assert all(len(message.text) <= 4096 for message in replies)
+
+
+async def test_flood_control_mid_stream_is_honoured(fake: FakeBotAPI, run_bot) -> None:
+    engine = ScriptedEngine(delay=0.05)
+    await run_bot(engine)
+    alice = fake.user("Alice")
+    chat = fake.private_chat(alice)
+    words = [f"w{i}" for i in range(80)]
+    engine.enqueue(" ".join(words))
+    fake.fail_next("editMessageText", 429, retry_after=2, chat_id=chat)
+    fake.send_text(chat, alice, "stream please")
+    await fake.wait_for(lambda: texts(fake, chat) == [" ".join(words)], timeout=20)
+    assert fake.violations() == []
+    rejected = [r for r in fake.requests("editMessageText") if r.status == 429]
+    assert len(rejected) == 1
+    later = [r for r in fake.requests() if r.chat_id == chat["id"] and r.at > rejected[0].at]
+    assert later and later[0].at - rejected[0].at >= 2.0
+
+
+async def test_message_not_modified_and_bad_entities_never_surface(fake: FakeBotAPI, engine: ScriptedEngine, run_bot) -> None:
+    await run_bot(engine, admins=[])
+    alice = fake.user("Alice")
+    chat = fake.private_chat(alice)
+    fake.fail_next(
+        "sendMessage", 400,
+        "Bad Request: can't parse entities: Can't find end of the entity starting at byte offset 3",
+        chat_id=chat,
+    )
+    engine.enqueue("Some **bold** text")
+    fake.send_text(chat, alice, "format it")
+    await fake.wait_for(lambda: texts(fake, chat) == ["Some bold text"], timeout=10)
+    assert fake.bot_messages(chat)[0].parse_mode in (None, "")
+
+
+async def test_stop_cancels_a_running_reply(fake: FakeBotAPI, run_bot) -> None:
+    engine = ScriptedEngine(delay=0.05)
+    engine.hang = True
+    await run_bot(engine)
+    alice = fake.user("Alice")
+    chat = fake.private_chat(alice)
+    engine.enqueue("one two three")
+    fake.send_text(chat, alice, "go on forever")
+    await fake.wait_for(lambda: texts(fake, chat), timeout=10)
+    fake.send_text(chat, alice, "/stop")
+    await fake.wait_for(lambda: texts(fake, chat) and texts(fake, chat)[-1].endswith("stopped"),
+                        timeout=10)
+    assert texts(fake, chat)[-1].startswith("one two three")
+
+
+async def test_too_long_input_gets_a_clear_answer(fake: FakeBotAPI, engine: ScriptedEngine, run_bot) -> None:
+    await run_bot(engine, max_input_chars=100)
+    alice = fake.user("Alice")
+    chat = fake.private_chat(alice)
+    fake.send_text(chat, alice, "x" * 101)
+    await fake.wait_for(lambda: texts(fake, chat), timeout=10)
+    assert texts(fake, chat)[0] == (
+        "Your message is 101 characters; the limit is 100. Send a shorter message or split it."
+    )
+    assert engine.history == []
+
+
+async def test_forum_topic_replies_stay_in_the_topic(fake: FakeBotAPI, engine: ScriptedEngine, run_bot) -> None:
+    await run_bot(engine)
+    forum = fake.group_chat("Forum", forum=True)
+    alice = fake.user("Alice", "alice")
+    engine.enqueue("In the topic.")
+    fake.send_text(forum, alice, "@alpaca_test_bot hello", thread_id=77)
+    await fake.wait_for(lambda: texts(fake, forum) == ["In the topic."], timeout=10)
+    assert fake.bot_messages(forum)[0].thread_id == 77
+    fake.send_text(forum, alice, "/settings", thread_id=77)
+    await fake.wait_for(lambda: len(texts(fake, forum)) == 2, timeout=10)
+    assert fake.bot_messages(forum)[1].thread_id == 77
+
+
+async def test_reply_cut_off_by_a_restart_is_redone(fake: FakeBotAPI, run_bot) -> None:
+    hanging = ScriptedEngine(delay=0.05)
+    hanging.hang = True
+    hanging.enqueue("partial answer")
+    runner = await run_bot(hanging)
+    alice = fake.user("Alice")
+    chat = fake.private_chat(alice)
+    fake.send_text(chat, alice, "an important question")
+    await fake.wait_for(lambda: texts(fake, chat) == ["partial answer"], timeout=10)
+    await runner.stop()  # the reply is cut off mid-way
+
+    rows = await turns(runner)
+    assert [(r.role, r.state) for r in rows] == [("user", "pending"), ("assistant", "streaming")]
+
+    fresh = ScriptedEngine()
+    fresh.enqueue("the full answer, redone")
+    runner2 = await run_bot(fresh)
+    await fake.wait_for(lambda: texts(fake, chat) == ["the full answer, redone"], timeout=10)
+    assert "an important question" in fresh.prompts()[0]
+    rows = await turns(runner2, until=lambda rows: rows[-1].state == "complete")
+    assert [(r.role, r.state) for r in rows] == [("user", "answered"), ("assistant", "complete")]
+    # The interrupted message was edited, not duplicated.
+    assert len(fake.bot_messages(chat)) == 1
+
+
+async def test_typing_action_while_the_model_thinks(fake: FakeBotAPI, run_bot) -> None:
+    engine = ScriptedEngine(delay=0.05)
+    await run_bot(engine)
+    alice = fake.user("Alice")
+    chat = fake.private_chat(alice)
+    fake.send_text(chat, alice, "hi")
+    await fake.wait_for(lambda: texts(fake, chat), timeout=10)
+    actions = fake.requests("sendChatAction")
+    assert actions and actions[0].params["action"] == "typing"
+
+
+async def test_replies_stream_by_editing_at_a_bounded_rate(fake: FakeBotAPI, run_bot) -> None:
+    engine = ScriptedEngine(delay=0.02)
+    await run_bot(engine, edit_interval_private=0.5)
+    alice = fake.user("Alice")
+    chat = fake.private_chat(alice)
+    words = [f"token{i}" for i in range(150)]
+    engine.enqueue(" ".join(words))
+    started = time.monotonic()
+    fake.send_text(chat, alice, "count")
+    await fake.wait_for(lambda: texts(fake, chat) == [" ".join(words)], timeout=20)
+    elapsed = time.monotonic() - started
+    calls = [r for r in fake.requests() if r.chat_id == chat["id"]
+             and r.method in ("sendMessage", "editMessageText")]
+    assert len(calls) >= 3, "the reply should appear progressively"
+    gaps = [b.at - a.at for a, b in zip(calls, calls[1:], strict=False)]
+    assert min(gaps) >= 0.5 - 0.05
+    assert len(calls) <= elapsed / 0.5 + 2
+    assert fake.bot_messages(chat)[0].edit_count == len(calls) - 1
+    await asyncio.sleep(0)
