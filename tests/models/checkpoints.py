@@ -317,6 +317,23 @@ def split_meta(weights: Mapping[str, NDArray[Any]], n_shards: int) -> list[dict[
     return shards
 
 
+def split_meta_shapes(shapes: Mapping[str, tuple[int, ...]],
+                      n_shards: int) -> list[dict[str, tuple[int, ...]]]:
+    """The shapes `split_meta` gives each shard (for checkpoints too big to hold in memory)."""
+    result = []
+    for _ in range(n_shards):
+        shard = {}
+        for name, shape in shapes.items():
+            if len(shape) == 1:
+                shard[name] = shape
+            elif name.endswith(_SPLIT_BY_COLUMN):
+                shard[name] = (shape[0], shape[1] // n_shards)
+            else:
+                shard[name] = (shape[0] // n_shards, shape[1])
+        result.append(shard)
+    return result
+
+
 def write_meta_checkpoint(
     folder: Path,
     cfg: TinyConfig,
