@@ -22,11 +22,11 @@ def texts(fake: FakeBotAPI, chat: dict) -> list[str]:
     return [message.text for message in fake.bot_messages(chat)]
 
 
-async def turns(runner, until=None, timeout: float = 5.0) -> list[TurnRow]:  # type: ignore[no-untyped-def]
+async def turns(runner, until=None, wait: float = 5.0) -> list[TurnRow]:  # type: ignore[no-untyped-def]
     """The stored turns, once `until(rows)` holds (the last write follows the last API call)."""
     from bot.store.database import sessions
 
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + wait
     while True:
         async with sessions(runner.runtime.database)() as session:
             rows = list((await session.execute(select(TurnRow).order_by(TurnRow.id))).scalars())
