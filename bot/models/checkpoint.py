@@ -56,7 +56,15 @@ _MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 _ZIP_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 
 
-@dataclass(frozen=True)
+class _TamperedPickle(Exception):
+    """A pickle tried to change an object after building it (the BUILD opcode)."""
+
+
+def _refuse_setstate(self: object, state: object) -> None:
+    raise _TamperedPickle(type(self).__name__)
+
+
+@dataclass(frozen=True, slots=True)
 class FileRange:
     """A run of bytes inside a file, memory-mapped piece by piece on demand."""
 
@@ -76,7 +84,7 @@ class FileRange:
                          shape=(nbytes,))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LazyTensor:
     """A tensor in a checkpoint file, described but not yet read."""
 
@@ -86,6 +94,9 @@ class LazyTensor:
     offset: int  # byte offset of element 0 within `data`
     strides: tuple[int, ...]  # in elements, as torch stores them
     big_endian: bool = False
+
+    # Pickle's BUILD opcode would otherwise rewrite the fields of a frozen slotted dataclass.
+    __setstate__ = _refuse_setstate
 
     @property
     def itemsize(self) -> int:
@@ -150,17 +161,19 @@ def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
 # --- PyTorch zip checkpoints ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _StorageKind:
     """What `find_class` returns for torch.HalfStorage and friends: only an element type."""
 
     dtype: str
+    __setstate__ = _refuse_setstate
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _StorageRef:
     dtype: str
     data: FileRange
+    __setstate__ = _refuse_setstate
 
 
 def _rebuild_tensor_v2(storage: object, storage_offset: object, size: object, stride: object,
@@ -263,11 +276,22 @@ def read_torch_checkpoint(path: Path) -> dict[str, LazyTensor]:
                 root = _TensorUnpickler(pkl, path, storage).load()
             except ConversionError:
                 raise
+            except _TamperedPickle as exc:
+                raise ConversionError(
+                    f"unsafe pickle in {path}: it rewrites a {exc} after building it; refusing "
+                    "to load it"
+                ) from exc
             except Exception as exc:  # a malformed pickle can fail in many ways
                 raise ConversionError(f"cannot read the pickle in {path}: {exc}") from exc
     if not isinstance(root, dict):
         raise ConversionError(f"{path} does not hold a dictionary of tensors")
     tensors = {k: v for k, v in root.items() if isinstance(k, str) and isinstance(v, LazyTensor)}
+    # Frozen slotted classes already refuse the pickle BUILD opcode; check anyway that every
+    # tensor still points into this file.
+    for name, tensor in tensors.items():
+        if not (isinstance(tensor.data, FileRange) and tensor.data.path == path
+                and tensor.dtype in _NUMPY_DTYPES):
+            raise ConversionError(f"unsafe pickle in {path}: tensor {name} was tampered with")
     if not tensors:
         raise ConversionError(f"{path} holds no tensors")
     if big_endian:
@@ -356,7 +380,7 @@ def read_safetensors(path: Path) -> dict[str, LazyTensor]:
 TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = range(1, 7)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SentencePieceVocab:
     """The pieces of a sentencepiece model with their scores and types, and its special ids."""
 

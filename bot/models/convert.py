@@ -13,8 +13,8 @@ import json
 import math
 import os
 import re
+import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -150,7 +150,7 @@ def convert_checkpoint(
     plans = [_TensorPlan(name, source, _output_type(source.shape, outtype))
              for name, source in checkpoint.tensors.items()]
 
-    outdir = outfile.parent if str(outfile.parent) else Path(".")
+    outdir = outfile.parent
     if not outdir.is_dir():
         raise ConversionError(f"the output directory {outdir} does not exist")
     needed = _estimate_size(plans, checkpoint.vocab, template)
@@ -161,9 +161,7 @@ def convert_checkpoint(
             f"only {format_bytes(free)} is free"
         )
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{outfile.name}.", suffix=".part", dir=outdir)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _create_temp_file(outfile)
     writer: gguf.GGUFWriter | None = None
     try:
         writer = gguf.GGUFWriter(tmp, "llama")
@@ -198,6 +196,22 @@ def convert_checkpoint(
         bytes_written=written,
         seconds=time.monotonic() - started,
     )
+
+
+def _create_temp_file(outfile: Path) -> Path:
+    """An empty, new file next to `outfile`, with the permissions a plain open() would give."""
+    for _ in range(100):
+        tmp = outfile.with_name(f".{outfile.name}.{secrets.token_hex(4)}.part")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise ConversionError(
+                f"cannot create a file in {outfile.parent}: {exc.strerror or exc}"
+            ) from exc
+    raise ConversionError(f"cannot create a temporary file in {outfile.parent}")
 
 
 def _resolve_chat_template(choice: str) -> str | None:

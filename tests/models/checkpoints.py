@@ -219,6 +219,19 @@ def malicious_entry(module: str, name: str, argument: str) -> bytes:
     return bytes(p.out)
 
 
+def tampered_entry(key: str, target: str) -> bytes:
+    """A key/value pair whose tensor is then rewritten by a BUILD opcode to read `target`."""
+    p = _Pickle()
+    p.out.clear()
+    p.str_("tampered")
+    p.tensor(stored_tensor(key, "F32", (1,)))
+    p.out += pickle.EMPTY_DICT
+    p.str_("data")
+    p.str_(target)
+    p.out += pickle.SETITEM + pickle.BUILD
+    return bytes(p.out)
+
+
 def _contiguous(shape: tuple[int, ...]) -> tuple[int, ...]:
     strides, step = [], 1
     for n in reversed(shape):

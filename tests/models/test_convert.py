@@ -37,6 +37,7 @@ from tests.models.checkpoints import (
     encode,
     malicious_entry,
     round_to,
+    tampered_entry,
     write_torch_zip,
 )
 from tests.models.reference import forward
@@ -230,6 +231,14 @@ def test_unsafe_pickle_is_refused_and_nothing_runs(make_meta: Factory, tmp_path:
         convert_checkpoint(folder, tmp_path / "out.gguf")
     assert not marker.exists()
     assert not (tmp_path / "out.gguf").exists()
+
+
+def test_pickle_cannot_rewrite_a_tensor(make_meta: Factory, tmp_path: Path) -> None:
+    folder, _, weights = make_meta()
+    write_torch_zip(folder / "consolidated.00.pth", {"norm.weight": weights["norm.weight"]},
+                    archive="consolidated", extra_pickle=tampered_entry("0", "/etc/passwd"))
+    with pytest.raises(ConversionError, match="unsafe pickle .*rewrites a LazyTensor"):
+        read_torch_checkpoint(folder / "consolidated.00.pth")
 
 
 def test_vocab_mismatch_names_both_sizes(make_meta: Factory, tmp_path: Path) -> None:
@@ -489,3 +498,13 @@ def test_progress_bar_draws_only_when_enabled() -> None:
     assert lines[-1].rstrip().endswith("2.0 MB / 2.0 MB")
     assert shown.getvalue().endswith("\n")
     assert math.isclose(bar.done, 2_000_000)
+
+
+def test_convert_shows_progress_only_when_asked(make_meta: Factory, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    folder, _, _ = make_meta()
+    convert_checkpoint(folder, tmp_path / "quiet.gguf")  # stderr is not a terminal here
+    assert capsys.readouterr().err == ""
+    convert_checkpoint(folder, tmp_path / "shown.gguf", progress=True)
+    err = capsys.readouterr().err
+    assert "converting 100% [" in err and err.endswith("\n")
