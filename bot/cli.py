@@ -41,7 +41,7 @@ class RedactToken(logging.Filter):
         return True
 
 
-def setup_logging(settings: Settings, *, quiet: bool = False) -> None:
+def setup_logging(settings: Settings, *, quiet: bool = False) -> logging.Handler:
     level = logging.WARNING if quiet else getattr(logging, settings.log_level)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -54,6 +54,7 @@ def setup_logging(settings: Settings, *, quiet: bool = False) -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     logging.getLogger("llama.cpp").setLevel(max(level, logging.ERROR if quiet else logging.WARNING))
     logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
+    return handler
 
 
 # -- subcommands ----------------------------------------------------------------------------
@@ -85,15 +86,15 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _run_bot(settings: Settings) -> int:
     from bot.runtime import open_runtime
-    from bot.telegram.app import run_telegram
+    from bot.telegram.app import check_telegram, run_telegram
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
-    if settings.token is None:
-        raise UserError(NO_TOKEN_HINT.splitlines()[0] + " Set ALPACA_BOT_TOKEN.")
+    username = await check_telegram(settings)
+    log.info("connected to the Bot API as @%s", username)
     async with open_runtime(settings) as runtime:
         await run_telegram(settings, runtime.service, stop)
     return 0
@@ -202,6 +203,8 @@ HANDLERS = {
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
     try:
         settings = load_settings(args.config, **settings_overrides(args))
         if args.command == "chat" and args.ctx_size is not None and settings.max_ctx < settings.ctx:
@@ -213,6 +216,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2 if isinstance(exc, UserError) else 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,23 @@ def build_application(
     return application
 
 
+async def check_telegram(settings: Settings) -> str:
+    """Ask the Bot API who we are before loading a model: a bad token or URL fails fast."""
+    from telegram import Bot
+
+    if settings.token is None:
+        raise ConfigError("no Telegram token: set ALPACA_BOT_TOKEN or `token` in the config file")
+    try:
+        async with Bot(settings.token.get_secret_value(), base_url=settings.api_url) as bot:
+            return bot.username
+    except InvalidToken:
+        raise ConfigError(
+            "Telegram rejected the bot token (check ALPACA_BOT_TOKEN; BotFather's /token shows it)"
+        ) from None
+    except NetworkError as exc:
+        raise ConfigError(f"cannot reach the Telegram Bot API at {settings.api_url}: {exc}") from None
+
+
 async def run_telegram(
     settings: Settings, service: ChatService, stop: asyncio.Event, *, poll_timeout: int = 25
 ) -> None:

@@ -294,3 +294,25 @@ async def test_replies_stream_by_editing_at_a_bounded_rate(fake: FakeBotAPI, run
     assert len(calls) <= elapsed / 0.5 + 2
     assert fake.bot_messages(chat)[0].edit_count == len(calls) - 1
     await asyncio.sleep(0)
+
+
+def test_cli_start_up_errors_are_one_line(fake: FakeBotAPI, tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    from bot.cli import main
+
+    monkeypatch.setenv("ALPACA_BOT_DATA", str(tmp_path / "cli"))
+    monkeypatch.setenv("ALPACA_BOT_API_URL", f"{fake.base_url}/bot")
+    monkeypatch.setenv("ALPACA_BOT_TOKEN", "123:not-the-token")
+    assert main(["run"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("alpaca-bot: error: Telegram rejected the bot token") and err.count("\n") == 1
+    assert "not-the-token" not in err
+    monkeypatch.setenv("ALPACA_BOT_API_URL", "http://127.0.0.1:9/bot")
+    assert main(["run"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("alpaca-bot: error: cannot reach the Telegram Bot API") and err.count("\n") == 1
+    monkeypatch.setenv("ALPACA_BOT_API_URL", f"{fake.base_url}/bot")
+    monkeypatch.setenv("ALPACA_BOT_TOKEN", fake.token)
+    monkeypatch.setenv("ALPACA_BOT_MODEL", str(tmp_path / "missing.gguf"))
+    assert main(["run"]) == 1
+    err = capsys.readouterr().err
+    assert err.endswith(f"\nalpaca-bot: error: model file not found: {tmp_path / 'missing.gguf'}\n")
