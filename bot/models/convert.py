@@ -25,6 +25,7 @@ import gguf
 import numpy as np
 from numpy.typing import NDArray
 
+from bot.core.templates import ALPACA_INSTRUCTION, ALPACA_PREAMBLE, ALPACA_RESPONSE
 from bot.errors import ConversionError
 from bot.models.checkpoint import (
     TOKEN_USER_DEFINED,
@@ -37,15 +38,11 @@ from bot.models.progress import ProgressBar, format_bytes
 
 OUTTYPES = ("f16", "f32", "q8_0")
 
-ALPACA_PREAMBLE = (
-    "Below is an instruction that describes a task. "
-    "Write a response that appropriately completes the request."
-)
-
 # Renders exactly what bot.core.templates.AlpacaFormat renders: the preamble (or the system
 # message), then "### Instruction:\n\n{user}\n\n" and "### Response:\n\n{assistant}\n\n" per turn,
 # and "### Response:\n\n" as the generation prompt. Whitespace control keeps the layout below
-# out of the output under any trim_blocks/lstrip_blocks setting.
+# out of the output under any trim_blocks/lstrip_blocks setting. (The constants hold no quotes
+# or backslashes, so they can sit inside Jinja string literals as they are.)
 ALPACA_CHAT_TEMPLATE = (
     "{%- if messages and messages[0]['role'] == 'system' -%}\n"
     "    {%- set preamble = messages[0]['content'] -%}\n"
@@ -59,13 +56,13 @@ ALPACA_CHAT_TEMPLATE = (
     "{%- endif -%}\n"
     "{%- for message in conversation -%}\n"
     "    {%- if message['role'] == 'user' -%}\n"
-    "        {{- '### Instruction:\\n\\n' + (message['content'] | trim) + '\\n\\n' -}}\n"
+    f"        {{{{- '{ALPACA_INSTRUCTION}\\n\\n' + (message['content'] | trim) + '\\n\\n' -}}}}\n"
     "    {%- elif message['role'] == 'assistant' -%}\n"
-    "        {{- '### Response:\\n\\n' + (message['content'] | trim) + '\\n\\n' -}}\n"
+    f"        {{{{- '{ALPACA_RESPONSE}\\n\\n' + (message['content'] | trim) + '\\n\\n' -}}}}\n"
     "    {%- endif -%}\n"
     "{%- endfor -%}\n"
     "{%- if add_generation_prompt -%}\n"
-    "    {{- '### Response:\\n\\n' -}}\n"
+    f"    {{{{- '{ALPACA_RESPONSE}\\n\\n' -}}}}\n"
     "{%- endif -%}\n"
 )
 

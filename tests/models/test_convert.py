@@ -16,11 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import gguf
+import jinja2
+import jinja2.sandbox
 import numpy as np
 import pytest
 from numpy.typing import NDArray
 
 import bot.models.convert as convert_module
+from bot.core.prompt import Turn, prompt_text
+from bot.core.templates import AlpacaFormat, JinjaFormat
 from bot.errors import ConversionError
 from bot.models.checkpoint import (
     FileRange,
@@ -393,13 +397,18 @@ CONVERSATIONS = [
 @pytest.mark.parametrize(("system", "turns"), CONVERSATIONS)
 def test_alpaca_template_renders_like_the_bot(system: str | None,
                                               turns: list[tuple[str, str]]) -> None:
-    templates = pytest.importorskip("bot.core.templates")
-    prompt = pytest.importorskip("bot.core.prompt")
-    expected = prompt.prompt_text(templates.AlpacaFormat().render(
-        system, [prompt.Turn(role, text) for role, text in turns]))
+    conversation = [Turn(role, text) for role, text in turns]  # type: ignore[arg-type]
+    expected = prompt_text(AlpacaFormat().render(system, conversation))
 
-    import jinja2.sandbox
+    # As the bot renders a GGUF's own template. JinjaFormat puts each message back unstripped
+    # after rendering, so only already-stripped texts can match AlpacaFormat there.
+    from_gguf = JinjaFormat(ALPACA_CHAT_TEMPLATE, bos_token="<s>", eos_token="</s>")
+    stripped = [Turn(t.role, t.text.strip()) for t in conversation]
+    assert prompt_text(from_gguf.render(system, stripped)) == prompt_text(
+        AlpacaFormat().render(system, stripped))
+    assert "### Instruction:" in from_gguf.stop
 
+    # As plain Jinja (llama-cpp-python's chat handler, transformers) renders it.
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": role, "content": text} for role, text in turns]
     for env in (jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True),
