@@ -69,6 +69,23 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.models.convert import convert_checkpoint
+    from bot.models.progress import format_bytes
+
+    report = convert_checkpoint(
+        args.dir, args.outfile, outtype=args.outtype, chat_template=args.chat_template
+    )
+    p = report.params
+    print(
+        f"wrote {report.outfile} ({report.outtype}, {format_bytes(report.bytes_written)}, "
+        f"{report.n_tensors} tensors) from a {report.layout} checkpoint in {report.seconds:.1f} s: "
+        f"{p.n_layer} layers, dim {p.n_embd}, {p.n_head} heads ({p.n_head_kv} kv), "
+        f"vocab {p.n_vocab}, context {p.n_ctx}"
+    )
+    return 0
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(_run_bot(settings))
 
@@ -161,6 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("run", help="run the Telegram bot")
     commands.add_parser("migrate", help="upgrade the database to the newest schema")
 
+    convert = commands.add_parser(
+        "convert", help="convert a Meta (consolidated.*.pth) or Hugging Face LLaMA checkpoint "
+                        "to GGUF",
+    )
+    convert.add_argument("dir", type=Path, help="checkpoint folder (params.json or config.json, "
+                                                 "weights, tokenizer.model)")
+    convert.add_argument("--outfile", type=Path, required=True, help="the GGUF file to write")
+    convert.add_argument("--outtype", choices=("f16", "f32", "q8_0"), default="f16",
+                         help="tensor type of the output (default f16)")
+    convert.add_argument("--chat-template", default="alpaca",
+                         help="chat template to embed: alpaca (default), none, or a Jinja file")
+
     chat = commands.add_parser("chat", help="chat in the terminal, like llama.cpp's main -ins")
     chat.add_argument("-m", "--model", type=Path, help="GGUF model file")
     chat.add_argument("-c", "--ctx-size", type=int, help="context window in tokens")
@@ -197,6 +226,7 @@ HANDLERS = {
     "run": cmd_run,
     "chat": cmd_chat,
     "migrate": cmd_migrate,
+    "convert": cmd_convert,
 }
 
 
