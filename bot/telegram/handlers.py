@@ -25,7 +25,7 @@ from bot.errors import UserError
 from bot.service import Accepted, ChatService, RecoveryItem
 from bot.settings import Settings
 from bot.store.repository import ChatRef
-from bot.telegram.streamer import ReplyStreamer, retry_seconds
+from bot.telegram.streamer import FloodGate, ReplyStreamer, retry_seconds
 
 log = logging.getLogger(__name__)
 DEPS_KEY = "alpaca_bot"
@@ -76,7 +76,20 @@ class BotDeps:
     settings: Settings
     service: ChatService
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    gates: dict[int, FloodGate] = field(default_factory=dict)
     last_admin_alert: float = float("-inf")
+
+    def gate(self, chat: Chat | int, chat_type: str | None = None) -> FloodGate:
+        """The one flood gate of a chat, shared by every reply and answer sent there."""
+        chat_id = chat if isinstance(chat, int) else chat.id
+        if chat_id not in self.gates:
+            kind = chat_type or (chat.type if isinstance(chat, Chat) else ChatType.PRIVATE)
+            group = kind in (ChatType.GROUP, ChatType.SUPERGROUP, ChatType.CHANNEL)
+            interval = (
+                self.settings.edit_interval_group if group else self.settings.edit_interval_private
+            )
+            self.gates[chat_id] = FloodGate(interval)
+        return self.gates[chat_id]
 
     def spawn(self, coro: Awaitable[Any], name: str) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -115,20 +128,22 @@ def is_group(chat: Chat) -> bool:
     return chat.type in (ChatType.GROUP, ChatType.SUPERGROUP)
 
 
-async def respond(message: Message, text: str) -> None:
-    """Answer a command in the same chat and topic (plain text, one retry after a 429)."""
-    for attempt in range(2):
+async def respond(context: ContextTypes.DEFAULT_TYPE, message: Message, text: str) -> None:
+    """Answer a command in the same chat and topic, as plain text, respecting flood bans."""
+    gate = deps(context).gate(message.chat)
+    for attempt in range(3):
+        await gate.wait(spacing=False)
         started = time.monotonic()
+        gate.called()
         try:
             await message.reply_text(
                 text, do_quote=is_group(message.chat), message_thread_id=thread_of(message)
             )
             return
         except RetryAfter as exc:
-            if attempt:
+            gate.banned(started, retry_seconds(exc))
+            if attempt == 2:
                 raise
-            # A rate limiter may already have waited; sleep only what is left of the ban.
-            await asyncio.sleep(max(0.0, retry_seconds(exc) - (time.monotonic() - started)))
 
 
 def command_argument(message: Message) -> str:
@@ -166,7 +181,7 @@ async def on_help(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if message is None or chat is None:
         return
     how = HOW_GROUP.format(username=context.bot.username) if is_group(chat) else HOW_PRIVATE
-    await respond(message, HELP.format(how=how, admin_note=ADMIN_NOTE if is_group(chat) else ""))
+    await respond(context, message, HELP.format(how=how, admin_note=ADMIN_NOTE if is_group(chat) else ""))
 
 
 async def on_param(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -178,14 +193,14 @@ async def on_param(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     argument = command_argument(message)
     try:
         if not argument:
-            await respond(message, await service.show_param(chat_ref(chat), command))
+            await respond(context, message, await service.show_param(chat_ref(chat), command))
             return
         if not await may_change_settings(update, context):
-            await respond(message, "Only the group's admins can change settings.")
+            await respond(context, message, "Only the group's admins can change settings.")
             return
-        await respond(message, await service.set_param(chat_ref(chat), command, argument))
+        await respond(context, message, await service.set_param(chat_ref(chat), command, argument))
     except UserError as exc:
-        await respond(message, str(exc))
+        await respond(context, message, str(exc))
 
 
 async def on_system(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -196,14 +211,14 @@ async def on_system(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     argument = command_argument(message)
     try:
         if not argument:
-            await respond(message, await service.show_system(chat_ref(chat)))
+            await respond(context, message, await service.show_system(chat_ref(chat)))
             return
         if not await may_change_settings(update, context):
-            await respond(message, "Only the group's admins can change the system prompt.")
+            await respond(context, message, "Only the group's admins can change the system prompt.")
             return
-        await respond(message, await service.set_system(chat_ref(chat), argument))
+        await respond(context, message, await service.set_system(chat_ref(chat), argument))
     except UserError as exc:
-        await respond(message, str(exc))
+        await respond(context, message, str(exc))
 
 
 async def on_reset(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -211,16 +226,16 @@ async def on_reset(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if message is None or chat is None:
         return
     if not await may_change_settings(update, context):
-        await respond(message, "Only the group's admins can reset the conversation.")
+        await respond(context, message, "Only the group's admins can reset the conversation.")
         return
-    await respond(message, await deps(context).service.reset(chat_ref(chat)))
+    await respond(context, message, await deps(context).service.reset(chat_ref(chat)))
 
 
 async def on_settings(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     message, chat = update.effective_message, update.effective_chat
     if message is None or chat is None:
         return
-    await respond(message, await deps(context).service.settings_text(chat_ref(chat)))
+    await respond(context, message, await deps(context).service.settings_text(chat_ref(chat)))
 
 
 async def on_stop(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -229,7 +244,7 @@ async def on_stop(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     stopped = deps(context).service.stop(chat.id)
     if not stopped:
-        await respond(message, "Nothing to stop: no reply is being written here.")
+        await respond(context, message, "Nothing to stop: no reply is being written here.")
 
 
 async def on_ask(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -240,7 +255,7 @@ async def on_ask(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if not argument and message.reply_to_message is not None:
         argument = message.reply_to_message.text or ""
     if not argument:
-        await respond(message, "Usage: /ask TEXT — ask me a question.")
+        await respond(context, message, "Usage: /ask TEXT — ask me a question.")
         return
     await ask(update, context, argument)
 
@@ -265,7 +280,7 @@ async def on_group_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
         return
     text = re.sub(rf"@{re.escape(username)}\b", "", message.text, flags=re.I).strip()
     if not text:
-        await respond(message, "Yes? Ask me something after the mention.")
+        await respond(context, message, "Yes? Ask me something after the mention.")
         return
     await ask(update, context, text)
 
@@ -284,7 +299,7 @@ async def on_unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE)
     message, chat = update.effective_message, update.effective_chat
     if message is None or chat is None or is_group(chat):
         return  # in groups the command may be for another bot
-    await respond(message, "Unknown command. /help lists what I understand.")
+    await respond(context, message, "Unknown command. /help lists what I understand.")
 
 
 async def ask(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str) -> None:
@@ -304,18 +319,18 @@ async def ask(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str) -> 
             message_id=message.message_id, thread_id=thread_of(message),
         )
     except UserError as exc:
-        await respond(message, str(exc))
+        await respond(context, message, str(exc))
         return
     streamer = make_streamer(
-        context.application, d.settings, chat.id, chat.type,
+        d, context.application, chat.id, chat.type,
         reply_to=message.message_id, thread_id=thread_of(message),
     )
     d.spawn(answer(d.service, accepted, streamer), f"answer chat {chat.id} turn {accepted.turn_id}")
 
 
 def make_streamer(
+    d: BotDeps,
     application: Application[Any, Any, Any, Any, Any, Any],
-    settings: Settings,
     chat_id: int,
     chat_type: str,
     *,
@@ -324,13 +339,15 @@ def make_streamer(
     existing_ids: list[int] | None = None,
 ) -> ReplyStreamer:
     group = chat_type in (ChatType.GROUP, ChatType.SUPERGROUP, ChatType.CHANNEL)
+    gate = d.gate(chat_id, chat_type)
     return ReplyStreamer(
         application.bot,
         chat_id,
-        interval=settings.edit_interval_group if group else settings.edit_interval_private,
+        interval=gate.interval,
         reply_to=reply_to if group else None,
         thread_id=thread_id,
         existing_ids=existing_ids or (),
+        gate=gate,
     )
 
 
@@ -346,7 +363,7 @@ async def resume_unfinished(application: Application[Any, Any, Any, Any, Any, An
     for item in items:
         question = item.question
         streamer = make_streamer(
-            application, d.settings, question.chat_id, item.chat_kind,
+            d, application, question.chat_id, item.chat_kind,
             reply_to=question.message_id, thread_id=question.thread_id,
             existing_ids=item.message_ids,
         )

@@ -45,12 +45,15 @@ class FloodGate:
         self._last_call = float("-inf")
         self._banned_until = float("-inf")
 
-    def ready_at(self) -> float:
+    def ready_at(self, *, spacing: bool = True) -> float:
+        if not spacing:
+            return self._banned_until
         return max(self._last_call + self.interval, self._banned_until)
 
-    async def wait(self) -> None:
-        delay = self.ready_at() - self._clock()
-        if delay > 0:
+    async def wait(self, *, spacing: bool = True) -> None:
+        """Sleep until a call may go out; `spacing=False` waits out flood bans only."""
+        # A ban may grow while we sleep (another reply in the chat got a 429): check again.
+        while (delay := self.ready_at(spacing=spacing) - self._clock()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(delay)
 
     def called(self) -> None:

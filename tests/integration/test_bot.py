@@ -316,3 +316,18 @@ def test_cli_start_up_errors_are_one_line(fake: FakeBotAPI, tmp_path, monkeypatc
     assert main(["run"]) == 1
     err = capsys.readouterr().err
     assert err.endswith(f"\nalpaca-bot: error: model file not found: {tmp_path / 'missing.gguf'}\n")
+
+
+async def test_a_flood_ban_holds_for_every_message_to_the_chat(fake: FakeBotAPI, run_bot) -> None:
+    engine = ScriptedEngine(delay=0.02)
+    await run_bot(engine)
+    alice = fake.user("Alice")
+    chat = fake.private_chat(alice)
+    fake.fail_next("sendMessage", 429, retry_after=2, chat_id=chat)
+    engine.enqueue("first answer")
+    fake.send_text(chat, alice, "question one")
+    fake.send_text(chat, alice, "/settings")
+    fake.send_text(chat, alice, "/temp")
+    await fake.wait_for(lambda: len(texts(fake, chat)) == 3, timeout=20)
+    assert "first answer" in texts(fake, chat)
+    assert fake.violations() == []
