@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -15,6 +18,7 @@ from bot.errors import ConfigError, ModelError
 from bot.models.demo import INSTALL_HINT, find_demo_model, link_into
 from bot.service import ChatService
 from bot.settings import Settings
+from bot.store import repository as repo
 from bot.store.database import migrate_async, open_database, sessions
 
 log = logging.getLogger(__name__)
@@ -59,6 +63,37 @@ def load_engine(settings: Settings, model: Path) -> Engine:
     )
 
 
+MODEL_STATE_KEY = "model"
+
+
+async def chosen_model(session_factory: Any, configured: Path) -> Path:
+    """The model picked with /model, if it was picked under the same configuration.
+
+    Editing the configured model wins over an earlier /model choice.
+    """
+    async with session_factory() as session:
+        raw = await repo.get_state(session, MODEL_STATE_KEY)
+    if not raw:
+        return configured
+    try:
+        state = json.loads(raw)
+        chosen, base = Path(state["model"]), Path(state["configured"])
+    except (ValueError, KeyError, TypeError):
+        return configured
+    if base == configured and await asyncio.to_thread(chosen.is_file):
+        return chosen
+    return configured
+
+
+async def remember_model(session_factory: Any, configured: Path, chosen: Path) -> None:
+    async with session_factory() as session:
+        await repo.set_state(
+            session, MODEL_STATE_KEY,
+            json.dumps({"model": str(chosen), "configured": str(configured)}),
+        )
+        await session.commit()
+
+
 @asynccontextmanager
 async def open_runtime(settings: Settings, engine: Engine | None = None) -> AsyncIterator[Runtime]:
     """Migrate the database, load the model (unless one is given), build the chat service."""
@@ -68,13 +103,19 @@ async def open_runtime(settings: Settings, engine: Engine | None = None) -> Asyn
         raise ConfigError(f"cannot create the data directory {settings.data}: {exc}") from exc
     await migrate_async(settings.database_url)
     database = open_database(settings.database_url)
-    owns_engine = engine is None
+    injected = engine
+    session_factory = sessions(database)
+    service: ChatService | None = None
     try:
         if engine is None:
-            engine = load_engine(settings, resolve_model(settings))
-        service = ChatService(settings=settings, sessions=sessions(database), engine=engine)
+            model = await chosen_model(session_factory, resolve_model(settings))
+            engine = await asyncio.to_thread(load_engine, settings, model)
+        service = ChatService(settings=settings, sessions=session_factory, engine=engine)
         yield Runtime(settings, database, engine, service)
     finally:
-        if owns_engine and engine is not None:
-            await engine.aclose()
+        # /model may have replaced the engine: close whichever is current, unless the caller
+        # lent it to us.
+        current = service.engine if service is not None else engine
+        if current is not None and current is not injected:
+            await current.aclose()
         await database.dispose()

@@ -12,6 +12,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -110,15 +111,23 @@ class ChatService:
         self._settings = settings
         self._sessions = sessions
         self._engine = engine
+        self._fixed_format = chat_format
+        self.chat_format = chat_format or self._format_for(engine)
+        self._activity: defaultdict[int, _ChatActivity] = defaultdict(_ChatActivity)
+        # Replies in progress, and a model switch waiting for them to finish.
+        self._running = 0
+        self._switching = False
+        self._idle = asyncio.Condition()
+
+    def _format_for(self, engine: Engine) -> ChatFormat:
+        template = self._settings.template
         info = engine.info
-        self.chat_format = chat_format or choose_format(
-            settings.template if settings.template in ("auto", "alpaca", "gguf")
-            else _read_text(settings.template),
+        return choose_format(
+            template if template in ("auto", "alpaca", "gguf") else _read_text(template),
             model_template=info.chat_template,
             bos_token=info.bos_token,
             eos_token=info.eos_token,
         )
-        self._activity: defaultdict[int, _ChatActivity] = defaultdict(_ChatActivity)
 
     # -- limits and settings -------------------------------------------------------------
 
@@ -300,9 +309,72 @@ class ChatService:
                     await self._mark(accepted.turn_id, "cancelled")
                     await sink.fail("⏹ stopped before it started.")
                     return None
-                return await self._generate(accepted, sink, cancel)
+                async with self._idle:
+                    await self._idle.wait_for(lambda: not self._switching)
+                    self._running += 1
+                try:
+                    return await self._generate(accepted, sink, cancel)
+                finally:
+                    async with self._idle:
+                        self._running -= 1
+                        self._idle.notify_all()
         finally:
             activity.tokens.discard(cancel)
+
+    async def switch_engine(
+        self, load: Callable[[Path], Engine], model: Path
+    ) -> list[str]:
+        """Replace the model without a restart; returns the settings changes it forced.
+
+        Replies in progress finish first and new ones wait. The old model is freed before the
+        new one loads (a home server rarely has memory for two); if the new one fails to load,
+        the old one is loaded again and the error raised.
+        """
+        async with self._idle:
+            self._switching = True
+            await self._idle.wait_for(lambda: self._running == 0)
+        try:
+            old_path = self._engine.info.path
+            await self._engine.aclose()
+            try:
+                self._engine = await asyncio.to_thread(load, model)
+            except Exception:
+                self._engine = await asyncio.to_thread(load, old_path)
+                raise
+            self.chat_format = self._fixed_format or self._format_for(self._engine)
+            return await self._clamp_chats()
+        finally:
+            async with self._idle:
+                self._switching = False
+                self._idle.notify_all()
+
+    async def _clamp_chats(self) -> list[str]:
+        """Fit every chat's stored /ctx and /n into the new model's limits."""
+        changes: list[str] = []
+        limits = self.limits
+        async with self._sessions() as session:
+            for chat in await repo.chats_with_window_settings(session):
+                stored = GenerationParams(
+                    n_ctx=chat.n_ctx or self._settings.ctx,
+                    n_predict=chat.n_predict or self._settings.n_predict,
+                )
+                fitted, made = clamp_to_limits(stored, limits)
+                if made:
+                    values: dict[str, Any] = {}
+                    if chat.n_ctx is not None:
+                        values["n_ctx"] = fitted.n_ctx
+                    if chat.n_predict is not None or fitted.n_predict != stored.n_predict:
+                        values["n_predict"] = fitted.n_predict
+                    await repo.set_chat_values(session, chat.id, **values)
+                    name = chat.title or str(chat.id)
+                    changes.append(f"{name}: {', '.join(made)}")
+            await session.commit()
+        if self._settings.ctx > limits.max_ctx:
+            changes.append(
+                f"other chats: /ctx {self._settings.ctx} → {limits.max_ctx} (the configured default "
+                "is larger than this model allows)"
+            )
+        return changes
 
     def stop(self, chat_id: int) -> int:
         """Cancel the running and waiting replies of a chat; returns how many."""

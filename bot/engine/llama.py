@@ -89,6 +89,7 @@ class LlamaEngine:
         self._info = self._read_info(options, threads)
         self._jobs: queue.Queue[Any] = queue.Queue()
         self._pending = 0
+        self._closed = False
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._work, name="llama-worker", daemon=True)
         self._thread.start()
@@ -137,6 +138,8 @@ class LlamaEngine:
         return len(self.tokenize(prompt))
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        if self._closed:
+            raise ModelError("the model was unloaded")
         with self._lock:
             if self._pending >= self._options.max_queue:
                 raise EngineBusy(
@@ -160,6 +163,9 @@ class LlamaEngine:
                 request.cancel.cancel()
 
     async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self._jobs.put(_SHUTDOWN)
         await asyncio.to_thread(self._thread.join)
         self._llama.close()

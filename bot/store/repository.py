@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.store.schema import ChatRow, TurnRow, utcnow
+from bot.store.schema import BotStateRow, ChatRow, TurnRow, utcnow
 
 SETTING_COLUMNS = ("temp", "top_k", "top_p", "repeat_penalty", "n_predict", "n_ctx")
 
@@ -26,12 +27,38 @@ class ChatRef:
 async def get_or_create_chat(session: AsyncSession, ref: ChatRef) -> ChatRow:
     chat = await session.get(ChatRow, ref.chat_id)
     if chat is None:
-        chat = ChatRow(id=ref.chat_id, kind=ref.kind, title=ref.title, window_start=0)
-        session.add(chat)
-        await session.flush()
+        try:
+            async with session.begin_nested():
+                chat = ChatRow(id=ref.chat_id, kind=ref.kind, title=ref.title, window_start=0)
+                session.add(chat)
+        except IntegrityError:  # created at the same moment by another task
+            chat = await session.get(ChatRow, ref.chat_id, populate_existing=True)
+            if chat is None:
+                raise
     elif ref.title and chat.title != ref.title:
         chat.title = ref.title
     return chat
+
+
+async def chats_with_window_settings(session: AsyncSession) -> Sequence[ChatRow]:
+    """Chats that store their own /ctx or /n."""
+    result = await session.execute(
+        select(ChatRow).where((ChatRow.n_ctx.is_not(None)) | (ChatRow.n_predict.is_not(None)))
+    )
+    return result.scalars().all()
+
+
+async def get_state(session: AsyncSession, key: str) -> str | None:
+    row = await session.get(BotStateRow, key)
+    return row.value if row else None
+
+
+async def set_state(session: AsyncSession, key: str, value: str) -> None:
+    row = await session.get(BotStateRow, key)
+    if row is None:
+        session.add(BotStateRow(key=key, value=value))
+    else:
+        row.value = value
 
 
 async def set_chat_values(session: AsyncSession, chat_id: int, **values: object) -> None:

@@ -14,6 +14,7 @@ from bot.errors import ConfigError
 from bot.service import ChatService
 from bot.settings import Settings
 from bot.telegram import handlers
+from bot.telegram.ordering import ChatOrderedUpdateProcessor
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def build_application(
         .base_url(base)
         .base_file_url(file_base)
         .rate_limiter(AIORateLimiter(max_retries=0))
-        .concurrent_updates(True)
+        .concurrent_updates(ChatOrderedUpdateProcessor())
         .get_updates_read_timeout(35)
         .build()
     )

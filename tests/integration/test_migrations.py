@@ -26,7 +26,7 @@ def test_upgrade_from_empty_and_back(tmp_path: Path, scheme: str) -> None:
     path = tmp_path / "nested" / "dir" / "bot.sqlite3"
     url = f"{scheme}:///{path}".replace("sqlite:", "sqlite+aiosqlite:", 1) if scheme == "sqlite" else f"{scheme}:///{path}"
     migrate(url)
-    assert {"chats", "turns", "alembic_version"} <= tables(path)
+    assert {"chats", "turns", "quantize_jobs", "bot_state", "alembic_version"} <= tables(path)
     migrate(url)  # idempotent
     command.downgrade(alembic_config(url), "base")
     assert tables(path) == {"alembic_version"}
@@ -53,3 +53,24 @@ def test_cli_migrate_accepts_both_sqlite_url_forms(tmp_path: Path, monkeypatch, 
         assert main(["migrate"]) == 0
         assert "turns" in tables(tmp_path / name)
     assert "database is up to date" in capsys.readouterr().out
+
+
+def test_upgrade_from_the_first_schema_keeps_the_data(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    url = f"sqlite+aiosqlite:///{path}"
+    migrate(url, "0001")
+    assert "quantize_jobs" not in tables(path)
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "insert into chats (id, kind, window_start, created_at, updated_at, temp) "
+            "values (5, 'private', 0, '2026-01-01', '2026-01-01', 0.7)"
+        )
+        connection.execute(
+            "insert into turns (chat_id, role, state, text, delivered, created_at) "
+            "values (5, 'user', 'answered', 'kept', 1, '2026-01-01')"
+        )
+    migrate(url)
+    assert {"quantize_jobs", "bot_state"} <= tables(path)
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("select temp from chats where id = 5").fetchone() == (0.7,)
+        assert connection.execute("select text from turns").fetchone() == ("kept",)
