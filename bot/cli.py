@@ -113,8 +113,20 @@ async def _run_bot(settings: Settings) -> int:
     username = await check_telegram(settings)
     log.info("connected to the Bot API as @%s", username)
     async with open_runtime(settings) as runtime:
-        await run_telegram(settings, runtime.service, stop)
+        await run_telegram(settings, runtime.service, stop, admin=model_admin(runtime))
     return 0
+
+
+def model_admin(runtime: Any) -> Any:
+    from functools import partial
+
+    from bot.admin import ModelAdmin
+    from bot.runtime import load_engine
+
+    return ModelAdmin(
+        settings=runtime.settings, sessions=runtime.sessions, service=runtime.service,
+        load=partial(load_engine, runtime.settings),
+    )
 
 
 CHAT_FLAGS = {

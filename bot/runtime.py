@@ -30,6 +30,7 @@ class Runtime:
     database: AsyncEngine
     engine: Engine
     service: ChatService
+    sessions: Any
 
 
 def resolve_model(settings: Settings) -> Path:
@@ -111,7 +112,7 @@ async def open_runtime(settings: Settings, engine: Engine | None = None) -> Asyn
             model = await chosen_model(session_factory, resolve_model(settings))
             engine = await asyncio.to_thread(load_engine, settings, model)
         service = ChatService(settings=settings, sessions=session_factory, engine=engine)
-        yield Runtime(settings, database, engine, service)
+        yield Runtime(settings, database, engine, service, session_factory)
     finally:
         # /model may have replaced the engine: close whichever is current, unless the caller
         # lent it to us.

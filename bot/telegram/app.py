@@ -10,6 +10,7 @@ from telegram import BotCommand
 from telegram.error import InvalidToken, NetworkError, TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 
+from bot.admin import ModelAdmin
 from bot.errors import ConfigError
 from bot.service import ChatService
 from bot.settings import Settings
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def build_application(
-    settings: Settings, service: ChatService
+    settings: Settings, service: ChatService, admin: ModelAdmin | None = None
 ) -> Application[Any, Any, Any, Any, Any, Any]:
     if settings.token is None:
         raise ConfigError("no Telegram token: set ALPACA_BOT_TOKEN or `token` in the config file")
@@ -36,7 +37,9 @@ def build_application(
         .get_updates_read_timeout(35)
         .build()
     )
-    application.bot_data[handlers.DEPS_KEY] = handlers.BotDeps(settings=settings, service=service)
+    application.bot_data[handlers.DEPS_KEY] = handlers.BotDeps(
+        settings=settings, service=service, admin=admin
+    )
     handlers.register(application)
     return application
 
@@ -59,10 +62,15 @@ async def check_telegram(settings: Settings) -> str:
 
 
 async def run_telegram(
-    settings: Settings, service: ChatService, stop: asyncio.Event, *, poll_timeout: int = 25
+    settings: Settings,
+    service: ChatService,
+    stop: asyncio.Event,
+    *,
+    admin: ModelAdmin | None = None,
+    poll_timeout: int = 25,
 ) -> None:
     """Run the bot until `stop` is set. Start-up problems raise ConfigError with one clear line."""
-    application = build_application(settings, service)
+    application = build_application(settings, service, admin)
     try:
         await application.initialize()
     except InvalidToken:

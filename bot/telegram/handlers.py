@@ -20,6 +20,7 @@ from telegram.constants import ChatMemberStatus, ChatType
 from telegram.error import RetryAfter, TelegramError
 from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
 
+from bot.admin import ModelAdmin
 from bot.core.params import BY_COMMAND
 from bot.errors import UserError
 from bot.service import Accepted, ChatService, RecoveryItem
@@ -47,7 +48,8 @@ Commands (as llama.cpp's flags, per chat):
 /settings — all values and how full the context is
 /stop — stop the reply being written
 /help — this text
-Without a value a command shows the current value and its range.{admin_note}"""
+Without a value a command shows the current value and its range.{admin_note}
+Bot admins: /model [NAME] lists or switches models, /quantize [TYPE] [FILE] makes a 4-bit model."""
 
 HOW_PRIVATE = "Just write to me."
 HOW_GROUP = "In this group, mention me (@{username}), reply to one of my messages, or use /ask."
@@ -75,6 +77,7 @@ class BotDeps:
 
     settings: Settings
     service: ChatService
+    admin: ModelAdmin | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     gates: dict[int, FloodGate] = field(default_factory=dict)
     last_admin_alert: float = float("-inf")
@@ -295,6 +298,38 @@ def mentions_bot(message: Message, username: str, bot_id: int) -> bool:
     return False
 
 
+def is_bot_admin(update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
+    user = update.effective_user
+    return user is not None and user.id in deps(context).settings.admins
+
+
+async def on_model(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    message = update.effective_message
+    if message is None:
+        return
+    d = deps(context)
+    if not is_bot_admin(update, context) or d.admin is None:
+        await respond(context, message, "Only the bot's admins can list and switch models.")
+        return
+    argument = command_argument(message)
+    if not argument:
+        await respond(context, message, await d.admin.listing())
+        return
+    await respond(
+        context, message, f"Switching to {argument}: replies in progress finish first…"
+    )
+
+    async def switch() -> None:
+        assert d.admin is not None
+        try:
+            text = await d.admin.switch(argument)
+        except UserError as exc:
+            text = str(exc)
+        await respond(context, message, text)
+
+    d.spawn(switch(), f"switch model to {argument}")
+
+
 async def on_unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     message, chat = update.effective_message, update.effective_chat
     if message is None or chat is None or is_group(chat):
@@ -407,6 +442,7 @@ def register(application: Application[Any, Any, Any, Any, Any, Any]) -> None:
         "reset": on_reset,
         "settings": on_settings,
         "stop": on_stop,
+        "model": on_model,
     }
     for name, callback in callbacks.items():
         application.add_handler(CommandHandler(name, callback))

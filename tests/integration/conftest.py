@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from bot.admin import ModelAdmin
 from bot.runtime import Runtime, open_runtime
 from bot.settings import Settings
 from bot.telegram.app import run_telegram
@@ -23,10 +24,13 @@ pytestmark = pytest.mark.filterwarnings(
 class BotRunner:
     """Starts and stops the bot like `alpaca-bot run` does, with a given engine."""
 
-    def __init__(self, fake: FakeBotAPI, settings: Settings, engine: Any) -> None:
+    def __init__(
+        self, fake: FakeBotAPI, settings: Settings, engine: Any, load: Any = None
+    ) -> None:
         self.fake = fake
         self.settings = settings
         self.engine = engine
+        self.load = load
         self.runtime: Runtime | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -46,7 +50,13 @@ class BotRunner:
     async def _main(self) -> None:
         async with open_runtime(self.settings, engine=self.engine) as runtime:
             self.runtime = runtime
-            await run_telegram(self.settings, runtime.service, self._stop, poll_timeout=1)
+            admin = ModelAdmin(
+                settings=self.settings, sessions=runtime.sessions, service=runtime.service,
+                load=self.load or (lambda path: ScriptedEngine()),
+            )
+            await run_telegram(
+                self.settings, runtime.service, self._stop, admin=admin, poll_timeout=1
+            )
 
     async def stop(self) -> None:
         self._stop.set()
@@ -82,8 +92,8 @@ def bot_settings(make_settings, fake: FakeBotAPI):  # type: ignore[no-untyped-de
 async def run_bot(fake: FakeBotAPI, bot_settings) -> AsyncIterator[Any]:  # type: ignore[no-untyped-def]
     runners: list[BotRunner] = []
 
-    async def start(engine: Any, **values: Any) -> BotRunner:
-        runner = BotRunner(fake, bot_settings(**values), engine)
+    async def start(engine: Any, load: Any = None, **values: Any) -> BotRunner:
+        runner = BotRunner(fake, bot_settings(**values), engine, load)
         runners.append(runner)
         return await runner.start()
 
