@@ -7,27 +7,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from bot.errors import ModelError
+from bot.models.gguf_file import check_gguf_magic
 
-GGUF_MAGIC = b"GGUF"
 _llama_log = logging.getLogger("llama.cpp")
 _callback: Any = None  # the ctypes callback must outlive every call llama.cpp makes to it
 
 
 def check_model_file(path: Path) -> None:
     """Fail early, with one clear line, on a missing, unreadable or non-GGUF model file."""
-    if not path.exists():
-        raise ModelError(f"model file not found: {path}")
-    if path.is_dir():
-        raise ModelError(f"model path is a directory, not a GGUF file: {path}")
-    try:
-        with path.open("rb") as handle:
-            magic = handle.read(4)
-    except OSError as exc:
-        raise ModelError(f"cannot read model file {path}: {exc.strerror or exc}") from exc
-    if magic != GGUF_MAGIC:
-        hint = " (an old GGML .bin? convert it to GGUF)" if magic in (b"lmgg", b"tjgg", b"fmgg") else ""
-        raise ModelError(f"not a GGUF model file: {path}{hint}")
+    check_gguf_magic(path)
 
 
 def route_llama_log() -> None:

@@ -172,7 +172,7 @@ def test_missing_and_corrupt_model_files_are_clear_errors(tmp_path: Path) -> Non
         LlamaEngine(EngineOptions(model_path=tmp_path / "nope.gguf"))
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"not a model at all")
-    with pytest.raises(ModelError, match="not a GGUF model file"):
+    with pytest.raises(ModelError, match="not a GGUF file"):
         LlamaEngine(EngineOptions(model_path=junk))
     truncated = tmp_path / "truncated.gguf"
     truncated.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\x00" * 64)
