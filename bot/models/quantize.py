@@ -1,7 +1,7 @@
 """Quantize a GGUF model with llama.cpp's own quantizer, run in a child process.
 
-llama.cpp can abort() the whole process on a bad input, so `llama_model_quantize` runs in
-`python -m bot.models.quantize`. The child turns llama.cpp's per-tensor log lines into JSON
+llama.cpp can abort() the whole process on a bad input, so `llama_model_quantize` runs in a
+child Python process (`_child_main`). The child turns llama.cpp's per-tensor log lines into JSON
 messages on its stdout; the parent keeps the log's tail for error messages and reports progress
 (tensor n of N, elapsed, ETA). The output is written to a hidden file next to the target and
 renamed into place only when complete, so a failure or a cancel leaves nothing at the target.
@@ -361,6 +361,13 @@ def _is_quantizable(tensor: TensorInfo) -> bool:
 # -- the parent side of the child process ---------------------------------------------------
 
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+# `python -c` puts the working directory first on sys.path, where another `bot` could hide
+# ours: drop it, and find this package where the parent found it.
+_CHILD_BOOTSTRAP = (
+    "import sys; del sys.path[0]; root = sys.argv.pop(1)\n"
+    "if root not in sys.path: sys.path.append(root)\n"
+    "from bot.models.quantize import _child_main; sys.exit(_child_main(sys.argv))"
+)
 _TAIL_LINES = 12
 _END = object()
 
@@ -386,17 +393,13 @@ class _QuantizerRun:
         self._code: int | None = None
 
     def run(self) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH")) if p
-        )
         started = time.monotonic()
-        # cwd: `-m` puts the working directory first on sys.path, so make it our package root.
         # A new session keeps a terminal's Ctrl+C away from the child: the parent decides.
         process = subprocess.Popen(
-            [sys.executable, "-m", "bot.models.quantize", json.dumps(self._job)],
+            [sys.executable, "-c", _CHILD_BOOTSTRAP, os.fspath(_PACKAGE_ROOT),
+             json.dumps(self._job)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=_PACKAGE_ROOT, env=env, start_new_session=True,
+            start_new_session=True,
         )
         assert process.stdout is not None and process.stderr is not None
         readers = [
