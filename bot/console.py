@@ -42,6 +42,10 @@ class ConsoleSink:
         self._out.write(text)
         self._out.flush()
 
+    async def waiting(self, ahead: int) -> None:
+        self._write(f"{NOTE_COLOR if self._color else ''}(waiting: {ahead} ahead)"
+                    f"{RESET if self._color else ''}\n")
+
     async def update(self, text: str) -> None:
         text = text.lstrip()
         if text.startswith(self._printed):

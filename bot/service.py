@@ -35,6 +35,7 @@ from bot.engine.base import (
     Engine,
     Finished,
     GenerationRequest,
+    Queued,
     SamplingParams,
     TextDelta,
 )
@@ -53,6 +54,10 @@ class ReplySink(Protocol):
     """Where a reply goes while it is written: a Telegram message being edited, a terminal."""
 
     on_messages: Callable[[Sequence[int]], Awaitable[None]] | None
+
+    async def waiting(self, ahead: int) -> None:
+        """The reply has not started: `ahead` requests go first. Must return quickly."""
+        ...
 
     async def update(self, text: str) -> None:
         """The reply so far (the whole text, not a delta). Must return quickly."""
@@ -432,6 +437,8 @@ class ChatService:
                 if isinstance(event, TextDelta):
                     text += event.text
                     await sink.update(text)
+                elif isinstance(event, Queued):
+                    await sink.waiting(event.ahead)
                 else:
                     finished = event
         except UserError as exc:  # the queue is full

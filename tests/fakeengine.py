@@ -18,6 +18,7 @@ from bot.engine.base import (
     GenerationEvent,
     GenerationRequest,
     ModelInfo,
+    Queued,
     StopReason,
     TextDelta,
 )
@@ -36,6 +37,7 @@ class ScriptedEngine:
         delay: float = 0.0,
         max_queue: int = 32,
         default_reply: str = "Hello from the scripted model.",
+        serial: bool = False,
     ) -> None:
         self._info = ModelInfo(
             path=Path("/models/scripted.gguf"),
@@ -53,6 +55,10 @@ class ScriptedEngine:
         self.max_queue = max_queue
         self.running = 0
         self.started = asyncio.Event()
+        self.serial = serial
+        """One reply at a time, the others wait in line and get `Queued` events."""
+        self._line: list[object] = []
+        self._busy = False
         self.hang = False
         """When set, a reply never finishes on its own (only cancellation ends it)."""
 
@@ -73,7 +79,25 @@ class ScriptedEngine:
         if self.running >= self.max_queue:
             raise EngineBusy("The model is busy; try again in a minute.")
         self.running += 1
+        me = object()
+        holding = False
         try:
+            if self.serial:
+                self._line.append(me)
+                shown = -1
+                while self._busy or self._line[0] is not me:
+                    ahead = self._line.index(me) + (1 if self._busy else 0)
+                    if ahead != shown:
+                        shown = ahead
+                        yield Queued(ahead)
+                    if request.cancel.cancelled:
+                        self._line.remove(me)
+                        yield Finished(reason="cancelled", text="", n_prompt_tokens=0,
+                                       n_evaluated=0, n_generated=0, seconds=0.0)
+                        return
+                    await asyncio.sleep(0.01)
+                self._line.pop(0)
+                self._busy = holding = True
             self.history.append(request)
             self.started.set()
             text = self.replies.popleft() if self.replies else self.default_reply
@@ -113,6 +137,8 @@ class ScriptedEngine:
             )
         finally:
             self.running -= 1
+            if holding:
+                self._busy = False
 
     async def aclose(self) -> None:
         return None

@@ -3,7 +3,8 @@
 The Telegram side and the console see only `Engine`; llama.cpp lives behind it (`LlamaEngine`),
 and tests put a scripted fake in its place. An engine streams `TextDelta` events and ends with
 one `Finished`; it is told the chat a request belongs to, so an engine that keeps per-chat state
-(a KV cache per chat) can reuse it.
+(a KV cache per chat) can reuse it. A request that has to wait first gets `Queued` events with
+its place in the queue.
 """
 
 from __future__ import annotations
@@ -73,6 +74,13 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
+class Queued:
+    """The request waits: `ahead` requests will start before it (sent again when it changes)."""
+
+    ahead: int
+
+
+@dataclass(frozen=True)
 class TextDelta:
     text: str
 
@@ -88,7 +96,7 @@ class Finished:
     seconds: float
 
 
-GenerationEvent = TextDelta | Finished
+GenerationEvent = Queued | TextDelta | Finished
 
 
 class Engine(Protocol):

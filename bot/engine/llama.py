@@ -27,6 +27,7 @@ from bot.engine.base import (
     GenerationEvent,
     GenerationRequest,
     ModelInfo,
+    Queued,
     StopReason,
     TextDelta,
 )
@@ -89,6 +90,8 @@ class LlamaEngine:
         self._info = self._read_info(options, threads)
         self._jobs: queue.Queue[Any] = queue.Queue()
         self._pending = 0
+        self._waiting: list[_Job] = []
+        self._current: _Job | None = None
         self._closed = False
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._work, name="llama-worker", daemon=True)
@@ -147,6 +150,11 @@ class LlamaEngine:
                 )
             self._pending += 1
         job = _Job(request, asyncio.get_running_loop())
+        with self._lock:
+            ahead = len(self._waiting) + (1 if self._current is not None else 0)
+            self._waiting.append(job)
+        if ahead:
+            job.emit(Queued(ahead))
         self._jobs.put(job)
         finished = False
         try:
@@ -177,6 +185,11 @@ class LlamaEngine:
             job = self._jobs.get()
             if job is _SHUTDOWN:
                 return
+            with self._lock:
+                self._waiting.remove(job)
+                self._current = job
+                for place, waiting in enumerate(self._waiting, start=1):
+                    waiting.emit(Queued(place))
             try:
                 self._run(job)
             except Exception as exc:  # delivered to the waiting coroutine, which raises it
@@ -185,6 +198,7 @@ class LlamaEngine:
             finally:
                 with self._lock:
                     self._pending -= 1
+                    self._current = None
 
     def _run(self, job: _Job) -> None:
         request = job.request

@@ -93,6 +93,7 @@ class ReplyStreamer:
         self._shown: list[RenderedMessage | None] = [None] * len(self._ids)
         self._plain = False
         self._latest = ""
+        self._started_reply = False
         self._final: str | None = None
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -103,7 +104,14 @@ class ReplyStreamer:
     def message_ids(self) -> list[int]:
         return list(self._ids)
 
+    async def waiting(self, ahead: int) -> None:
+        if not self._started_reply:
+            self._latest = f"⏳ {ahead} ahead of you…"
+            self._changed.set()
+            self._ensure_task()
+
     async def update(self, text: str) -> None:
+        self._started_reply = True
         self._latest = text
         self._changed.set()
         self._ensure_task()

@@ -331,3 +331,18 @@ async def test_a_flood_ban_holds_for_every_message_to_the_chat(fake: FakeBotAPI,
     await fake.wait_for(lambda: len(texts(fake, chat)) == 3, timeout=20)
     assert "first answer" in texts(fake, chat)
     assert fake.violations() == []
+
+
+async def test_a_waiting_request_shows_its_place_in_the_queue(fake: FakeBotAPI, run_bot) -> None:
+    engine = ScriptedEngine(delay=0.1, serial=True)
+    await run_bot(engine)
+    alice, bob = fake.user("Alice"), fake.user("Bob")
+    first, second = fake.private_chat(alice), fake.private_chat(bob)
+    engine.enqueue(" ".join(["slow"] * 25), "your turn now")
+    fake.send_text(first, alice, "long question")
+    await engine.started.wait()
+    fake.send_text(second, bob, "short question")
+    await fake.wait_for(lambda: texts(fake, second) == ["your turn now"], timeout=20)
+    [message] = fake.bot_messages(second)
+    assert message.history and message.history[0] == "⏳ 1 ahead of you…"
+    assert texts(fake, first) == [" ".join(["slow"] * 25)]

@@ -27,6 +27,9 @@ class Collect:
         self.note: str | None = None
         self.on_messages = None
 
+    async def waiting(self, ahead: int) -> None:
+        return None
+
     async def update(self, text: str) -> None:
         self.updates.append(text)
 

@@ -178,3 +178,21 @@ def test_missing_and_corrupt_model_files_are_clear_errors(tmp_path: Path) -> Non
     truncated.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\x00" * 64)
     with pytest.raises(ModelError, match="cannot load model"):
         LlamaEngine(EngineOptions(model_path=truncated))
+
+
+async def test_a_second_request_waits_with_its_place(llama_engine: LlamaEngine) -> None:
+    import asyncio
+
+    from bot.engine.base import Queued
+
+    chat = model_format(llama_engine)
+    prompt = chat.render(None, [Turn("user", "Write a poem about the sea.")])
+
+    async def run(key: str) -> list[object]:
+        request = GenerationRequest(chat_key=key, prompt=prompt, sampling=sampling(16))
+        return [event async for event in llama_engine.generate(request)]
+
+    first, second = await asyncio.gather(run("q1"), run("q2"))
+    assert not any(isinstance(event, Queued) for event in first)
+    assert isinstance(second[0], Queued) and second[0].ahead == 1
+    assert isinstance(second[-1], Finished) and second[-1].n_generated == 16

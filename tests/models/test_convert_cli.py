@@ -23,6 +23,9 @@ class Quiet:
         self.final: str | None = None
         self.on_messages = None
 
+    async def waiting(self, ahead: int) -> None:
+        return None
+
     async def update(self, text: str) -> None:
         return None
 
