@@ -86,6 +86,63 @@ def cmd_convert(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_quantize(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.models.progress import format_bytes
+    from bot.models.quantize import QuantizeProgress, parse_quant_type, quantize_model
+
+    qtype = parse_quant_type(args.type)
+    if args.outfile.exists() and not args.force and args.outfile.resolve() != args.infile.resolve():
+        raise UserError(f"{args.outfile} exists; pass --force to replace it")
+    tty = sys.stderr.isatty()
+    shown = {"tenth": -1}
+
+    def progress(p: QuantizeProgress) -> None:
+        eta = f", ~{p.eta:.0f} s left" if p.eta is not None else ""
+        line = (f"[{p.tensor_index:>4}/{p.tensor_count}] {p.fraction:4.0%} {p.tensor_name}"
+                f" ({p.elapsed:.0f} s{eta})")
+        if tty:
+            sys.stderr.write("\r\033[K" + line)
+            sys.stderr.flush()
+        elif int(p.fraction * 10) > shown["tenth"]:  # a log or a pipe: every 10%
+            shown["tenth"] = int(p.fraction * 10)
+            print(line, file=sys.stderr)
+
+    result = quantize_model(
+        args.infile, args.outfile, qtype, threads=args.threads,
+        allow_requantize=args.allow_requantize, on_progress=progress,
+    )
+    if tty:
+        sys.stderr.write("\n")
+    print(
+        f"wrote {result.output}: {qtype.label}, {format_bytes(result.size_before)} → "
+        f"{format_bytes(result.size_after)} ({result.ratio:.0%}), {result.tensor_count} tensors "
+        f"in {result.seconds:.1f} s"
+    )
+    return 0
+
+
+def cmd_perplexity(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.models.perplexity import chunk_printer, compute_perplexity, load_sample_text
+
+    if args.file is None:
+        text = load_sample_text()
+    else:
+        try:
+            text = args.file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read {args.file}: {exc}") from None
+    print(f"perplexity of {args.model.name} on "
+          f"{args.file or 'the shipped sample text'}, -c {args.ctx_size}:")
+    result = compute_perplexity(
+        args.model, text, n_ctx=args.ctx_size, n_batch=args.batch_size,
+        threads=args.threads or settings.threads, on_chunk=chunk_printer(sys.stdout),
+    )
+    print(result.summary())
+    print(f"({result.n_chunks} chunks, {result.n_tokens_scored} tokens scored, "
+          f"{result.seconds:.1f} s)")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(_run_bot(settings))
 
@@ -113,7 +170,12 @@ async def _run_bot(settings: Settings) -> int:
     username = await check_telegram(settings)
     log.info("connected to the Bot API as @%s", username)
     async with open_runtime(settings) as runtime:
-        await run_telegram(settings, runtime.service, stop, admin=model_admin(runtime))
+        from bot.quantize_jobs import QuantizeJobs
+
+        jobs = QuantizeJobs(settings=settings, sessions=runtime.sessions)
+        await run_telegram(
+            settings, runtime.service, stop, admin=model_admin(runtime), jobs=jobs
+        )
     return 0
 
 
@@ -202,6 +264,28 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--chat-template", default="alpaca",
                          help="chat template to embed: alpaca (default), none, or a Jinja file")
 
+    quantize = commands.add_parser(
+        "quantize", help="quantize a GGUF file with llama.cpp's quantizer (q4_0, q4_1, q4_k_m, ...)"
+    )
+    quantize.add_argument("infile", type=Path, help="input GGUF (f16/f32/bf16)")
+    quantize.add_argument("outfile", type=Path, help="output GGUF")
+    quantize.add_argument("type", help="q4_0, q4_1, q5_0, q5_1, q8_0, q4_k_m, q5_k_m, q6_k, ... "
+                                       "or llama.cpp's number (2 = q4_0, 3 = q4_1)")
+    quantize.add_argument("-t", "--threads", type=int, help="threads (default: all)")
+    quantize.add_argument("--allow-requantize", action="store_true",
+                          help="allow an already quantized input (loses quality)")
+    quantize.add_argument("--force", action="store_true", help="replace an existing output")
+
+    perplexity = commands.add_parser(
+        "perplexity", help="measure a model's perplexity on a text (llama.cpp's method)"
+    )
+    perplexity.add_argument("model", type=Path, help="GGUF model file")
+    perplexity.add_argument("-f", "--file", type=Path,
+                            help="UTF-8 text file (default: the sample text shipped with alpaca-bot)")
+    perplexity.add_argument("-c", "--ctx-size", type=int, default=512, help="chunk size (512)")
+    perplexity.add_argument("-b", "--batch-size", type=int, default=512, help="batch size (512)")
+    perplexity.add_argument("-t", "--threads", type=int, help="threads (default: physical cores)")
+
     chat = commands.add_parser("chat", help="chat in the terminal, like llama.cpp's main -ins")
     chat.add_argument("-m", "--model", type=Path, help="GGUF model file")
     chat.add_argument("-c", "--ctx-size", type=int, help="context window in tokens")
@@ -239,6 +323,8 @@ HANDLERS = {
     "chat": cmd_chat,
     "migrate": cmd_migrate,
     "convert": cmd_convert,
+    "quantize": cmd_quantize,
+    "perplexity": cmd_perplexity,
 }
 
 

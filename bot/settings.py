@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     # Model
     model: Path | None = None
     models_dir: Path | None = None
+    quantize_source: Path | None = None
     template: str = "auto"
     threads: int | None = Field(default=None, ge=1, le=512)
     batch: int = Field(default=512, ge=1, le=8192)

@@ -12,6 +12,7 @@ from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 
 from bot.admin import ModelAdmin
 from bot.errors import ConfigError
+from bot.quantize_jobs import QuantizeJobs
 from bot.service import ChatService
 from bot.settings import Settings
 from bot.telegram import handlers
@@ -21,7 +22,10 @@ log = logging.getLogger(__name__)
 
 
 def build_application(
-    settings: Settings, service: ChatService, admin: ModelAdmin | None = None
+    settings: Settings,
+    service: ChatService,
+    admin: ModelAdmin | None = None,
+    jobs: QuantizeJobs | None = None,
 ) -> Application[Any, Any, Any, Any, Any, Any]:
     if settings.token is None:
         raise ConfigError("no Telegram token: set ALPACA_BOT_TOKEN or `token` in the config file")
@@ -38,7 +42,7 @@ def build_application(
         .build()
     )
     application.bot_data[handlers.DEPS_KEY] = handlers.BotDeps(
-        settings=settings, service=service, admin=admin
+        settings=settings, service=service, admin=admin, jobs=jobs
     )
     handlers.register(application)
     return application
@@ -67,10 +71,11 @@ async def run_telegram(
     stop: asyncio.Event,
     *,
     admin: ModelAdmin | None = None,
+    jobs: QuantizeJobs | None = None,
     poll_timeout: int = 25,
 ) -> None:
     """Run the bot until `stop` is set. Start-up problems raise ConfigError with one clear line."""
-    application = build_application(settings, service, admin)
+    application = build_application(settings, service, admin, jobs)
     try:
         await application.initialize()
     except InvalidToken:
@@ -94,6 +99,7 @@ async def run_telegram(
             allowed_updates=["message"],
         )
         log.info("Telegram bot @%s is running", application.bot.username)
+        await handlers.report_interrupted_jobs(application)
         resumed = await handlers.resume_unfinished(application)
         if resumed:
             log.info("resuming %d replies interrupted by the last shutdown", resumed)
@@ -103,6 +109,8 @@ async def run_telegram(
         # Replies in progress are cancelled without being stored as finished: their questions
         # stay pending and are answered again at the next start.
         await deps.cancel_all()
+        if jobs is not None:
+            await jobs.aclose()
         if application.updater is not None and application.updater.running:
             await application.updater.stop()
         if application.running:

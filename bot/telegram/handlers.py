@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from telegram import Chat, Message, MessageEntity, Update
@@ -22,7 +23,8 @@ from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandl
 
 from bot.admin import ModelAdmin
 from bot.core.params import BY_COMMAND
-from bot.errors import UserError
+from bot.errors import ModelError, QuantizeError, UserError
+from bot.quantize_jobs import QuantizeJobs
 from bot.service import Accepted, ChatService, RecoveryItem
 from bot.settings import Settings
 from bot.store.repository import ChatRef
@@ -78,6 +80,7 @@ class BotDeps:
     settings: Settings
     service: ChatService
     admin: ModelAdmin | None = None
+    jobs: QuantizeJobs | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     gates: dict[int, FloodGate] = field(default_factory=dict)
     last_admin_alert: float = float("-inf")
@@ -330,6 +333,55 @@ async def on_model(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     d.spawn(switch(), f"switch model to {argument}")
 
 
+async def on_quantize(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    message, chat, user = update.effective_message, update.effective_chat, update.effective_user
+    if message is None or chat is None:
+        return
+    d = deps(context)
+    if not is_bot_admin(update, context) or d.jobs is None:
+        await respond(context, message, "Only the bot's admins can quantize models.")
+        return
+    try:
+        request = await asyncio.to_thread(d.jobs.plan, command_argument(message))
+        progress = make_streamer(
+            d, context.application, chat.id, chat.type,
+            reply_to=message.message_id, thread_id=thread_of(message),
+        )
+        job = await d.jobs.start(
+            request, user_id=user.id if user else None, chat_id=chat.id,
+            report=progress.update, finish=lambda text: _finish(progress, text),
+        )
+    except (UserError, QuantizeError, ModelError) as exc:  # bad type or file, or a job running
+        await respond(context, message, str(exc))
+        return
+    await progress.update(
+        f"Quantization #{job} queued: {request.source.name} → {request.qtype.label}…"
+    )
+
+
+async def _finish(streamer: ReplyStreamer, text: str) -> None:
+    await streamer.finish(text)
+
+
+async def report_interrupted_jobs(application: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    """Tell each chat whose quantization a restart cut off."""
+    d: BotDeps = application.bot_data[DEPS_KEY]
+    if d.jobs is None:
+        return
+    for job in await d.jobs.interrupted_jobs():
+        log.warning("quantization job %d (%s) was interrupted by a restart", job.id, job.source)
+        if job.chat_id is None:
+            continue
+        text = (
+            f"⚠️ Quantization #{job.id} ({Path(job.source).name} → {job.qtype}) was interrupted "
+            "by a restart of the bot. Nothing was written; run /quantize again."
+        )
+        try:
+            await application.bot.send_message(job.chat_id, text)
+        except TelegramError as exc:
+            log.warning("could not report job %d: %s", job.id, exc)
+
+
 async def on_unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     message, chat = update.effective_message, update.effective_chat
     if message is None or chat is None or is_group(chat):
@@ -443,6 +495,7 @@ def register(application: Application[Any, Any, Any, Any, Any, Any]) -> None:
         "settings": on_settings,
         "stop": on_stop,
         "model": on_model,
+        "quantize": on_quantize,
     }
     for name, callback in callbacks.items():
         application.add_handler(CommandHandler(name, callback))

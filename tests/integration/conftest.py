@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from bot.admin import ModelAdmin
+from bot.quantize_jobs import QuantizeJobs
 from bot.runtime import Runtime, open_runtime
 from bot.settings import Settings
 from bot.telegram.app import run_telegram
@@ -54,8 +55,10 @@ class BotRunner:
                 settings=self.settings, sessions=runtime.sessions, service=runtime.service,
                 load=self.load or (lambda path: ScriptedEngine()),
             )
+            self.jobs = QuantizeJobs(settings=self.settings, sessions=runtime.sessions)
             await run_telegram(
-                self.settings, runtime.service, self._stop, admin=admin, poll_timeout=1
+                self.settings, runtime.service, self._stop, admin=admin, jobs=self.jobs,
+                poll_timeout=1,
             )
 
     async def stop(self) -> None:
