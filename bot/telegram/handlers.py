@@ -470,6 +470,16 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Log every unexpected error once, and tell the configured admins (at most once a minute)."""
     log.error("error while handling an update", exc_info=context.error)
     d: BotDeps | None = context.bot_data.get(DEPS_KEY)
+    message = update.effective_message if isinstance(update, Update) else None
+    if message is not None and d is not None and not isinstance(context.error, TelegramError):
+        # The person who sent it hears that it failed instead of silence.
+        text = "⚠️ Something went wrong with that; the bot's admins have been told."
+        if _disk_full(context.error):
+            text = "⚠️ The server's disk is full, so I could not store that. Try again later."
+        try:
+            await respond(context, message, text)
+        except TelegramError:
+            log.warning("could not tell chat %s about an error", message.chat_id)
     if d is None or not d.settings.admins:
         return
     now = time.monotonic()
@@ -482,6 +492,11 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
             await context.bot.send_message(admin, summary)
         except TelegramError:
             log.warning("could not alert admin %s", admin)
+
+
+def _disk_full(error: BaseException | None) -> bool:
+    text = str(error).lower()
+    return "disk is full" in text or "no space left" in text
 
 
 def register(application: Application[Any, Any, Any, Any, Any, Any]) -> None:

@@ -346,3 +346,24 @@ async def test_a_waiting_request_shows_its_place_in_the_queue(fake: FakeBotAPI, 
     [message] = fake.bot_messages(second)
     assert message.history and message.history[0] == "⏳ 1 ahead of you…"
     assert texts(fake, first) == [" ".join(["slow"] * 25)]
+
+
+async def test_a_full_disk_gets_a_clear_answer_and_the_admins_hear(fake: FakeBotAPI, engine: ScriptedEngine, run_bot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy.exc import OperationalError
+
+    boss = fake.user("Boss")
+    runner = await run_bot(engine, admins=[boss["id"]])
+    alice = fake.user("Alice")
+    chat = fake.private_chat(alice)
+
+    async def full(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OperationalError("INSERT INTO turns", {}, Exception("database or disk is full"))
+
+    monkeypatch.setattr(runner.runtime.service, "accept", full)
+    fake.send_text(chat, alice, "hello?")
+    await fake.wait_for(lambda: texts(fake, chat), timeout=10)
+    assert texts(fake, chat) == [
+        "⚠️ The server's disk is full, so I could not store that. Try again later."
+    ]
+    await fake.wait_for(lambda: fake.bot_messages(fake.private_chat(boss)), timeout=10)
+    assert "OperationalError" in fake.bot_messages(fake.private_chat(boss))[0].text
