@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from telegram import BotCommand
@@ -54,9 +56,18 @@ async def check_telegram(settings: Settings) -> str:
 
     if settings.token is None:
         raise ConfigError("no Telegram token: set ALPACA_BOT_TOKEN or `token` in the config file")
-    try:
-        async with Bot(settings.token.get_secret_value(), base_url=settings.api_url) as bot:
+    bot = Bot(settings.token.get_secret_value(), base_url=settings.api_url)
+    async with _start_up_errors(settings):
+        async with bot:
             return bot.username
+    raise AssertionError("unreachable")
+
+
+@contextlib.asynccontextmanager
+async def _start_up_errors(settings: Settings) -> AsyncIterator[None]:
+    """A rejected token or an unreachable Bot API as one clear ConfigError line."""
+    try:
+        yield
     except InvalidToken:
         raise ConfigError(
             "Telegram rejected the bot token (check ALPACA_BOT_TOKEN; BotFather's /token shows it)"
@@ -76,14 +87,8 @@ async def run_telegram(
 ) -> None:
     """Run the bot until `stop` is set. Start-up problems raise ConfigError with one clear line."""
     application = build_application(settings, service, admin, jobs)
-    try:
+    async with _start_up_errors(settings):
         await application.initialize()
-    except InvalidToken:
-        raise ConfigError(
-            "Telegram rejected the bot token (check ALPACA_BOT_TOKEN; BotFather's /token shows it)"
-        ) from None
-    except NetworkError as exc:
-        raise ConfigError(f"cannot reach the Telegram Bot API at {settings.api_url}: {exc}") from None
     deps: handlers.BotDeps = application.bot_data[handlers.DEPS_KEY]
     try:
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -13,28 +12,10 @@ from bot.errors import ModelError
 from bot.runtime import chosen_model, open_runtime, remember_model
 from bot.store.repository import ChatRef
 from tests.fakeengine import ScriptedEngine
+from tests.sinks import RecordingSink
 
 pytestmark = pytest.mark.timeout(60)
 
-
-class Sink:
-    def __init__(self) -> None:
-        self.final: str | None = None
-        self.note: str | None = None
-        self.on_messages = None
-
-    async def waiting(self, ahead: int) -> None:
-        return None
-
-    async def update(self, text: str) -> None:
-        return None
-
-    async def finish(self, text: str, note: str | None = None) -> Sequence[int]:
-        self.final, self.note = text, note
-        return []
-
-    async def fail(self, message: str) -> None:
-        self.final = message
 
 
 async def test_first_contact_from_many_tasks_at_once(make_settings) -> None:  # type: ignore[no-untyped-def]
@@ -60,7 +41,7 @@ async def test_switching_models_waits_for_replies_and_clamps_settings(make_setti
         roomy = ChatRef(1, "private", "Roomy")
         await service.set_param(roomy, "ctx", "4096")
         await service.set_param(roomy, "n", "1000")
-        sink = Sink()
+        sink = RecordingSink()
         reply = asyncio.create_task(service.answer(await service.accept(roomy, "long one"), sink))
         await first.started.wait()
         loaded: list[Path] = []
@@ -98,7 +79,7 @@ async def test_a_model_that_fails_to_load_leaves_the_old_one(make_settings) -> N
         with pytest.raises(ModelError, match="broken.gguf"):
             await service.switch_engine(load, Path("/models/broken.gguf"))
         assert service.engine is reloaded
-        sink = Sink()
+        sink = RecordingSink()
         assert await service.answer(await service.accept(ChatRef(2, "private"), "still there?"), sink)
         assert sink.final == reloaded.default_reply
 

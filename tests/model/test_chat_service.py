@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 
 import pytest
 
 from bot.engine.llama import LlamaEngine
 from bot.runtime import open_runtime
 from bot.store.repository import ChatRef
+from tests.sinks import RecordingSink
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(300)]
 
@@ -20,26 +20,6 @@ def context_used(settings_text: str) -> int:
     return int(match.group(1))
 
 
-class Collect:
-    def __init__(self) -> None:
-        self.updates: list[str] = []
-        self.final: str | None = None
-        self.note: str | None = None
-        self.on_messages = None
-
-    async def waiting(self, ahead: int) -> None:
-        return None
-
-    async def update(self, text: str) -> None:
-        self.updates.append(text)
-
-    async def finish(self, text: str, note: str | None = None) -> Sequence[int]:
-        self.final, self.note = text, note
-        return []
-
-    async def fail(self, message: str) -> None:
-        self.final = message
-
 
 async def test_reset_really_empties_the_window(make_settings, llama_engine: LlamaEngine) -> None:
     settings = make_settings(seed=11, n_predict=24)
@@ -47,15 +27,15 @@ async def test_reset_really_empties_the_window(make_settings, llama_engine: Llam
         service = runtime.service
         chat, fresh = ChatRef(1, "private"), ChatRef(2, "private")
         for text in ("My name is Ada and I like chess.", "What game do I like?"):
-            outcome = await service.answer(await service.accept(chat, text), Collect())
+            outcome = await service.answer(await service.accept(chat, text), RecordingSink())
             assert outcome is not None
         grown = outcome.window_tokens
         used_before = context_used(await service.settings_text(chat))
         assert used_before > grown  # the window now holds the last reply too
         await service.reset(chat)
         assert context_used(await service.settings_text(chat)) < 40  # the system prompt only
-        after_reset = await service.answer(await service.accept(chat, "Hello!"), Collect())
-        in_new_chat = await service.answer(await service.accept(fresh, "Hello!"), Collect())
+        after_reset = await service.answer(await service.accept(chat, "Hello!"), RecordingSink())
+        in_new_chat = await service.answer(await service.accept(fresh, "Hello!"), RecordingSink())
         assert after_reset is not None and in_new_chat is not None
         assert after_reset.window_tokens == in_new_chat.window_tokens < grown
         assert after_reset.dropped_turns == 0
@@ -68,7 +48,7 @@ async def test_window_slides_when_the_context_is_small(make_settings, llama_engi
         chat = ChatRef(3, "private")
         dropped = []
         for i in range(8):
-            sink = Collect()
+            sink = RecordingSink()
             outcome = await service.answer(
                 await service.accept(chat, f"Message number {i}: tell me one fact about the sea."),
                 sink,

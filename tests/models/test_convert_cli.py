@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,27 +14,10 @@ from bot.core.templates import AlpacaFormat
 from bot.engine.llama import EngineOptions, LlamaEngine
 from bot.runtime import open_runtime
 from bot.store.repository import ChatRef
+from tests.sinks import RecordingSink
 
 pytestmark = pytest.mark.timeout(120)
 
-
-class Quiet:
-    def __init__(self) -> None:
-        self.final: str | None = None
-        self.on_messages = None
-
-    async def waiting(self, ahead: int) -> None:
-        return None
-
-    async def update(self, text: str) -> None:
-        return None
-
-    async def finish(self, text: str, note: str | None = None) -> Sequence[int]:
-        self.final = text
-        return []
-
-    async def fail(self, message: str) -> None:
-        self.final = message
 
 
 def test_convert_command_writes_a_gguf(make_meta: Callable[..., Any], tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -66,7 +49,7 @@ async def test_converted_alpaca_model_chats_with_no_further_flag(
                 AlpacaFormat().render(None, turns)
             )
             assert set(AlpacaFormat().stop) <= set(service.chat_format.stop) | {"### Response:"}
-            sink = Quiet()
+            sink = RecordingSink()
             outcome = await service.answer(await service.accept(ChatRef(5, "private"), "Hello"), sink)
             assert outcome is not None and outcome.n_tokens <= 8
     finally:

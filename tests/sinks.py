@@ -1,0 +1,27 @@
+"""A reply sink for tests of the chat service: keeps what it was shown."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.updates: list[str] = []
+        self.places: list[int] = []
+        self.final: str | None = None
+        self.note: str | None = None
+        self.on_messages = None
+
+    async def waiting(self, ahead: int) -> None:
+        self.places.append(ahead)
+
+    async def update(self, text: str) -> None:
+        self.updates.append(text)
+
+    async def finish(self, text: str, note: str | None = None) -> Sequence[int]:
+        self.final, self.note = text, note
+        return []
+
+    async def fail(self, message: str) -> None:
+        self.final = message
