@@ -310,6 +310,11 @@ def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
             model=args.model, threads=args.threads, batch=args.batch_size, seed=args.seed
         )
         if args.ctx_size is not None:
+            from bot.core.params import SPECS
+
+            if args.ctx_size < SPECS["n_ctx"].minimum:
+                raise UserError(f"-c {args.ctx_size} is too small: the context needs at least "
+                                f"{SPECS['n_ctx'].minimum:.0f} tokens")
             overrides["max_ctx"] = args.ctx_size
     if args.verbose:
         overrides["log_level"] = "DEBUG"
