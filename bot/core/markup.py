@@ -160,10 +160,12 @@ def split_runs(runs: list[Run], limit: int = TELEGRAM_TEXT_LIMIT) -> list[list[R
 
 def _strip_edges(runs: list[Run]) -> list[Run]:
     """Telegram trims messages; trim here so a message never turns out empty or unchanged."""
+    # Blank runs at the edges go whatever their style (a blank code line too): otherwise the
+    # run next to them keeps whitespace that Telegram trims.
     result = list(runs)
-    while result and not result[0].text.strip() and "pre" not in result[0].styles:
+    while result and not result[0].text.strip():
         result.pop(0)
-    while result and not result[-1].text.strip() and "pre" not in result[-1].styles:
+    while result and not result[-1].text.strip():
         result.pop()
     if not result:
         return []
@@ -178,7 +180,9 @@ def escape_html(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-_TAGS = (("b", "b"), ("i", "i"), ("s", "s"), ("code", "code"))
+# Innermost first. Telegram's code entity may sit inside bold/italic/strike but may not contain
+# them, so `code` must be the innermost tag.
+_TAGS = (("code", "code"), ("b", "b"), ("i", "i"), ("s", "s"))
 
 
 def render_html(runs: list[Run]) -> str:
