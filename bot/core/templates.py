@@ -98,8 +98,11 @@ class JinjaFormat:
         name: str = "gguf",
         default_system: str | None = None,
     ) -> None:
+        # The environment transformers and llama-cpp-python render chat templates in: lenient
+        # undefined values (Qwen2.5's `{%- if tools %}` and `message.tool_calls` rely on them)
+        # and {% break %} / {% continue %}.
         env = jinja2.sandbox.ImmutableSandboxedEnvironment(
-            trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined
+            trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
         )
         env.globals["raise_exception"] = _raise_template_error
         try:
