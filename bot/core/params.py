@@ -94,16 +94,17 @@ class ParamLimits:
 def parse_value(spec: ParamSpec, text: str, limits: ParamLimits) -> float | int:
     """Parse a user-typed value for `spec`, raising InvalidParameter with a one-line usage."""
     raw = text.strip()
+    shown = raw if len(raw) <= 40 else raw[:39] + "…"  # never echo a pasted novel back
     maximum = limits.maximum(spec)
     usage = f"Usage: /{spec.command} VALUE ({spec.kind}, {spec.range_text(maximum)}): {spec.help}"
     try:
         value: float | int = int(raw) if spec.kind == "int" else float(raw)
     except ValueError:
-        raise InvalidParameter(f"{raw!r} is not a valid value. {usage}") from None
+        raise InvalidParameter(f"{shown!r} is not a valid value. {usage}") from None
     if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidParameter(f"{raw!r} is not a valid value. {usage}")
+        raise InvalidParameter(f"{shown!r} is not a valid value. {usage}")
     if not spec.minimum <= value <= maximum:
-        raise InvalidParameter(f"{raw} is out of range. {usage}")
+        raise InvalidParameter(f"{shown} is out of range. {usage}")
     return value
 
 

@@ -69,7 +69,7 @@ class AlpacaFormat:
     def render(self, system: str | None, turns: Sequence[Turn]) -> Prompt:
         preamble = self.default_system if system is None else system
         segments: list[Segment] = []
-        if preamble:
+        if preamble and preamble.strip():
             segments.append(Segment(preamble.strip() + "\n\n", False))
         for turn in normalize_turns(turns):
             if turn.role == "user":
@@ -119,12 +119,13 @@ class JinjaFormat:
         messages: list[dict[str, str]] = []
         contents: list[str] = []
         chosen = self.default_system if system is None else system
-        if chosen:
-            messages.append({"role": "system", "content": chosen})
-            contents.append(chosen)
+        if chosen and chosen.strip():
+            messages.append({"role": "system", "content": chosen.strip()})
+            contents.append(chosen.strip())
         for turn in normalize_turns(turns):
-            messages.append({"role": turn.role, "content": turn.text})
-            contents.append(turn.text)
+            # Stripped like AlpacaFormat does: the same conversation renders the same either way.
+            messages.append({"role": turn.role, "content": turn.text.strip()})
+            contents.append(turn.text.strip())
         return self._render_with_placeholders(messages, contents, generation_prompt=True)
 
     def _render_with_placeholders(

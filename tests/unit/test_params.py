@@ -221,3 +221,13 @@ def test_clamp_repairs_an_n_too_large_for_its_own_ctx() -> None:
 )
 def test_format_value(name: str, value: float, shown: str) -> None:
     assert format_value(SPECS[name], value) == shown
+
+
+def test_a_huge_pasted_value_is_not_echoed_back_whole() -> None:
+    from bot.core.params import SPECS, ParamLimits, parse_value
+    from bot.errors import InvalidParameter
+
+    with pytest.raises(InvalidParameter) as caught:
+        parse_value(SPECS["temp"], "x" * 10_000, ParamLimits(max_ctx=4096))
+    assert len(str(caught.value)) < 300
+    assert str(caught.value).startswith("'" + "x" * 39 + "…'")

@@ -474,3 +474,29 @@ def test_choose_a_custom_template_text() -> None:
     )
     with pytest.raises(TemplateError):
         choose_format("{% if %}", model_template=None)
+
+
+def test_whitespace_only_system_prompt_means_none() -> None:
+    from bot.core.prompt import Turn, prompt_text
+    from bot.core.templates import AlpacaFormat, JinjaFormat
+
+    turns = [Turn("user", "hi")]
+    assert prompt_text(AlpacaFormat().render("   ", turns)) == prompt_text(AlpacaFormat().render("", turns))
+    chatml = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    assert "system" not in prompt_text(JinjaFormat(chatml).render("  \n ", turns))
+
+
+def test_gguf_templates_get_stripped_text_like_alpaca() -> None:
+    from bot.core.prompt import Turn, prompt_text
+    from bot.core.templates import JinjaFormat
+
+    chatml = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    text = prompt_text(JinjaFormat(chatml).render(" Be kind. ", [Turn("user", "  hi \n")]))
+    assert "<|im_start|>system\nBe kind.<|im_end|>" in text
+    assert "<|im_start|>user\nhi<|im_end|>" in text
