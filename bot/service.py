@@ -48,6 +48,7 @@ from bot.store.schema import ChatRow, TurnRow
 log = logging.getLogger(__name__)
 
 MAX_SYSTEM_CHARS = 4000
+NO_SYSTEM = "(none set: the chat template's own default applies)"
 
 
 class ReplySink(Protocol):
@@ -194,7 +195,7 @@ class ChatService:
         system = self._system(chat)
         if system is None:
             system = self.chat_format.default_system
-        shown = system if system else "(none)"
+        shown = system if system else NO_SYSTEM
         return (
             f"System prompt: {shown}\n"
             "Change it with /system TEXT; /system default restores the default."
@@ -237,7 +238,7 @@ class ChatService:
             lines.append(f"/{spec.command} ({spec.flag}) = {value}")
         system = self._system(chat)
         if system is None:
-            system = self.chat_format.default_system or "(none)"
+            system = self.chat_format.default_system or NO_SYSTEM
         lines.append(f"/system = {_shorten(system, 200)}")
         lines.append(
             f"Context: {used}/{params.n_ctx} tokens "
