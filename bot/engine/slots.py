@@ -1,0 +1,333 @@
+"""Slots: the sequences of one llama.cpp context, each holding one chat's evaluated tokens.
+
+`SlotContext` owns the model, the context (one KV stream per slot), the batch and the per-slot
+memory edits; every method must be called from the one worker thread. `plan_reuse` (pure)
+decides how much of a slot's cache a new prompt can keep: the longest common prefix, or, when a
+window slid and a middle block of old turns dropped out, the prefix plus the moved rest.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bot.engine.base import SamplingParams
+from bot.errors import ModelError
+
+PENALTY_LAST_N = 64
+"""The repeat penalty looks at this many of the last generated tokens (llama.cpp's default)."""
+
+
+class SlotState(enum.Enum):
+    EMPTY = "empty"
+    IDLE = "idle"
+    PROMPT = "prompt"
+    GENERATING = "generating"
+
+
+@dataclass
+class Slot:
+    """One sequence of the context: whose chat it holds and which tokens are in its cache."""
+
+    seq_id: int
+    state: SlotState = SlotState.EMPTY
+    chat_key: str | None = None
+    tokens: list[int] = field(default_factory=list)
+    """Tokens in the KV cache at positions 0..len-1."""
+    last_used: float = 0.0
+
+    @property
+    def busy(self) -> bool:
+        return self.state in (SlotState.PROMPT, SlotState.GENERATING)
+
+    def reset(self) -> None:
+        self.state = SlotState.EMPTY
+        self.chat_key = None
+        self.tokens = []
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+@dataclass(frozen=True)
+class ReusePlan:
+    """Keep `keep` tokens; move `moved` tokens found at `moved_from` in the cache to follow them.
+
+    After the plan, the cache holds the new prompt's first `reused` tokens.
+    """
+
+    keep: int
+    moved_from: int = 0
+    moved: int = 0
+
+    @property
+    def reused(self) -> int:
+        return self.keep + self.moved
+
+    @property
+    def shift(self) -> int:
+        return self.moved_from - self.keep
+
+
+def plan_reuse(
+    cached: Sequence[int], new: Sequence[int], *, allow_shift: bool, min_moved: int = 32
+) -> ReusePlan:
+    """How much of `cached` the prompt `new` can keep; at least its last token is evaluated.
+
+    With `allow_shift`, a block missing from the middle (old turns that left the window) is
+    detected: `new` = cached[:keep] + cached[moved_from:moved_from + moved] + more. The moved
+    part is used only if it is at least `min_moved` tokens long.
+    """
+    limit = len(new) - 1  # the last prompt token must be evaluated to get its logits
+    keep = min(common_prefix(cached, new), limit)
+    best = ReusePlan(keep)
+    if not allow_shift or limit - keep < min_moved:
+        return best
+    target = new[keep:limit]
+    first = target[0]
+    for start in range(keep + 1, len(cached) - min_moved + 1):
+        if cached[start] != first:
+            continue
+        moved = common_prefix(cached[start:], target)
+        if moved >= min_moved and moved > best.moved:
+            best = ReusePlan(keep, start, moved)
+    return best
+
+
+class Sampler:
+    """A native llama.cpp sampler chain for one reply: penalties, top-k/p, min-p, temperature."""
+
+    def __init__(self, sampling: SamplingParams, *, min_p: float, n_vocab: int, seed: int) -> None:
+        import llama_cpp
+
+        self._lib = llama_cpp
+        params = llama_cpp.llama_sampler_chain_default_params()
+        params.no_perf = True
+        self._chain = llama_cpp.llama_sampler_chain_init(params)
+        add = llama_cpp.llama_sampler_chain_add
+        add(self._chain, llama_cpp.llama_sampler_init_penalties(
+            n_vocab, PENALTY_LAST_N, sampling.repeat_penalty, 0.0, 0.0))
+        if sampling.temp <= 0:
+            add(self._chain, llama_cpp.llama_sampler_init_greedy())
+        else:
+            add(self._chain, llama_cpp.llama_sampler_init_top_k(sampling.top_k))
+            add(self._chain, llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1))
+            add(self._chain, llama_cpp.llama_sampler_init_min_p(min_p, 1))
+            add(self._chain, llama_cpp.llama_sampler_init_temp(sampling.temp))
+            add(self._chain, llama_cpp.llama_sampler_init_dist(seed))
+
+    def sample(self, ctx: Any, index: int) -> int:
+        """Sample from the logits of batch row `index`; the chain remembers the token."""
+        return int(self._lib.llama_sampler_sample(self._chain, ctx, index))
+
+    def close(self) -> None:
+        if self._chain is not None:
+            self._lib.llama_sampler_free(self._chain)
+            self._chain = None
+
+
+@dataclass(frozen=True)
+class BatchEntry:
+    seq_id: int
+    token: int
+    pos: int
+    logits: bool
+
+
+class SlotContext:
+    """One model and one context with `n_slots` sequences of `n_ctx` tokens each."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        n_slots: int,
+        n_ctx: int,
+        threads: int,
+        batch: int,
+        kv_type: str,
+    ) -> None:
+        import llama_cpp
+
+        llama_cpp.llama_backend_init()
+        self._lib = llama_cpp
+        self.model: Any = None
+        self.ctx: Any = None
+        self._batch: Any = None
+        self.model = llama_cpp.llama_model_load_from_file(
+            str(model_path).encode(), llama_cpp.llama_model_default_params()
+        )
+        if not self.model:
+            raise ModelError(
+                f"cannot load model {model_path} (is it a complete GGUF file of a supported "
+                "architecture?)"
+            )
+        self.vocab = llama_cpp.llama_model_get_vocab(self.model)
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
+        self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(self.model))
+        if 0 < self.n_ctx_train < n_ctx:
+            n_ctx = self.n_ctx_train  # never size a slot beyond the trained context
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx * n_slots
+        params.n_seq_max = n_slots
+        # One KV stream per slot: a sequence attends only to its own cells, and each slot has
+        # exactly n_ctx cells. (A unified cache would make every token attend over all chats'
+        # cells, masked.)
+        params.kv_unified = False
+        params.n_batch = params.n_ubatch = batch
+        params.n_threads = params.n_threads_batch = threads
+        params.no_perf = True
+        if kv_type == "q8_0":
+            params.type_k = params.type_v = llama_cpp.GGML_TYPE_Q8_0
+            params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED  # quantized V
+        elif kv_type == "f16":
+            params.type_k = params.type_v = llama_cpp.GGML_TYPE_F16
+            params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        else:
+            raise ValueError(f"unknown KV cache type {kv_type!r} (f16 or q8_0)")
+        self.ctx = llama_cpp.llama_init_from_model(self.model, params)
+        if not self.ctx:
+            self.close()
+            raise ModelError(
+                f"llama.cpp cannot create a context of {n_slots} x {n_ctx} tokens for {model_path}"
+            )
+        self.n_slots = n_slots
+        self.n_ctx = int(llama_cpp.llama_n_ctx_seq(self.ctx))
+        self.batch_size = batch
+        self._batch = llama_cpp.llama_batch_init(batch, 0, 1)
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.can_shift = bool(llama_cpp.llama_memory_can_shift(self.memory))
+        head_dim = llama_cpp.llama_model_n_embd(self.model) // llama_cpp.llama_model_n_head(self.model)
+        kv_width = 2 * llama_cpp.llama_model_n_head_kv(self.model) * head_dim
+        element = 34 / 32 if kv_type == "q8_0" else 2
+        self.kv_bytes_per_token = int(llama_cpp.llama_model_n_layer(self.model) * kv_width * element)
+
+    def close(self) -> None:
+        lib = self._lib
+        if self._batch is not None:
+            lib.llama_batch_free(self._batch)
+            self._batch = None
+        if self.ctx:
+            lib.llama_free(self.ctx)
+            self.ctx = None
+        if self.model:
+            lib.llama_model_free(self.model)
+            self.model = None
+
+    def meta(self, key: str) -> str | None:
+        buffer = ctypes.create_string_buffer(4096)
+        n = self._lib.llama_model_meta_val_str(self.model, key.encode(), buffer, 4096)
+        if n < 0:
+            return None
+        if n >= 4096:
+            buffer = ctypes.create_string_buffer(n + 1)
+            self._lib.llama_model_meta_val_str(self.model, key.encode(), buffer, n + 1)
+        return buffer.value.decode("utf-8", errors="replace")
+
+    def token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        text = self._lib.llama_vocab_get_text(self.vocab, token)
+        return text.decode("utf-8", errors="replace") if text else ""
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self._lib.llama_vocab_is_eog(self.vocab, token))
+
+    # -- memory edits (positions are token indices) ------------------------------------
+
+    def clear(self, slot: Slot) -> None:
+        self._lib.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
+        slot.tokens = []
+
+    def apply(self, slot: Slot, plan: ReusePlan) -> None:
+        """Edit the slot's cache as planned; its tokens are then the kept and moved ones."""
+        lib, memory, seq = self._lib, self.memory, slot.seq_id
+        if plan.moved:
+            end = plan.moved_from + plan.moved
+            lib.llama_memory_seq_rm(memory, seq, end, -1)
+            lib.llama_memory_seq_rm(memory, seq, plan.keep, plan.moved_from)
+            lib.llama_memory_seq_add(memory, seq, plan.moved_from, end, -plan.shift)
+            slot.tokens = slot.tokens[: plan.keep] + slot.tokens[plan.moved_from : end]
+        else:
+            if not lib.llama_memory_seq_rm(memory, seq, plan.keep, -1):
+                lib.llama_memory_seq_rm(memory, seq, -1, -1)
+                slot.tokens = []
+                return
+            del slot.tokens[plan.keep :]
+
+    def copy_prefix(self, source: Slot, target: Slot, n_tokens: int) -> None:
+        """Give `target` the first `n_tokens` of `source`'s cache without evaluating them.
+
+        Across KV streams llama.cpp copies a whole stream (on the next decode); the tail
+        beyond the shared prefix is then removed.
+        """
+        lib = self._lib
+        lib.llama_memory_seq_rm(self.memory, target.seq_id, -1, -1)
+        lib.llama_memory_seq_cp(self.memory, source.seq_id, target.seq_id, -1, -1)
+        lib.llama_memory_seq_rm(self.memory, target.seq_id, n_tokens, -1)
+        target.tokens = source.tokens[:n_tokens]
+
+    def pos_max(self, slot: Slot) -> int:
+        return int(self._lib.llama_memory_seq_pos_max(self.memory, slot.seq_id))
+
+    # -- states ---------------------------------------------------------------------------
+
+    def state_data(self, slot: Slot) -> Any:
+        """The slot's sequence state as a ctypes byte array."""
+        lib = self._lib
+        size = lib.llama_state_seq_get_size(self.ctx, slot.seq_id)
+        buffer = (ctypes.c_uint8 * size)()
+        written = lib.llama_state_seq_get_data(self.ctx, buffer, size, slot.seq_id)
+        if written != size:
+            raise ModelError(f"llama.cpp wrote {written} of {size} state bytes")
+        return buffer
+
+    def new_state_buffer(self, size: int) -> Any:
+        return (ctypes.c_uint8 * size)()
+
+    def load_state(self, slot: Slot, buffer: Any, tokens: list[int]) -> bool:
+        """Put a saved state into the slot; False (and an empty slot) if llama.cpp refuses it."""
+        lib = self._lib
+        lib.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
+        loaded = lib.llama_state_seq_set_data(self.ctx, buffer, len(buffer), slot.seq_id)
+        if not loaded or self.pos_max(slot) != len(tokens) - 1:
+            lib.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
+            slot.tokens = []
+            return False
+        slot.tokens = list(tokens)
+        return True
+
+    # -- decoding -------------------------------------------------------------------------
+
+    def decode(self, entries: Sequence[BatchEntry]) -> None:
+        """Evaluate one batch (at most `batch_size` entries); raise ModelError on failure."""
+        batch = self._batch
+        for i, entry in enumerate(entries):
+            batch.token[i] = entry.token
+            batch.pos[i] = entry.pos
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = entry.seq_id
+            batch.logits[i] = entry.logits
+        batch.n_tokens = len(entries)
+        code = self._lib.llama_decode(self.ctx, batch)
+        if code != 0:
+            raise ModelError(f"llama_decode failed with code {code}")
+
+    def logits(self, index: int) -> NDArray[np.float32]:
+        """A copy of the logits of batch row `index` of the last decode."""
+        pointer = self._lib.llama_get_logits_ith(self.ctx, index)
+        return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).copy()
+

@@ -1,0 +1,167 @@
+"""Saved KV states of chats on disk: one file per chat and model, bounded in total size.
+
+A file holds a header (the model identity and the chat it belongs to), the chat's evaluated
+tokens and the bytes of `llama_state_seq_get_data`. The model identity (file path, size,
+modification time and KV cache type) is part of the file name and checked again in the header,
+so a state computed by another model, or another build of the same file, is never loaded. When
+the directory grows past its bound, the least recently used files go first (loading a file
+refreshes its time). Pure file handling: the bytes come from and go to the worker pool.
+"""
+
+from __future__ import annotations
+
+import array
+import hashlib
+import json
+import logging
+import os
+import struct
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"ALPACA-BOT-KV\x01"
+SUFFIX = ".kvstate"
+_HEADER_LEN = struct.Struct("<I")
+
+
+def model_identity(model_path: Path, *extra: object) -> str:
+    """A short hash of what makes a saved state valid: the model file as it is now, and `extra`."""
+    resolved = model_path.resolve()
+    stat = resolved.stat()
+    text = "\n".join([str(resolved), str(stat.st_size), str(stat.st_mtime_ns), *map(str, extra)])
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class SavedState:
+    """A state file found for a chat: its tokens, and where its data starts."""
+
+    path: Path
+    tokens: list[int]
+    data_offset: int
+    data_size: int
+
+    @property
+    def file_size(self) -> int:
+        return self.data_offset + self.data_size
+
+
+class StateStore:
+    """State files of one model in one directory, bounded to `max_bytes` in total."""
+
+    def __init__(self, directory: Path, max_bytes: int, identity: str) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.identity = identity
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, chat_key: str) -> Path:
+        chat = hashlib.sha256(chat_key.encode()).hexdigest()[:24]
+        return self.directory / f"{self.identity}-{chat}{SUFFIX}"
+
+    def save(self, chat_key: str, tokens: list[int], data: Any) -> int:
+        """Write the state (atomically), then enforce the bound; returns the bytes written.
+
+        `data` is any object with the buffer protocol (a ctypes array is not copied again).
+        Returns 0 when the state alone is larger than the bound (nothing is kept).
+        """
+        header = json.dumps(
+            {"model": self.identity, "chat": chat_key, "n_tokens": len(tokens)}
+        ).encode()
+        packed = array.array("i", tokens)
+        if sys.byteorder != "little":
+            packed.byteswap()
+        view = memoryview(data).cast("B")
+        size = len(MAGIC) + _HEADER_LEN.size + len(header) + len(packed) * 4 + view.nbytes
+        target = self.path_for(chat_key)
+        if size > self.max_bytes:
+            target.unlink(missing_ok=True)
+            log.info("state of chat %s not saved: %d bytes exceed the bound of %d",
+                     chat_key, size, self.max_bytes)
+            return 0
+        fd, temporary = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(MAGIC)
+                handle.write(_HEADER_LEN.pack(len(header)))
+                handle.write(header)
+                handle.write(packed.tobytes())
+                handle.write(view)
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        self._enforce_bound(keep=target)
+        return size
+
+    def find(self, chat_key: str) -> SavedState | None:
+        """The chat's saved state of this model, or None (a damaged file is deleted)."""
+        path = self.path_for(chat_key)
+        try:
+            with path.open("rb") as handle:
+                if handle.read(len(MAGIC)) != MAGIC:
+                    raise ValueError("not a state file")
+                (length,) = _HEADER_LEN.unpack(handle.read(_HEADER_LEN.size))
+                header = json.loads(handle.read(length))
+                if header.get("model") != self.identity or header.get("chat") != chat_key:
+                    raise ValueError("state of another model or chat")
+                n_tokens = int(header["n_tokens"])
+                packed = array.array("i")
+                packed.frombytes(handle.read(4 * n_tokens))
+                if len(packed) != n_tokens:
+                    raise ValueError("truncated token list")
+                if sys.byteorder != "little":
+                    packed.byteswap()
+                offset = handle.tell()
+            size = path.stat().st_size - offset
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, struct.error) as exc:
+            log.warning("dropping unusable state file %s: %s", path, exc)
+            path.unlink(missing_ok=True)
+            return None
+        return SavedState(path=path, tokens=packed.tolist(), data_offset=offset, data_size=size)
+
+    def read_into(self, saved: SavedState, buffer: Any) -> None:
+        """Read the state's data into `buffer` (writable, `saved.data_size` bytes)."""
+        view = memoryview(buffer).cast("B")
+        with saved.path.open("rb") as handle:
+            handle.seek(saved.data_offset)
+            if handle.readinto(view) != saved.data_size:
+                raise OSError(f"state file {saved.path} is truncated")
+        os.utime(saved.path)  # recently used: dropped last
+
+    def delete(self, chat_key: str) -> None:
+        self.path_for(chat_key).unlink(missing_ok=True)
+
+    def total_bytes(self) -> int:
+        """Bytes of all state files in the directory (of every model)."""
+        return sum(size for _, _, size in self._files())
+
+    def _files(self) -> list[tuple[float, Path, int]]:
+        found = []
+        for path in self.directory.glob(f"*{SUFFIX}"):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            found.append((stat.st_mtime, path, stat.st_size))
+        return found
+
+    def _enforce_bound(self, keep: Path) -> None:
+        files = sorted(self._files())
+        total = sum(size for _, _, size in files)
+        for _, path, size in files:
+            if total <= self.max_bytes:
+                break
+            if path == keep:
+                continue
+            path.unlink(missing_ok=True)
+            total -= size
+            log.info("dropped saved state %s (%d bytes) to stay under %d bytes",
+                     path.name, size, self.max_bytes)
