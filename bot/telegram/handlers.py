@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from telegram import Chat, Message, MessageEntity, Update
+from telegram import Chat, Message, MessageEntity, ReplyParameters, Update
 from telegram.constants import ChatMemberStatus, ChatType
 from telegram.error import RetryAfter, TelegramError
 from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
@@ -142,8 +142,14 @@ async def respond(context: ContextTypes.DEFAULT_TYPE, message: Message, text: st
         started = time.monotonic()
         gate.called()
         try:
-            await message.reply_text(
-                text, do_quote=is_group(message.chat), message_thread_id=thread_of(message)
+            # In groups, quote the command; if it was deleted meanwhile, answer anyway.
+            quote = (
+                ReplyParameters(message.message_id, allow_sending_without_reply=True)
+                if is_group(message.chat) else None
+            )
+            await context.bot.send_message(
+                message.chat_id, text, reply_parameters=quote,
+                message_thread_id=thread_of(message),
             )
             return
         except RetryAfter as exc:

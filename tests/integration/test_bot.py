@@ -367,3 +367,15 @@ async def test_a_full_disk_gets_a_clear_answer_and_the_admins_hear(fake: FakeBot
     ]
     await fake.wait_for(lambda: fake.bot_messages(fake.private_chat(boss)), timeout=10)
     assert "OperationalError" in fake.bot_messages(fake.private_chat(boss))[0].text
+
+
+async def test_command_answer_survives_a_deleted_command(fake: FakeBotAPI, engine: ScriptedEngine, run_bot) -> None:
+    await run_bot(engine)
+    group = fake.group_chat()
+    alice = fake.user("Alice")
+    fake.send_text(group, alice, "/help")
+    await fake.wait_for(lambda: texts(fake, group), timeout=10)
+    assert texts(fake, group)[0].startswith("I answer with a local language model")
+    # Quoted, but sent even if the command was deleted before the answer went out.
+    parameters = fake.requests("sendMessage")[-1].params["reply_parameters"]
+    assert parameters.get("allow_sending_without_reply") is True, parameters
