@@ -314,8 +314,8 @@ class PoolEngine:
         for job in self._waiting.order():
             if job.request.cancel.cancelled:
                 self._waiting.remove(job)
-                job.emit(self._finished(job, "cancelled"))
                 self._forget(job)
+                job.emit(self._finished(job, "cancelled"))
 
     def _admit(self) -> None:
         while len(self._active) < self._options.n_slots:
@@ -340,8 +340,8 @@ class PoolEngine:
         request = job.request
         job.tokens = tokenize_prompt(self._vocab, request.prompt)
         if request.cancel.cancelled:
-            job.emit(self._finished(job, "cancelled"))
             self._forget(job)
+            job.emit(self._finished(job, "cancelled"))
             return
         room = self._ctx.n_ctx - len(job.tokens)
         if room <= 0:
@@ -549,16 +549,17 @@ class PoolEngine:
             job.next_token = token
 
     def _finish(self, job: _Job, reason: StopReason) -> None:
-        if job.reply is not None:
-            tail = job.reply.finish()
-            if tail:
-                job.emit(TextDelta(tail))
-        job.emit(self._finished(job, reason))
+        tail = job.reply.finish() if job.reply is not None else ""
+        finished = self._finished(job, reason)
+        # Released before the events go out: whoever sees Finished sees the queue without it.
         self._release(job)
+        if tail:
+            job.emit(TextDelta(tail))
+        job.emit(finished)
 
     def _fail(self, job: _Job, exc: BaseException) -> None:
-        job.emit(exc)
         self._release(job)
+        job.emit(exc)
 
     def _release(self, job: _Job) -> None:
         if job.sampler is not None:
@@ -600,16 +601,16 @@ class PoolEngine:
             self._finish(job, "cancelled")
         for job in self._waiting.order():
             self._waiting.remove(job)
-            job.emit(self._finished(job, "cancelled"))
             self._forget_pending()
+            job.emit(self._finished(job, "cancelled"))
         while True:
             try:
                 item = self._inbox.get_nowait()
             except queue.Empty:
                 break
             if item is not _SHUTDOWN:
-                item.emit(self._finished(item, "cancelled"))
                 self._forget_pending()
+                item.emit(self._finished(item, "cancelled"))
         for slot in self._slots:
             if slot.chat_key is not None:
                 self._evict(slot)
