@@ -9,7 +9,6 @@ event loop stays responsive during a decode.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import queue
 import random
@@ -32,6 +31,7 @@ from bot.engine.base import (
     TextDelta,
 )
 from bot.engine.native import check_model_file, route_llama_log
+from bot.engine.tokens import token_piece, tokenize_prompt
 from bot.errors import EngineBusy, ModelError
 
 log = logging.getLogger(__name__)
@@ -123,19 +123,7 @@ class LlamaEngine:
 
     def tokenize(self, prompt: Prompt) -> list[int]:
         """Tokenize segment by segment: markup with control tokens, user text as plain text."""
-        tokens: list[int] = []
-        add_bos = self._llama._model.add_bos_token()
-        bos = self._llama.token_bos()
-        if add_bos and bos >= 0:
-            tokens.append(bos)
-        for segment in prompt:
-            piece = self._llama.tokenize(
-                segment.text.encode("utf-8"), add_bos=False, special=segment.special
-            )
-            tokens.extend(piece)
-        if add_bos and len(tokens) > 1 and tokens[1] == bos:
-            del tokens[0]  # the template wrote the BOS itself
-        return tokens
+        return tokenize_prompt(self._vocab, prompt)
 
     def count_tokens(self, prompt: Prompt) -> int:
         return len(self.tokenize(prompt))
@@ -255,13 +243,7 @@ class LlamaEngine:
         job.emit(self._finished(reason, reply.text, tokens, n_evaluated, generated, started))
 
     def _piece(self, token: int) -> bytes:
-        size = 64
-        while True:
-            buffer = ctypes.create_string_buffer(size)
-            n = self._llama_cpp.llama_token_to_piece(self._vocab, token, buffer, size, 0, False)
-            if n >= 0:
-                return buffer.raw[:n]
-            size = -n
+        return token_piece(self._vocab, token)
 
     @staticmethod
     def _finished(
