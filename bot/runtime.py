@@ -51,6 +51,23 @@ def resolve_model(settings: Settings) -> Path:
 
 
 def load_engine(settings: Settings, model: Path) -> Engine:
+    if settings.engine == "pool":
+        from bot.engine.pool import PoolEngine, PoolOptions
+
+        return PoolEngine(
+            PoolOptions(
+                model_path=model,
+                n_ctx=settings.max_ctx,
+                n_slots=settings.slots,
+                threads=settings.threads,
+                batch=max(settings.batch, settings.slots),
+                max_queue=settings.max_queue,
+                kv_type=settings.kv_type,
+                state_dir=settings.state_dir if settings.state_max_mb else None,
+                state_dir_max_bytes=settings.state_max_mb << 20,
+                prefill_chunk=settings.prefill_chunk,
+            )
+        )
     from bot.engine.llama import EngineOptions, LlamaEngine
 
     return LlamaEngine(

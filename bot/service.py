@@ -240,6 +240,9 @@ class ChatService:
         if system is None:
             system = self.chat_format.default_system or NO_SYSTEM
         lines.append(f"/system = {_shorten(system, 200)}")
+        report = getattr(self._engine, "memory_report", None)
+        if report is not None:
+            lines.append(f"Memory: {report().summary()}")
         lines.append(
             f"Context: {used}/{params.n_ctx} tokens "
             f"({len(turns) - dropped} of {len(turns)} messages in the window, "

@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     batch: int = Field(default=512, ge=1, le=8192)
     max_ctx: int = Field(default=4096, ge=128)
     seed: int = -1
+    # The engine: "pool" keeps several chats' KV caches and decodes them together; "simple"
+    # serves one chat at a time with llama-cpp-python's high-level Llama.
+    engine: Literal["pool", "simple"] = "pool"
+    slots: int = Field(default=4, ge=1, le=64)
+    kv_type: Literal["f16", "q8_0"] = "f16"
+    state_max_mb: int = Field(default=2048, ge=0)
+    prefill_chunk: int = Field(default=128, ge=8, le=4096)
     # Chat defaults (the Chinese-Alpaca guide's -c 2048 --temp 0.2 -n 256 --repeat_penalty 1.3)
     ctx: int = Field(default=2048, ge=128)
     n_predict: int = Field(default=256, ge=1)

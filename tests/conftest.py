@@ -10,6 +10,8 @@ import pytest
 from bot.models.demo import find_demo_model
 from bot.settings import Settings, load_settings
 
+pytest_plugins = ["tests.botrunner"]
+
 ENV_KEYS = (
     "ALPACA_BOT_TOKEN", "ALPACA_BOT_API_URL", "ALPACA_BOT_MODEL", "ALPACA_BOT_DB",
     "ALPACA_BOT_ADMINS", "ALPACA_BOT_DATA", "ALPACA_BOT_CONFIG",

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
-from bot.engine.llama import LlamaEngine
 from bot.runtime import open_runtime
 from bot.store.repository import ChatRef
 from tests.sinks import RecordingSink
@@ -21,9 +21,9 @@ def context_used(settings_text: str) -> int:
 
 
 
-async def test_reset_really_empties_the_window(make_settings, llama_engine: LlamaEngine) -> None:
+async def test_reset_really_empties_the_window(make_settings, chat_engine: Any) -> None:
     settings = make_settings(seed=11, n_predict=24)
-    async with open_runtime(settings, engine=llama_engine) as runtime:
+    async with open_runtime(settings, engine=chat_engine) as runtime:
         service = runtime.service
         chat, fresh = ChatRef(1, "private"), ChatRef(2, "private")
         for text in ("My name is Ada and I like chess.", "What game do I like?"):
@@ -41,9 +41,9 @@ async def test_reset_really_empties_the_window(make_settings, llama_engine: Llam
         assert after_reset.dropped_turns == 0
 
 
-async def test_window_slides_when_the_context_is_small(make_settings, llama_engine: LlamaEngine) -> None:
+async def test_window_slides_when_the_context_is_small(make_settings, chat_engine: Any) -> None:
     settings = make_settings(seed=5, ctx=256, n_predict=32)
-    async with open_runtime(settings, engine=llama_engine) as runtime:
+    async with open_runtime(settings, engine=chat_engine) as runtime:
         service = runtime.service
         chat = ChatRef(3, "private")
         dropped = []

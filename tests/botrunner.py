@@ -1,4 +1,5 @@
-"""The bot under test: real Telegram wiring, real SQLite, the loopback fake Bot API."""
+"""Fixtures that run the bot under test: real Telegram wiring, real SQLite, the loopback fake
+Bot API (loaded for every test package by tests/conftest.py)."""
 
 from __future__ import annotations
 
