@@ -52,7 +52,8 @@ def setup_logging(settings: Settings, *, quiet: bool = False) -> logging.Handler
     root.setLevel(level)
     for noisy in ("httpx", "httpcore", "telegram.ext.ExtBot", "apscheduler"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-    logging.getLogger("llama.cpp").setLevel(max(level, logging.ERROR if quiet else logging.WARNING))
+    # In the terminal commands our own one-line errors say it; the service log keeps llama.cpp's.
+    logging.getLogger("llama.cpp").setLevel(logging.CRITICAL if quiet else max(level, logging.WARNING))
     logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
     return handler
 

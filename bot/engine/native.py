@@ -7,15 +7,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from bot.models.gguf_file import check_gguf_magic
+from bot.models.gguf_file import read_gguf_info
 
 _llama_log = logging.getLogger("llama.cpp")
 _callback: Any = None  # the ctypes callback must outlive every call llama.cpp makes to it
 
 
 def check_model_file(path: Path) -> None:
-    """Fail early, with one clear line, on a missing, unreadable or non-GGUF model file."""
-    check_gguf_magic(path)
+    """Fail early, with one clear line, on a missing, unreadable, non-GGUF or truncated model
+    file (reading the header takes milliseconds; llama.cpp would only log its reasons)."""
+    read_gguf_info(path)
 
 
 def route_llama_log() -> None:

@@ -167,13 +167,18 @@ async def test_follow_up_reuses_the_evaluated_prefix(llama_engine: LlamaEngine) 
     assert again.n_evaluated < again.n_prompt_tokens / 2
 
 
-def test_missing_and_corrupt_model_files_are_clear_errors(tmp_path: Path) -> None:
+def test_missing_and_corrupt_model_files_are_clear_errors(tmp_path: Path, demo_model: Path) -> None:
     with pytest.raises(ModelError, match="model file not found"):
         LlamaEngine(EngineOptions(model_path=tmp_path / "nope.gguf"))
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"not a model at all")
     with pytest.raises(ModelError, match="not a GGUF file"):
         LlamaEngine(EngineOptions(model_path=junk))
+    half = tmp_path / "half.gguf"
+    with demo_model.open("rb") as source:
+        half.write_bytes(source.read(5_000_000))
+    with pytest.raises(ModelError, match="half.gguf is truncated: tensor token_embd.weight"):
+        LlamaEngine(EngineOptions(model_path=half))
     truncated = tmp_path / "truncated.gguf"
     truncated.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\x00" * 64)
     with pytest.raises(ModelError, match="cannot load model"):
