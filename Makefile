@@ -13,7 +13,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check bot tests migrations
+	$(BIN)/ruff check bot tests migrations bench
 	$(BIN)/mypy
 
 install: $(STAMP)
