@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     template: str = "auto"
     threads: int | None = Field(default=None, ge=1, le=512)
     batch: int = Field(default=512, ge=1, le=8192)
-    max_ctx: int = Field(default=4096, ge=128)
+    max_ctx: int = Field(default=2048, ge=128)
     seed: int = -1
     # The engine: "pool" keeps several chats' KV caches and decodes them together; "simple"
     # serves one chat at a time with llama-cpp-python's high-level Llama.
