@@ -40,7 +40,7 @@ from bot.engine.base import (
 from bot.engine.native import check_model_file, route_llama_log
 from bot.engine.scheduler import FairQueue
 from bot.engine.slots import (
-    BatchEntry,
+    BatchRow,
     ReusePlan,
     Sampler,
     Slot,
@@ -59,6 +59,15 @@ KvType = Literal["f16", "q8_0"]
 
 MIN_SHARED_PREFIX = 16
 """A prefix shared with another slot is copied only from this many tokens on."""
+
+DELIVERY_INTERVAL = 0.05
+"""Seconds a piece of reply text may wait to be sent with the next ones.
+
+Waking the event loop for every token costs the decoding threads more than the event loop's
+own work: on a machine with as many cores as llama.cpp threads it takes a core from them and
+holds the GIL the worker needs back after each decode. A reader cannot tell text 50 ms late;
+the first text of a reply, its end, errors and queue places are sent at once.
+"""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,15 +145,13 @@ class _Job:
     limit: int = 0
     next_token: int = -1
     ahead: int | None = None
+    sent_text: bool = False
     running: bool = False
     """Started by the scheduler and not yet reported done to it."""
 
     @property
     def chat_key(self) -> str:
         return self.request.chat_key
-
-    def emit(self, event: GenerationEvent | BaseException) -> None:
-        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
 
     @property
     def prompt_left(self) -> int:
@@ -153,6 +160,17 @@ class _Job:
 
 
 _SHUTDOWN = object()
+
+
+def _seq_id(job: _Job) -> int:
+    assert job.slot is not None
+    return job.slot.seq_id
+
+
+def _deliver(items: list[tuple[_Job, GenerationEvent | BaseException]]) -> None:
+    """On the event loop: put one step's events into their requests' queues."""
+    for job, event in items:
+        job.events.put_nowait(event)
 
 
 class PoolEngine:
@@ -190,6 +208,11 @@ class PoolEngine:
         """Debug hook, called on the worker thread with the logits each token is sampled from."""
         self.on_step: Callable[[list[tuple[str, int]]], None] | None = None
         """Debug hook: (chat, tokens in this step) for every decode step."""
+        self._tokens_seen: dict[int, tuple[bool, bytes]] = {}
+        """token -> (ends generation, its bytes): fixed for a vocabulary, asked for every token."""
+        self._outbox: list[tuple[_Job, GenerationEvent | BaseException]] = []
+        self._outbox_urgent = False
+        self._outbox_since = 0.0
         self._inbox: queue.Queue[Any] = queue.Queue()
         self._waiting: FairQueue[_Job] = FairQueue()
         self._active: list[_Job] = []
@@ -283,20 +306,54 @@ class PoolEngine:
 
     def _work(self) -> None:
         try:
+            self._ctx.warm_up()
             while True:
                 block = not self._active and not len(self._waiting)
                 if not self._take_inbox(block):
                     break
-                self._drop_cancelled_waiting()
-                self._admit()
-                self._tell_places()
+                if len(self._waiting):
+                    self._drop_cancelled_waiting()
+                    self._admit()
+                    self._tell_places()
+                    self._send()  # queue places and failures before a long prefill
                 if self._active:
                     self._step()
+                self._send(force=not self._active)
         except BaseException:
             log.exception("the pool's worker thread failed")
             raise
         finally:
             self._shutdown()
+            self._send(force=True)
+
+    def _emit(self, job: _Job, event: GenerationEvent | BaseException) -> None:
+        if not self._outbox:
+            self._outbox_since = time.monotonic()
+        if isinstance(event, TextDelta):
+            if not job.sent_text:
+                job.sent_text = True
+                self._outbox_urgent = True
+        else:
+            self._outbox_urgent = True
+        self._outbox.append((job, event))
+
+    def _send(self, *, force: bool = False) -> None:
+        """Hand waiting events to their event loops, one wake-up per loop (see DELIVERY_INTERVAL)."""
+        if not self._outbox:
+            return
+        if not (force or self._outbox_urgent
+                or time.monotonic() - self._outbox_since >= DELIVERY_INTERVAL):
+            return
+        outbox, self._outbox = self._outbox, []
+        self._outbox_urgent = False
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, GenerationEvent | BaseException]]] = {}
+        for item in outbox:
+            by_loop.setdefault(item[0].loop, []).append(item)
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # the loop was closed: nobody is listening any more
+                log.debug("dropped %d events for a closed event loop", len(items))
 
     def _take_inbox(self, block: bool) -> bool:
         """Move new requests into the wait list; False on shutdown."""
@@ -315,7 +372,7 @@ class PoolEngine:
             if job.request.cancel.cancelled:
                 self._waiting.remove(job)
                 self._forget(job)
-                job.emit(self._finished(job, "cancelled"))
+                self._emit(job, self._finished(job, "cancelled"))
 
     def _admit(self) -> None:
         while len(self._active) < self._options.n_slots:
@@ -334,14 +391,14 @@ class PoolEngine:
         for place, job in enumerate(self._waiting.order(), start=1):
             if job.ahead != place:
                 job.ahead = place
-                job.emit(Queued(place))
+                self._emit(job, Queued(place))
 
     def _start(self, job: _Job) -> None:
         request = job.request
         job.tokens = tokenize_prompt(self._vocab, request.prompt)
         if request.cancel.cancelled:
             self._forget(job)
-            job.emit(self._finished(job, "cancelled"))
+            self._emit(job, self._finished(job, "cancelled"))
             return
         room = self._ctx.n_ctx - len(job.tokens)
         if room <= 0:
@@ -366,25 +423,40 @@ class PoolEngine:
         if not synced:
             # llama.cpp applies stream copies and position shifts at the next decode; make it
             # happen now, before another slot is written or this one saved.
-            self._decode([job], {job: 1})
+            self._decode({job: 1})
 
     def _slot_for(self, chat_key: str) -> Slot:
         for slot in self._slots:
             if slot.chat_key == chat_key and not slot.busy:
                 return slot
-        for slot in self._slots:
-            if slot.state is SlotState.EMPTY:
-                return slot
+        # llama.cpp evaluates the slots of one step in a single pass over the weights only
+        # when their seq_ids are consecutive, so a new chat goes next to the busy slots:
+        # an empty slot if one is adjacent, else the least recently used adjacent idle chat
+        # is evicted (it costs a restore later; a gap costs a whole pass on every token).
+        empty = [slot for slot in self._slots if slot.state is SlotState.EMPTY]
+        if empty:
+            return min(empty, key=lambda slot: (self._runs_with(slot), slot.seq_id))
         idle = [slot for slot in self._slots if slot.state is SlotState.IDLE]
-        victim = min(idle, key=lambda slot: slot.last_used)
+        victim = min(idle, key=lambda slot: (self._runs_with(slot), slot.last_used))
         self._evict(victim)
         return victim
+
+    def _runs_with(self, candidate: Slot) -> int:
+        """Runs of consecutive busy seq_ids if `candidate` became busy too."""
+        runs = 0
+        previous = False
+        for slot in self._slots:
+            busy = slot.busy or slot is candidate
+            runs += busy and not previous
+            previous = busy
+        return runs
 
     def _evict(self, slot: Slot) -> None:
         if self._store is not None and slot.chat_key is not None and slot.tokens:
             try:
                 started = time.monotonic()
-                written = self._store.save(slot.chat_key, slot.tokens, self._ctx.state_data(slot))
+                with self._ctx.state_data(slot) as data:
+                    written = self._store.save(slot.chat_key, slot.tokens, data)
                 log.info("chat %s saved to disk: %d tokens, %d bytes in %.2f s", slot.chat_key,
                          len(slot.tokens), written, time.monotonic() - started)
             except OSError:
@@ -439,12 +511,13 @@ class PoolEngine:
         assert self._store is not None
         started = time.monotonic()
         try:
-            buffer = self._ctx.new_state_buffer(saved.data_size)
-            self._store.read_into(saved, buffer)
+            with self._store.mapped(saved) as data:
+                loaded = self._ctx.load_state(slot, data, saved.tokens)
         except OSError:
             log.exception("cannot read the saved state of chat %s", chat_key)
+            self._ctx.clear(slot)
             return False
-        if not self._ctx.load_state(slot, buffer, saved.tokens):
+        if not loaded:
             log.warning("llama.cpp refused the saved state of chat %s; evaluating again", chat_key)
             self._store.delete(chat_key)
             return False
@@ -458,55 +531,60 @@ class PoolEngine:
     # -- decoding -------------------------------------------------------------------------
 
     def _step(self) -> None:
-        for job in list(self._active):
-            if job.request.cancel.cancelled:
-                self._finish(job, "cancelled")
+        for job in [job for job in self._active if job.request.cancel.cancelled]:
+            self._finish(job, "cancelled")
         if not self._active:
             return
-        generating = [job for job in self._active if job.slot and job.slot.state is SlotState.GENERATING]
-        prompts = [job for job in self._active if job.prompt_left > 0]
+        plan: dict[_Job, int] = {}
+        prompts = []
+        for job in self._active:
+            assert job.slot is not None
+            if job.slot.state is SlotState.GENERATING:
+                plan[job] = 1
+            elif job.prompt_left > 0:
+                prompts.append(job)
         # While others generate, a prompt advances by chunks so their streams keep flowing;
         # alone, it takes whole batches.
-        budget = self._options.prefill_chunk if generating else self._options.batch
-        budget = min(budget, self._options.batch - len(generating))
-        plan: dict[_Job, int] = {job: 1 for job in generating}
+        budget = self._options.prefill_chunk if plan else self._options.batch
+        budget = min(budget, self._options.batch - len(plan))
         for job in prompts:
             if budget <= 0:
                 break
             n = min(job.prompt_left, budget)
             plan[job] = n
             budget -= n
-        self._decode(list(plan), plan)
+        self._decode(plan)
 
-    def _decode(self, jobs: list[_Job], counts: dict[_Job, int]) -> None:
+    def _decode(self, counts: dict[_Job, int]) -> None:
         """Evaluate `counts[job]` tokens of each job in one batch, then sample where due."""
-        entries: list[BatchEntry] = []
+        jobs = sorted(counts, key=_seq_id)  # see SlotContext.decode: one pass needs this order
+        rows: list[BatchRow] = []
         sample_rows: list[tuple[_Job, int]] = []
-        fed: list[tuple[_Job, list[int]]] = []
+        fed: list[tuple[_Job, Sequence[int]]] = []
         n_prompt = 0
+        n_rows = 0
         for job in jobs:
             slot = job.slot
             assert slot is not None
+            start = len(slot.tokens)
+            tokens: Sequence[int]
             if slot.state is SlotState.GENERATING:
-                tokens = [job.next_token]
+                tokens = (job.next_token,)
+                last = True
             else:
-                start = len(slot.tokens)
                 tokens = job.tokens[start : start + counts[job]]
                 n_prompt += len(tokens)
-            last = slot.state is SlotState.GENERATING or (
-                len(slot.tokens) + len(tokens) == len(job.tokens)
-            )
-            for k, token in enumerate(tokens):
-                want = last and k == len(tokens) - 1
-                if want:
-                    sample_rows.append((job, len(entries)))
-                entries.append(BatchEntry(slot.seq_id, token, len(slot.tokens) + k, want))
+                last = start + len(tokens) == len(job.tokens)
+            n_rows += len(tokens)
+            if last:
+                sample_rows.append((job, n_rows - 1))
+            rows.append((slot.seq_id, start, tokens, last))
             fed.append((job, tokens))
         if self.on_step is not None:
             self.on_step([(job.chat_key, len(tokens)) for job, tokens in fed])
         started = time.monotonic()
         try:
-            self._ctx.decode(entries)
+            self._ctx.decode(rows)
         except ModelError as exc:
             log.error("decode failed for chats %s: %s", [job.chat_key for job in jobs], exc)
             for job in jobs:
@@ -515,9 +593,10 @@ class PoolEngine:
                 job.slot.reset()
                 self._fail(job, exc)
             return
-        seconds = time.monotonic() - started
-        if n_prompt >= 32 and seconds > 0:
-            self._prompt_rate = 0.7 * self._prompt_rate + 0.3 * n_prompt / seconds
+        if n_prompt >= 32:
+            seconds = time.monotonic() - started
+            if seconds > 0:
+                self._prompt_rate = 0.7 * self._prompt_rate + 0.3 * n_prompt / seconds
         for job, tokens in fed:
             assert job.slot is not None
             job.slot.tokens.extend(tokens)
@@ -534,13 +613,17 @@ class PoolEngine:
         if self.on_logits is not None:
             self.on_logits(job.chat_key, self._ctx.logits(row))
         token = sampler.sample(self._ctx.ctx, row)
-        if self._ctx.is_eog(token):
+        seen = self._tokens_seen.get(token)
+        if seen is None:
+            seen = self._tokens_seen[token] = (self._ctx.is_eog(token),
+                                               token_piece(self._vocab, token))
+        if seen[0]:
             self._finish(job, "eos")
             return
         job.generated += 1
-        delta = reply.feed(token_piece(self._vocab, token))
+        delta = reply.feed(seen[1])
         if delta:
-            job.emit(TextDelta(delta))
+            self._emit(job, TextDelta(delta))
         if reply.stopped_by is not None:
             self._finish(job, "stop")
         elif job.generated >= job.limit:
@@ -554,12 +637,12 @@ class PoolEngine:
         # Released before the events go out: whoever sees Finished sees the queue without it.
         self._release(job)
         if tail:
-            job.emit(TextDelta(tail))
-        job.emit(finished)
+            self._emit(job, TextDelta(tail))
+        self._emit(job, finished)
 
     def _fail(self, job: _Job, exc: BaseException) -> None:
         self._release(job)
-        job.emit(exc)
+        self._emit(job, exc)
 
     def _release(self, job: _Job) -> None:
         if job.sampler is not None:
@@ -602,7 +685,7 @@ class PoolEngine:
         for job in self._waiting.order():
             self._waiting.remove(job)
             self._forget_pending()
-            job.emit(self._finished(job, "cancelled"))
+            self._emit(job, self._finished(job, "cancelled"))
         while True:
             try:
                 item = self._inbox.get_nowait()
@@ -610,7 +693,7 @@ class PoolEngine:
                 break
             if item is not _SHUTDOWN:
                 self._forget_pending()
-                item.emit(self._finished(item, "cancelled"))
+                self._emit(item, self._finished(item, "cancelled"))
         for slot in self._slots:
             if slot.chat_key is not None:
                 self._evict(slot)

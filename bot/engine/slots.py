@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import mmap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,12 +140,9 @@ class Sampler:
             self._chain = None
 
 
-@dataclass(frozen=True)
-class BatchEntry:
-    seq_id: int
-    token: int
-    pos: int
-    logits: bool
+BatchRow = tuple[int, int, Sequence[int], bool]
+"""One sequence's part of a batch: (seq_id, position of the first token, tokens, whether the
+logits of the last token are wanted)."""
 
 
 class SlotContext:
@@ -208,12 +206,31 @@ class SlotContext:
         self.n_ctx = int(llama_cpp.llama_n_ctx_seq(self.ctx))
         self.batch_size = batch
         self._batch = llama_cpp.llama_batch_init(batch, 0, 1)
+        # The batch's arrays, fetched once: every attribute read of a ctypes structure builds
+        # a new pointer object, and decoding writes them for every token.
+        self._b_token = self._batch.token
+        self._b_pos = self._batch.pos
+        self._b_logits = self._batch.logits
+        for i in range(batch):
+            self._batch.n_seq_id[i] = 1
+        self._b_seq = [self._batch.seq_id[i] for i in range(batch)]
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.can_shift = bool(llama_cpp.llama_memory_can_shift(self.memory))
         head_dim = llama_cpp.llama_model_n_embd(self.model) // llama_cpp.llama_model_n_head(self.model)
         kv_width = 2 * llama_cpp.llama_model_n_head_kv(self.model) * head_dim
         element = 34 / 32 if kv_type == "q8_0" else 2
         self.kv_bytes_per_token = int(llama_cpp.llama_model_n_layer(self.model) * kv_width * element)
+
+    def warm_up(self) -> None:
+        """One throw-away decode, as llama.cpp's tools do after loading.
+
+        The first decode of a context pages the mapped weights in and sets up the compute
+        threads; done here, the first chat after a start does not pay for it. Call it from the
+        thread that will decode.
+        """
+        bos = int(self._lib.llama_vocab_bos(self.vocab))
+        self.decode([(0, 0, [bos if bos >= 0 else 0], True)])
+        self._lib.llama_memory_seq_rm(self.memory, 0, -1, -1)
 
     def close(self) -> None:
         lib = self._lib
@@ -285,24 +302,38 @@ class SlotContext:
 
     # -- states ---------------------------------------------------------------------------
 
-    def state_data(self, slot: Slot) -> Any:
-        """The slot's sequence state as a ctypes byte array."""
+    def state_data(self, slot: Slot) -> mmap.mmap:
+        """The slot's sequence state, in anonymous memory (close it when written out).
+
+        Not a ctypes array: Python would first fill one with zeros, which for tens of
+        megabytes costs as much as copying the state itself.
+        """
         lib = self._lib
         size = lib.llama_state_seq_get_size(self.ctx, slot.seq_id)
-        buffer = (ctypes.c_uint8 * size)()
-        written = lib.llama_state_seq_get_data(self.ctx, buffer, size, slot.seq_id)
+        memory = mmap.mmap(-1, max(size, 1))
+        target = (ctypes.c_uint8 * size).from_buffer(memory)
+        try:
+            written = lib.llama_state_seq_get_data(self.ctx, target, size, slot.seq_id)
+        finally:
+            del target  # the mmap cannot be closed while a ctypes view of it exists
         if written != size:
+            memory.close()
             raise ModelError(f"llama.cpp wrote {written} of {size} state bytes")
-        return buffer
+        return memory
 
-    def new_state_buffer(self, size: int) -> Any:
-        return (ctypes.c_uint8 * size)()
+    def load_state(self, slot: Slot, data: memoryview, tokens: list[int]) -> bool:
+        """Put a saved state into the slot; False (and an empty slot) if llama.cpp refuses it.
 
-    def load_state(self, slot: Slot, buffer: Any, tokens: list[int]) -> bool:
-        """Put a saved state into the slot; False (and an empty slot) if llama.cpp refuses it."""
+        `data` must be writable (a copy-on-write file mapping is); llama.cpp only reads it.
+        """
         lib = self._lib
         lib.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
-        loaded = lib.llama_state_seq_set_data(self.ctx, buffer, len(buffer), slot.seq_id)
+        size = data.nbytes
+        source = (ctypes.c_uint8 * size).from_buffer(data)
+        try:
+            loaded = lib.llama_state_seq_set_data(self.ctx, source, size, slot.seq_id)
+        finally:
+            del source
         if not loaded or self.pos_max(slot) != len(tokens) - 1:
             lib.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
             slot.tokens = []
@@ -312,17 +343,27 @@ class SlotContext:
 
     # -- decoding -------------------------------------------------------------------------
 
-    def decode(self, entries: Sequence[BatchEntry]) -> None:
-        """Evaluate one batch (at most `batch_size` entries); raise ModelError on failure."""
-        batch = self._batch
-        for i, entry in enumerate(entries):
-            batch.token[i] = entry.token
-            batch.pos[i] = entry.pos
-            batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = entry.seq_id
-            batch.logits[i] = entry.logits
-        batch.n_tokens = len(entries)
-        code = self._lib.llama_decode(self.ctx, batch)
+    def decode(self, rows: Sequence[BatchRow]) -> None:
+        """Evaluate one batch (at most `batch_size` tokens); raise ModelError on failure.
+
+        Tokens are numbered in the order of `rows`: that index is what `logits` and the
+        sampler take. With one KV stream per slot, llama.cpp evaluates sequences together
+        only when their ids follow each other in increasing order (else it makes a separate
+        pass over the weights for each run): order rows by seq_id.
+        """
+        token, pos, logits, seq = self._b_token, self._b_pos, self._b_logits, self._b_seq
+        i = 0
+        for seq_id, start, tokens, want_last in rows:
+            for k, value in enumerate(tokens):
+                token[i] = value
+                pos[i] = start + k
+                seq[i][0] = seq_id
+                logits[i] = 0
+                i += 1
+            if want_last and tokens:
+                logits[i - 1] = 1
+        self._batch.n_tokens = i
+        code = self._lib.llama_decode(self.ctx, self._batch)
         if code != 0:
             raise ModelError(f"llama_decode failed with code {code}")
 

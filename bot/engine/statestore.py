@@ -14,10 +14,13 @@ import array
 import hashlib
 import json
 import logging
+import mmap
 import os
 import struct
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,6 +137,28 @@ class StateStore:
             handle.seek(saved.data_offset)
             if handle.readinto(view) != saved.data_size:
                 raise OSError(f"state file {saved.path} is truncated")
+        os.utime(saved.path)  # recently used: dropped last
+
+    @contextmanager
+    def mapped(self, saved: SavedState) -> Iterator[memoryview]:
+        """The state's data mapped from its file: nothing is read or copied until touched.
+
+        The mapping is copy-on-write (writable for ctypes, never written back) and lives
+        until the block ends. A restore that reads the file into a buffer first spends as
+        long filling the buffer as llama.cpp spends loading the state.
+        """
+        with saved.path.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size != saved.file_size or saved.data_size == 0:
+                raise OSError(f"state file {saved.path} changed size or is empty")
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY) as mapping:
+                if hasattr(mapping, "madvise"):
+                    mapping.madvise(mmap.MADV_WILLNEED)
+                view = memoryview(mapping)[saved.data_offset :]
+                try:
+                    yield view
+                finally:
+                    view.release()
         os.utime(saved.path)  # recently used: dropped last
 
     def delete(self, chat_key: str) -> None:
