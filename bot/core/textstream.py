@@ -34,9 +34,15 @@ class ReplyText:
         return self._release()
 
     def finish(self) -> str:
-        """End of generation: flush incomplete bytes (as U+FFFD) and held-back text."""
+        """End of generation: release held-back text; drop a character left unfinished.
+
+        A reply cut off by `-n` or the context often ends inside a multi-byte character (a CJK
+        character takes up to three tokens here); showing U+FFFD for it would be the broken
+        character this class exists to prevent. Invalid bytes inside the text are still shown
+        as U+FFFD: those the model really produced.
+        """
         if self.stopped_by is None:
-            self._text += self._decoder.decode(b"", final=True)
+            self._decoder.reset()
             self._check_stops()
         delta = self._text[self._emitted :]
         self._emitted = len(self._text)

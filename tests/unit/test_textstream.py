@@ -60,11 +60,19 @@ def test_every_split_of_multibyte_characters_decodes_cleanly(cuts: int) -> None:
         assert all(delta in text for delta in deltas)
 
 
-def test_an_unfinished_character_at_the_end_becomes_one_replacement_character() -> None:
+def test_an_unfinished_character_at_the_end_is_dropped_not_shown_broken() -> None:
     reply = ReplyText()
     assert reply.feed(b"ok \xe4\xb8") == "ok "
-    assert reply.finish() == REPLACEMENT
-    assert reply.text == "ok " + REPLACEMENT
+    assert reply.finish() == ""
+    assert reply.text == "ok "
+
+
+def test_invalid_bytes_inside_the_text_are_shown_as_replacement_characters() -> None:
+    reply = ReplyText()
+    assert reply.feed(b"a\xffb") == "a" + REPLACEMENT + "b"
+    assert reply.feed(b"\xe4\xb8 c") == REPLACEMENT + " c"
+    assert reply.finish() == ""
+    assert reply.text == "a" + REPLACEMENT + "b" + REPLACEMENT + " c"
 
 
 STOP = "### Instruction:"
