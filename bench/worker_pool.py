@@ -300,6 +300,14 @@ async def taking_turns(engine: Engine, n_chats: int, n_turns: int, reply: int) -
     for turn in range(n_turns):
         for chat in range(n_chats):  # one after the other: the baseline serves one at a time
             histories[chat].append(Turn("user", user_message(chat, turn)))
+            # As the bot's window does: the oldest exchange leaves once the prompt would not
+            # fit (a random-weight model's replies re-tokenize to many more tokens). The whole
+            # prompt then counts as new, and is evaluated again.
+            budget = engine.info.n_ctx - reply - 64
+            while (len(histories[chat]) > 1 and engine.count_tokens(
+                    chat_format(engine).render(SYSTEM, histories[chat])) > budget):
+                del histories[chat][:2]
+                previous[chat] = 0
             req = request(engine, f"turns-{chat}", histories[chat], reply, seed=turn + 1)
             done = (await run(engine, req)).done
             evaluated += done.n_evaluated
@@ -467,7 +475,7 @@ class RestoreLog(logging.Handler):
         if record.levelno >= logging.WARNING:
             logging.getLogger().handle(record)
         elif "restored from disk" in record.msg and record.args and record.args[0] == "long":  # type: ignore[index]
-            self.seconds.append(float(record.args[-1]))  # type: ignore[index]
+            self.seconds.append(float(record.args[-1]))  # type: ignore[index, arg-type]
 
 
 async def main() -> None:
