@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -119,12 +120,10 @@ def write_7b_shaped(path: Path, n_layers: int) -> None:
 # -- baseline (b): a bare low-level loop -----------------------------------------------------
 
 
-def bare_loop_rate(model_path: Path, threads: int, prompt: list[int], n_tokens: int,
-                   flash_attn: bool | None = None) -> float:
-    """Generation tokens/s of a plain llama_decode loop with a native sampler chain.
+def bare_context(model_path: Path, threads: int, flash_attn: bool | None) -> tuple[Any, Any]:
+    """(model, context) of one 2048-token sequence, llama.cpp's log quiet.
 
-    `flash_attn` None keeps llama.cpp's default (auto: on for this CPU backend); the pool turns
-    it off with an f16 KV cache.
+    `flash_attn` None keeps llama.cpp's default (auto: on for this CPU backend).
     """
     import llama_cpp
 
@@ -138,7 +137,19 @@ def bare_loop_rate(model_path: Path, threads: int, prompt: list[int], n_tokens: 
     if flash_attn is not None:
         params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
                                   else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
-    ctx = llama_cpp.llama_init_from_model(model, params)
+    return model, llama_cpp.llama_init_from_model(model, params)
+
+
+def bare_loop_rate(model_path: Path, threads: int, prompt: list[int], n_tokens: int,
+                   flash_attn: bool | None = None) -> float:
+    """Generation tokens/s of a plain llama_decode loop with a native sampler chain.
+
+    `flash_attn` None keeps llama.cpp's default (auto: on for this CPU backend); the pool turns
+    it off with an f16 KV cache.
+    """
+    import llama_cpp
+
+    model, ctx = bare_context(model_path, threads, flash_attn)
     vocab = llama_cpp.llama_model_get_vocab(model)
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
     for sampler in (
@@ -181,15 +192,7 @@ def bare_prefill_seconds(model_path: Path, threads: int, cached: list[tuple[int,
     """
     import llama_cpp
 
-    route_llama_log()
-    logging.getLogger("llama.cpp").setLevel(logging.CRITICAL)
-    model = llama_cpp.llama_model_load_from_file(str(model_path).encode(),
-                                                 llama_cpp.llama_model_default_params())
-    params = llama_cpp.llama_context_default_params()
-    params.n_ctx, params.n_batch, params.n_ubatch = 2048, 512, 512
-    params.n_threads = params.n_threads_batch = threads
-    params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-    ctx = llama_cpp.llama_init_from_model(model, params)
+    model, ctx = bare_context(model_path, threads, flash_attn=False)
     memory = llama_cpp.llama_get_memory(ctx)
     batch = llama_cpp.llama_batch_init(512, 0, 1)
 
