@@ -219,8 +219,20 @@ class PoolEngine:
         self._pending = 0
         self._closed = False
         self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._warm_up_error: BaseException | None = None
         self._thread = threading.Thread(target=self._work, name="llama-pool", daemon=True)
         self._thread.start()
+        # Ready only after the warm-up decode: the first chat after a (re)start must not pay
+        # for paging the weights in and starting the compute threads.
+        self._ready.wait()
+        if self._warm_up_error is not None:
+            self._thread.join()
+            self._closed = True
+            self._ctx.close()
+            raise ModelError(
+                f"cannot run model {options.model_path}: {self._warm_up_error}"
+            ) from self._warm_up_error
         log.info(
             "model loaded: %s (%s, trained context %d, %d slots x %d tokens, %d threads)",
             self._info.name, options.model_path, self._info.n_ctx_train, options.n_slots,
@@ -307,6 +319,12 @@ class PoolEngine:
     def _work(self) -> None:
         try:
             self._ctx.warm_up()
+        except Exception as exc:
+            self._warm_up_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
             while True:
                 block = not self._active and not len(self._waiting)
                 if not self._take_inbox(block):

@@ -557,3 +557,16 @@ async def test_memory_report_and_q8_0_cache(demo_model: Path) -> None:
     # A quantized cache changes the numbers a little, not the model's choice.
     assert np.argmax(first["q8_0"]) in np.argsort(-first["f16"])[:3]
     assert np.corrcoef(first["q8_0"], first["f16"])[0, 1] > 0.99
+
+
+def test_a_model_that_cannot_decode_fails_at_load_not_at_the_first_chat(
+        demo_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.engine import slots
+    from bot.errors import ModelError
+
+    def broken(self: Any) -> None:
+        raise ModelError("llama_decode failed with code -3")
+
+    monkeypatch.setattr(slots.SlotContext, "warm_up", broken)
+    with pytest.raises(ModelError, match="cannot run model .*code -3"):
+        PoolEngine(PoolOptions(model_path=demo_model, n_ctx=256, n_slots=1, threads=2))
