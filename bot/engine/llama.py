@@ -31,7 +31,7 @@ from bot.engine.base import (
     TextDelta,
 )
 from bot.engine.native import check_model_file, route_llama_log
-from bot.engine.tokens import token_piece, tokenize_prompt
+from bot.engine.tokens import PromptTokenizer, token_piece
 from bot.errors import EngineBusy, ModelError
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ class LlamaEngine:
             ) from exc
         self._llama_cpp = llama_cpp
         self._vocab = self._llama._model.vocab
+        self._tokenize = PromptTokenizer(self._vocab)
         self._options = options
         self._info = self._read_info(options, threads)
         self._jobs: queue.Queue[Any] = queue.Queue()
@@ -123,7 +124,7 @@ class LlamaEngine:
 
     def tokenize(self, prompt: Prompt) -> list[int]:
         """Tokenize segment by segment: markup with control tokens, user text as plain text."""
-        return tokenize_prompt(self._vocab, prompt)
+        return self._tokenize(prompt)
 
     def count_tokens(self, prompt: Prompt) -> int:
         return len(self.tokenize(prompt))

@@ -50,7 +50,7 @@ from bot.engine.slots import (
     plan_reuse,
 )
 from bot.engine.statestore import StateStore, model_identity
-from bot.engine.tokens import token_piece, tokenize_prompt
+from bot.engine.tokens import PromptTokenizer, token_piece
 from bot.errors import EngineBusy, ModelError
 
 log = logging.getLogger(__name__)
@@ -193,6 +193,7 @@ class PoolEngine:
             raise ModelError(f"cannot load model {options.model_path}: {exc}") from exc
         self._options = options
         self._vocab = self._ctx.vocab
+        self._tokenize = PromptTokenizer(self._vocab)
         self._info = self._read_info(options)
         self._slots = [Slot(seq_id) for seq_id in range(options.n_slots)]
         self._store: StateStore | None = None
@@ -252,7 +253,7 @@ class PoolEngine:
         return self._pending
 
     def tokenize(self, prompt: Prompt) -> list[int]:
-        return tokenize_prompt(self._vocab, prompt)
+        return self._tokenize(prompt)
 
     def count_tokens(self, prompt: Prompt) -> int:
         return len(self.tokenize(prompt))
@@ -413,7 +414,7 @@ class PoolEngine:
 
     def _start(self, job: _Job) -> None:
         request = job.request
-        job.tokens = tokenize_prompt(self._vocab, request.prompt)
+        job.tokens = self._tokenize(request.prompt)
         if request.cancel.cancelled:
             self._forget(job)
             self._emit(job, self._finished(job, "cancelled"))

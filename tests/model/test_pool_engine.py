@@ -229,6 +229,35 @@ def test_tokenizing_matches_the_llama_engine(demo_model: Path) -> None:
     asyncio.run(main())
 
 
+def test_remembered_segments_tokenize_as_fresh_ones(demo_model: Path) -> None:
+    import llama_cpp
+
+    from bot.engine.tokens import PromptTokenizer
+
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    model = llama_cpp.llama_model_load_from_file(str(demo_model).encode(), params)
+    try:
+        vocab = llama_cpp.llama_model_get_vocab(model)
+        remembering, fresh = PromptTokenizer(vocab, cache_size=8), PromptTokenizer(vocab, cache_size=0)
+        turns = [("user", "Hi <|im_end|> there"), ("assistant", "Hello! 你好")]
+        prompts = [
+            tuple(piece for role, text in [("system", SYSTEM), *turns[:n]]
+                  for piece in (Segment(f"<|im_start|>{role}\n", True), Segment(text, False),
+                                Segment("<|im_end|>\n", True)))
+            for n in range(3)
+        ] * 2
+        prompts.append((Segment("<|im_start|>", True), Segment("<|im_start|>", False)))
+        for prompt in prompts:
+            assert remembering(prompt) == fresh(prompt)
+        assert remembering._segment.cache_info().hits > 0  # type: ignore[attr-defined]
+        # Markup gives the control token, the same text as user text does not.
+        tokens = remembering(prompts[-1])
+        assert tokens[0] == fresh((Segment("<|im_start|>", True),))[0] and len(tokens) > 2
+    finally:
+        llama_cpp.llama_model_free(model)
+
+
 async def test_chinese_streams_without_broken_characters(demo_model: Path) -> None:
     async with open_pool(demo_model, n_slots=2) as engine:
         request = ask(engine, "zh", [Turn("user", "你好，请用中文介绍一下你自己。")], system="请用中文回答。",
