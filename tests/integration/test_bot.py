@@ -379,3 +379,27 @@ async def test_command_answer_survives_a_deleted_command(fake: FakeBotAPI, engin
     # Quoted, but sent even if the command was deleted before the answer went out.
     parameters = fake.requests("sendMessage")[-1].params["reply_parameters"]
     assert parameters.get("allow_sending_without_reply") is True, parameters
+
+
+async def test_a_full_queue_answers_busy_and_loses_nothing(fake: FakeBotAPI, run_bot) -> None:
+    engine = ScriptedEngine(delay=0.05, max_queue=1)
+    engine.hang = True
+    runner = await run_bot(engine)
+    alice, bob = fake.user("Alice"), fake.user("Bob")
+    first, second = fake.private_chat(alice), fake.private_chat(bob)
+    engine.enqueue("thinking and thinking")
+    fake.send_text(first, alice, "a long question")
+    await engine.started.wait()
+    fake.send_text(second, bob, "are you there?")
+    await fake.wait_for(lambda: any("busy" in text for text in texts(fake, second)), timeout=10)
+    # Bob's message is stored, not dropped; once the model is free again, he is answered.
+    fake.send_text(first, alice, "/stop")
+    await fake.wait_for(lambda: texts(fake, first)[-1].endswith("stopped"), timeout=10)
+    engine.hang = False
+    engine.enqueue("yes, here")
+    fake.send_text(second, bob, "are you there now?")
+    await fake.wait_for(lambda: texts(fake, second)[-1] == "yes, here", timeout=10)
+    rows = await turns(runner, until=lambda rows: any(row.text == "yes, here" for row in rows))
+    assert [row.text for row in rows if row.role == "user"] == [
+        "a long question", "are you there?", "are you there now?"]
+    assert texts(fake, second)[0] == "The model is busy; try again in a minute."
