@@ -1,79 +1,97 @@
-"""Per-chat generation parameters: the llama.cpp flags a chat can set, their ranges and validation."""
+"""Per-chat generation parameters: values for the knobs of `bot.core.knobs`, their validation,
+and the limits that depend on the loaded model."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
-from typing import Literal
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
 
+from bot.core.knobs import BY_NAME, KNOBS, SAMPLING, Knob
 from bot.errors import InvalidParameter
 
 MIN_PROMPT_BUDGET = 64
 """Tokens a context must keep for the prompt after reserving the reply length (-n)."""
 
-
-@dataclass(frozen=True, kw_only=True)
-class ParamSpec:
-    """One settable parameter: its command, the llama.cpp flag it mirrors, type and range."""
-
-    name: str
-    command: str
-    flag: str
-    kind: Literal["int", "float"]
-    minimum: float
-    maximum: float
-    help: str
-
-    def range_text(self, maximum: float | None = None) -> str:
-        top = self.maximum if maximum is None else maximum
-        return f"{_fmt(self.minimum)}–{_fmt(top)}"
+Value = float | int
 
 
-def _fmt(value: float) -> str:
-    if float(value).is_integer():
-        return str(int(value))
-    return f"{value:g}"
+class GenerationParams(Mapping[str, Value]):
+    """One value for every knob (the -c -n --temp --top_k ... flags of one chat); immutable.
 
+    `GenerationParams(temp=0.7)` takes the table's defaults for the knobs not named; values are
+    read as attributes (`params.temp`) or by name (`params["temp"]`).
+    """
 
-SPECS: dict[str, ParamSpec] = {
-    spec.name: spec
-    for spec in (
-        ParamSpec(name="temp", command="temp", flag="--temp", kind="float", minimum=0.0,
-                  maximum=5.0, help="sampling temperature; 0 picks the most likely token"),
-        ParamSpec(name="n_ctx", command="ctx", flag="-c", kind="int", minimum=128,
-                  maximum=131072, help="context window in tokens"),
-        ParamSpec(name="n_predict", command="n", flag="-n", kind="int", minimum=1,
-                  maximum=8192, help="maximum reply length in tokens"),
-        ParamSpec(name="top_k", command="top_k", flag="--top_k", kind="int", minimum=0,
-                  maximum=1000, help="sample from the k most likely tokens; 0 disables"),
-        ParamSpec(name="top_p", command="top_p", flag="--top_p", kind="float", minimum=0.0,
-                  maximum=1.0, help="nucleus sampling threshold; 1 disables"),
-        ParamSpec(name="repeat_penalty", command="repeat_penalty", flag="--repeat_penalty",
-                  kind="float", minimum=0.5, maximum=2.5,
-                  help="penalty for repeating recent tokens; 1 disables"),
-    )
-}
-BY_COMMAND: dict[str, ParamSpec] = {spec.command: spec for spec in SPECS.values()}
+    __slots__ = ("_values",)
+    _values: dict[str, Value]
 
+    def __init__(self, **values: Value) -> None:
+        unknown = set(values) - set(BY_NAME)
+        if unknown:
+            raise TypeError(f"unknown parameters: {', '.join(sorted(unknown))}")
+        merged = {
+            knob.name: knob.python_type(values.get(knob.name, knob.default)) for knob in KNOBS
+        }
+        object.__setattr__(self, "_values", merged)
 
-@dataclass(frozen=True, kw_only=True)
-class GenerationParams:
-    """Sampling and window parameters of one chat (the -c -n --temp --top_k --top_p ... flags)."""
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
-    temp: float = 0.2
-    n_ctx: int = 2048
-    n_predict: int = 256
-    top_k: int = 40
-    top_p: float = 0.9
-    repeat_penalty: float = 1.3
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("GenerationParams is immutable; use replace()")
+
+    def __getitem__(self, name: str) -> Value:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._values.items()))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, GenerationParams):
+            return self._values == other._values
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{name}={value!r}" for name, value in self._values.items())
+        return f"GenerationParams({inner})"
+
+    def replace(self, **changes: Value) -> GenerationParams:
+        return GenerationParams(**{**self._values, **changes})
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self._values["n_ctx"])
+
+    @property
+    def n_predict(self) -> int:
+        return int(self._values["n_predict"])
 
     @property
     def prompt_budget(self) -> int:
         """Tokens available for the prompt: the context minus the reserved reply length."""
         return self.n_ctx - self.n_predict
 
-    def as_dict(self) -> dict[str, float | int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+    def as_dict(self) -> dict[str, Value]:
+        return dict(self._values)
+
+    def sampling(self) -> dict[str, Value]:
+        """What the engine's sampler receives: the sampling knobs, with llama.cpp's
+        `--repeat-last-n -1` ("the whole context") resolved to this chat's context size."""
+        values = {knob.name: self._values[knob.name] for knob in SAMPLING}
+        if values.get("repeat_last_n") == -1:
+            values["repeat_last_n"] = self.n_ctx
+        return values
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,38 +101,46 @@ class ParamLimits:
     max_ctx: int
     """min(model's trained context, configured maximum, the engine's context size)."""
 
-    def maximum(self, spec: ParamSpec) -> float:
-        if spec.name == "n_ctx":
-            return min(spec.maximum, self.max_ctx)
-        if spec.name == "n_predict":
-            return min(spec.maximum, self.max_ctx - MIN_PROMPT_BUDGET)
-        return spec.maximum
+    def maximum(self, knob: Knob) -> float:
+        if knob.name == "n_ctx":
+            return min(knob.maximum, self.max_ctx)
+        if knob.name == "n_predict":
+            return min(knob.maximum, self.max_ctx - MIN_PROMPT_BUDGET)
+        return knob.maximum
 
 
-def parse_value(spec: ParamSpec, text: str, limits: ParamLimits) -> float | int:
-    """Parse a user-typed value for `spec`, raising InvalidParameter with a one-line usage."""
+def usage(knob: Knob, limits: ParamLimits) -> str:
+    """The one-line usage answer of a knob's command."""
+    return (
+        f"Usage: /{knob.command} VALUE ({knob.kind}, {knob.range_text(limits.maximum(knob))}): "
+        f"{knob.help}"
+    )
+
+
+def parse_value(knob: Knob, text: str, limits: ParamLimits) -> Value:
+    """Parse a user-typed value for `knob`, raising InvalidParameter with a one-line usage."""
     raw = text.strip()
     shown = raw if len(raw) <= 40 else raw[:39] + "…"  # never echo a pasted novel back
-    maximum = limits.maximum(spec)
-    usage = f"Usage: /{spec.command} VALUE ({spec.kind}, {spec.range_text(maximum)}): {spec.help}"
+    maximum = limits.maximum(knob)
+    line = usage(knob, limits)
     try:
-        value: float | int = int(raw) if spec.kind == "int" else float(raw)
+        value: Value = int(raw) if knob.kind == "int" else float(raw)
     except ValueError:
-        raise InvalidParameter(f"{shown!r} is not a valid value. {usage}") from None
+        raise InvalidParameter(f"{shown!r} is not a valid value. {line}") from None
     if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidParameter(f"{shown!r} is not a valid value. {usage}")
-    if not spec.minimum <= value <= maximum:
-        raise InvalidParameter(f"{shown} is out of range. {usage}")
+        raise InvalidParameter(f"{shown!r} is not a valid value. {line}")
+    if not knob.minimum <= value <= maximum:
+        raise InvalidParameter(f"{shown} is out of range. {line}")
     return value
 
 
 def with_value(
-    params: GenerationParams, spec: ParamSpec, value: float | int, limits: ParamLimits
+    params: GenerationParams, knob: Knob, value: Value, limits: ParamLimits
 ) -> GenerationParams:
     """Return `params` with one value changed, checking that -c still leaves room for -n."""
-    updated = replace(params, **{spec.name: value})  # type: ignore[arg-type]
+    updated = params.replace(**{knob.name: value})
     if updated.prompt_budget < MIN_PROMPT_BUDGET:
-        if spec.name == "n_ctx":
+        if knob.name == "n_ctx":
             raise InvalidParameter(
                 f"/ctx {value} leaves no room for the prompt: it must be at least "
                 f"{updated.n_predict + MIN_PROMPT_BUDGET} while /n is {updated.n_predict}."
@@ -135,8 +161,8 @@ def clamp_to_limits(params: GenerationParams, limits: ParamLimits) -> tuple[Gene
     n_predict = min(params.n_predict, n_ctx - MIN_PROMPT_BUDGET)
     if n_predict != params.n_predict:
         changes.append(f"/n {params.n_predict} → {n_predict}")
-    return replace(params, n_ctx=n_ctx, n_predict=n_predict), changes
+    return params.replace(n_ctx=n_ctx, n_predict=n_predict), changes
 
 
-def format_value(spec: ParamSpec, value: float | int) -> str:
-    return _fmt(value) if spec.kind == "float" else str(int(value))
+def format_value(knob: Knob, value: Value) -> str:
+    return knob.format(value)
