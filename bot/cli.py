@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bot import __version__
+from bot.core.knobs import BY_NAME, KNOBS
 from bot.errors import AlpacaBotError, UserError
 from bot.settings import Settings, load_settings
 
@@ -171,31 +172,8 @@ async def _run_bot(settings: Settings) -> int:
     username = await check_telegram(settings)
     log.info("connected to the Bot API as @%s", username)
     async with open_runtime(settings) as runtime:
-        from bot.quantize_jobs import QuantizeJobs
-
-        jobs = QuantizeJobs(settings=settings, sessions=runtime.sessions)
-        await run_telegram(
-            settings, runtime.service, stop, admin=model_admin(runtime), jobs=jobs
-        )
+        await run_telegram(settings, runtime.service, stop)
     return 0
-
-
-def model_admin(runtime: Any) -> Any:
-    from functools import partial
-
-    from bot.admin import ModelAdmin
-    from bot.runtime import load_engine
-
-    return ModelAdmin(
-        settings=runtime.settings, sessions=runtime.sessions, service=runtime.service,
-        load=partial(load_engine, runtime.settings),
-    )
-
-
-CHAT_FLAGS = {
-    "temp": "temp", "ctx_size": "ctx", "n_predict": "n", "top_k": "top_k", "top_p": "top_p",
-    "repeat_penalty": "repeat_penalty",
-}
 
 
 async def _run_console(
@@ -213,10 +191,10 @@ async def _run_console(
         service = runtime.service
         if flags is not None:
             # Flags given on the command line are stored for the console chat, like a /command.
-            for attribute, command in CHAT_FLAGS.items():
-                value = getattr(flags, attribute, None)
+            for knob in KNOBS:
+                value = getattr(flags, knob.name, None)
                 if value is not None:
-                    await service.set_param(CONSOLE_CHAT, command, str(value))
+                    await service.chat_settings.change(CONSOLE_CHAT, knob, str(value))
         if prompt_file is not None:
             try:
                 text = await asyncio.to_thread(prompt_file.read_text, encoding="utf-8")
@@ -289,13 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     chat = commands.add_parser("chat", help="chat in the terminal, like llama.cpp's main -ins")
     chat.add_argument("-m", "--model", type=Path, help="GGUF model file")
-    chat.add_argument("-c", "--ctx-size", type=int, help="context window in tokens")
-    chat.add_argument("-n", "--n-predict", type=int, help="maximum reply length in tokens")
-    chat.add_argument("--temp", type=float, help="temperature")
-    chat.add_argument("--top_k", "--top-k", dest="top_k", type=int, help="top-k sampling")
-    chat.add_argument("--top_p", "--top-p", dest="top_p", type=float, help="top-p sampling")
-    chat.add_argument("--repeat_penalty", "--repeat-penalty", dest="repeat_penalty", type=float,
-                      help="repetition penalty")
+    for knob in KNOBS:  # the chat's knobs, with llama.cpp's spellings of their flags
+        chat.add_argument(*knob.cli_flags, dest=knob.name, type=knob.python_type,
+                          metavar="N", help=f"{knob.help} (/{knob.command})")
     chat.add_argument("-t", "--threads", type=int, help="CPU threads (default: physical cores)")
     chat.add_argument("-b", "--batch-size", type=int, help="prompt batch size")
     chat.add_argument("-f", "--file", type=Path, help="prompt file: the system prompt/preamble")
@@ -310,13 +284,13 @@ def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides.update(
             model=args.model, threads=args.threads, batch=args.batch_size, seed=args.seed
         )
-        if args.ctx_size is not None:
-            from bot.core.params import SPECS
-
-            if args.ctx_size < SPECS["n_ctx"].minimum:
-                raise UserError(f"-c {args.ctx_size} is too small: the context needs at least "
-                                f"{SPECS['n_ctx'].minimum:.0f} tokens")
-            overrides["max_ctx"] = args.ctx_size
+        if args.n_ctx is not None:
+            # -c sizes the model's context too, as it does for llama.cpp.
+            minimum = BY_NAME["n_ctx"].minimum
+            if args.n_ctx < minimum:
+                raise UserError(f"-c {args.n_ctx} is too small: the context needs at least "
+                                f"{minimum:.0f} tokens")
+            overrides["max_ctx"] = args.n_ctx
     if args.verbose:
         overrides["log_level"] = "DEBUG"
     return overrides
@@ -341,8 +315,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     saved = (list(root.handlers), root.level)
     try:
         settings = load_settings(args.config, **settings_overrides(args))
-        if args.command == "chat" and args.ctx_size is not None and settings.max_ctx < settings.ctx:
-            settings = load_settings(args.config, **settings_overrides(args), ctx=args.ctx_size)
+        if args.command == "chat" and args.n_ctx is not None:
+            ctx_key = BY_NAME["n_ctx"].key
+            if settings.max_ctx < settings.generation_defaults().n_ctx:
+                settings = load_settings(
+                    args.config, **settings_overrides(args), **{ctx_key: args.n_ctx}
+                )
         setup_logging(settings, quiet=args.command in (None, "start", "chat") and not args.verbose)
         return HANDLERS[args.command](args, settings)
     except AlpacaBotError as exc:

@@ -11,17 +11,22 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TextIO
 
-from bot.core.params import BY_COMMAND
+from bot.chat import ChatService, ReplySink
+from bot.chat.commands import BY_NAME, Access, FrontName, Invocation, commands_for, dispatch
+from bot.core.chats import ChatRef
 from bot.errors import UserError
-from bot.service import ChatService
-from bot.store.repository import ChatRef
 
 CONSOLE_CHAT = ChatRef(chat_id=0, kind="console", title="console")
-CONSOLE_HELP = """\
+CONSOLE_INTRO = """\
 Type a message and press Enter; end a line with \\ to continue on the next one.
-Ctrl+C stops a reply; Ctrl+C at the prompt (or Ctrl+D, or /quit) exits.
-Commands: /temp /ctx /n /top_k /top_p /repeat_penalty [VALUE], /system [TEXT|default],
-/reset, /settings, /help, /quit"""
+Ctrl+C stops a reply; Ctrl+C at the prompt (or Ctrl+D, or /quit) exits."""
+
+
+def console_banner() -> str:
+    """What the console shows first: how to type, and every command of the table."""
+    names = " ".join(f"/{command.name}" for command in commands_for("console"))
+    return f"{CONSOLE_INTRO}\nCommands: {names} (/help explains them)"
+
 
 USER_COLOR = "\033[1;32m"
 MODEL_COLOR = "\033[0m"
@@ -36,7 +41,6 @@ class ConsoleSink:
         self._out = out
         self._color = color
         self._printed = ""
-        self.on_messages: Callable[[Sequence[int]], Awaitable[None]] | None = None
 
     def _write(self, text: str) -> None:
         self._out.write(text)
@@ -115,33 +119,58 @@ async def read_message(reader: LineReader, out: TextIO, color: bool) -> str | No
         return "\n".join(lines)
 
 
-async def handle_command(service: ChatService, text: str) -> str | None:
-    """Run a slash command; returns the answer, or None for /quit."""
+class ConsoleFront:
+    """The console chat as a `Front` for the command table: its user may run everything."""
+
+    name: FrontName = "console"
+
+    def __init__(self, service: ChatService, out: TextIO, color: bool) -> None:
+        self._service = service
+        self._out = out
+        self._color = color
+        self.generating = False
+        self.quitting = False
+
+    def intro(self, ref: ChatRef) -> str:
+        return CONSOLE_INTRO
+
+    async def ask(self, text: str) -> None:
+        try:
+            accepted = await self._service.accept(CONSOLE_CHAT, text)
+        except UserError as exc:
+            self._out.write(f"{exc}\n")
+            return
+        self.generating = True
+        try:
+            await self._service.answer(accepted, ConsoleSink(self._out, self._color))
+        finally:
+            self.generating = False
+
+    async def later(self, first: str, work: Callable[[], Awaitable[str]]) -> None:
+        self._out.write(first + "\n")
+        self._out.flush()
+        self._out.write(await work() + "\n")
+
+    def progress(self) -> ReplySink:
+        return ConsoleSink(self._out, self._color)
+
+    def quit(self) -> None:
+        self.quitting = True
+
+    async def allowed(self, access: Access) -> bool:
+        return True  # whoever has the terminal runs the bot
+
+
+async def handle_command(front: ConsoleFront, service: ChatService, text: str) -> str | None:
+    """Run a slash command from the table; returns the answer to print, if any."""
     name, _, argument = text[1:].partition(" ")
-    name = name.lower()
-    argument = argument.strip()
-    if name in ("quit", "exit"):
-        return None
+    call = Invocation(ref=CONSOLE_CHAT, argument=argument.strip())
     try:
-        if name in BY_COMMAND:
-            if argument:
-                return await service.set_param(CONSOLE_CHAT, name, argument)
-            return await service.show_param(CONSOLE_CHAT, name)
-        if name == "system":
-            if argument:
-                return await service.set_system(CONSOLE_CHAT, argument)
-            return await service.show_system(CONSOLE_CHAT)
-        if name == "reset":
-            return await service.reset(CONSOLE_CHAT)
-        if name == "settings":
-            return await service.settings_text(CONSOLE_CHAT)
-        if name == "stop":
-            return "Nothing to stop (Ctrl+C stops a reply)."
-        if name in ("help", "start"):
-            return CONSOLE_HELP
+        return await dispatch(service, front, name, call, allowed=front.allowed)
+    except KeyError:
+        if name.lower() in BY_NAME:
+            return f"/{name} works in Telegram only."
         return f"Unknown command /{name}. /help lists the commands."
-    except UserError as exc:
-        return str(exc)
 
 
 async def run_console(
@@ -157,11 +186,11 @@ async def run_console(
     out = out or sys.stdout
     loop = asyncio.get_running_loop()
     reader = LineReader(loop, stdin)
-    generating = False
+    front = ConsoleFront(service, out, color)
     interrupted = asyncio.Event()
 
     def on_interrupt() -> None:
-        if generating:
+        if front.generating:
             service.stop(CONSOLE_CHAT.chat_id)
         else:
             interrupted.set()
@@ -171,8 +200,8 @@ async def run_console(
     try:
         if banner:
             out.write(banner + "\n")
-        out.write(CONSOLE_HELP + "\n\n")
-        while True:
+        out.write(console_banner() + "\n\n")
+        while not front.quitting:
             read = asyncio.ensure_future(read_message(reader, out, color))
             waiter = asyncio.ensure_future(interrupted.wait())
             await asyncio.wait({read, waiter}, return_when=asyncio.FIRST_COMPLETED)
@@ -189,21 +218,11 @@ async def run_console(
             if not text:
                 continue
             if text.startswith("/"):
-                reply = await handle_command(service, text)
-                if reply is None:
-                    return
-                out.write(reply + "\n")
+                reply = await handle_command(front, service, text)
+                if reply:
+                    out.write(reply + "\n")
                 continue
-            try:
-                accepted = await service.accept(CONSOLE_CHAT, text)
-            except UserError as exc:
-                out.write(f"{exc}\n")
-                continue
-            generating = True
-            try:
-                await service.answer(accepted, ConsoleSink(out, color))
-            finally:
-                generating = False
+            await front.ask(text)
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.remove_signal_handler(signal.SIGINT)

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.chat.running import EngineLoader
+from bot.chat.service import ChatService
+from bot.chat.switching import chosen_model
 from bot.engine.base import Engine
 from bot.errors import ConfigError, ModelError
 from bot.models.demo import INSTALL_HINT, find_demo_model, link_into
-from bot.service import ChatService
+from bot.quantize_jobs import QuantizeJobs
 from bot.settings import Settings
-from bot.store import repository as repo
-from bot.store.database import migrate_async, open_database, sessions
+from bot.store.database import Sessions, migrate_async, open_database, sessions
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class Runtime:
     database: AsyncEngine
     engine: Engine
     service: ChatService
-    sessions: Any
+    sessions: Sessions
 
 
 def resolve_model(settings: Settings) -> Path:
@@ -81,40 +82,14 @@ def load_engine(settings: Settings, model: Path) -> Engine:
     )
 
 
-MODEL_STATE_KEY = "model"
-
-
-async def chosen_model(session_factory: Any, configured: Path) -> Path:
-    """The model picked with /model, if it was picked under the same configuration.
-
-    Editing the configured model wins over an earlier /model choice.
-    """
-    async with session_factory() as session:
-        raw = await repo.get_state(session, MODEL_STATE_KEY)
-    if not raw:
-        return configured
-    try:
-        state = json.loads(raw)
-        chosen, base = Path(state["model"]), Path(state["configured"])
-    except (ValueError, KeyError, TypeError):
-        return configured
-    if base == configured and await asyncio.to_thread(chosen.is_file):
-        return chosen
-    return configured
-
-
-async def remember_model(session_factory: Any, configured: Path, chosen: Path) -> None:
-    async with session_factory() as session:
-        await repo.set_state(
-            session, MODEL_STATE_KEY,
-            json.dumps({"model": str(chosen), "configured": str(configured)}),
-        )
-        await session.commit()
-
-
 @asynccontextmanager
-async def open_runtime(settings: Settings, engine: Engine | None = None) -> AsyncIterator[Runtime]:
-    """Migrate the database, load the model (unless one is given), build the chat service."""
+async def open_runtime(
+    settings: Settings, engine: Engine | None = None, *, load: EngineLoader | None = None
+) -> AsyncIterator[Runtime]:
+    """Migrate the database, load the model (unless one is given), build the chat service.
+
+    `load` is how /model loads another model (default: `load_engine` with these settings).
+    """
     try:
         settings.data.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -125,10 +100,16 @@ async def open_runtime(settings: Settings, engine: Engine | None = None) -> Asyn
     session_factory = sessions(database)
     service: ChatService | None = None
     try:
+        lent = engine is not None and settings.model is None
+        configured = engine.info.path if lent and engine is not None else resolve_model(settings)
         if engine is None:
-            model = await chosen_model(session_factory, resolve_model(settings))
+            model = await chosen_model(session_factory, configured)
             engine = await asyncio.to_thread(load_engine, settings, model)
-        service = ChatService(settings=settings, sessions=session_factory, engine=engine)
+        service = ChatService(
+            settings=settings, sessions=session_factory, engine=engine,
+            load=load or partial(load_engine, settings), configured_model=configured,
+            jobs=QuantizeJobs(settings=settings, sessions=session_factory),
+        )
         yield Runtime(settings, database, engine, service, session_factory)
     finally:
         # /model may have replaced the engine: close whichever is current, unless the caller

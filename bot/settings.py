@@ -19,6 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bot.core.knobs import KNOBS, Knob
 from bot.core.params import GenerationParams
 from bot.errors import ConfigError
 
@@ -60,13 +61,15 @@ class Settings(BaseSettings):
     kv_type: Literal["f16", "q8_0"] = "f16"
     state_max_mb: int = Field(default=2048, ge=0)
     prefill_chunk: int = Field(default=128, ge=8, le=4096)
-    # Chat defaults (the Chinese-Alpaca guide's -c 2048 --temp 0.2 -n 256 --repeat_penalty 1.3)
-    ctx: int = Field(default=2048, ge=128)
-    n_predict: int = Field(default=256, ge=1)
-    temp: float = Field(default=0.2, ge=0.0, le=5.0)
-    top_k: int = Field(default=40, ge=0, le=1000)
-    top_p: float = Field(default=0.9, ge=0.0, le=1.0)
-    repeat_penalty: float = Field(default=1.3, ge=0.5, le=2.5)
+    # Chat defaults: one field per knob of bot.core.knobs (ctx, n_predict, temp, top_k, top_p,
+    # min_p, repeat_penalty, repeat_last_n), typed and bounded by the knob table itself.
+    for _knob in KNOBS:
+        __annotations__[_knob.key] = _knob.python_type
+        locals()[_knob.key] = Field(
+            default=_knob.python_type(_knob.default), ge=_knob.minimum, le=_knob.maximum,
+            description=_knob.help,
+        )
+    del _knob
     system_prompt: str | None = None
     # Limits and behaviour
     max_input_chars: int = Field(default=4000, ge=1)
@@ -108,10 +111,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_chat_defaults(self) -> Settings:
-        if self.ctx > self.max_ctx:
-            raise ValueError(f"ctx ({self.ctx}) is larger than max_ctx ({self.max_ctx})")
-        if self.ctx - self.n_predict < 64:
-            raise ValueError(f"n_predict ({self.n_predict}) leaves no room in ctx ({self.ctx})")
+        defaults = self.generation_defaults()
+        if defaults.n_ctx > self.max_ctx:
+            raise ValueError(f"ctx ({defaults.n_ctx}) is larger than max_ctx ({self.max_ctx})")
+        if defaults.prompt_budget < 64:
+            raise ValueError(f"n_predict ({defaults.n_predict}) leaves no room in ctx ({defaults.n_ctx})")
         return self
 
     @classmethod
@@ -147,15 +151,13 @@ class Settings(BaseSettings):
     def state_dir(self) -> Path:
         return self.data / "state"
 
+    def default_of(self, knob: Knob) -> float | int:
+        """The configured default of a knob (its config key, or the table's default)."""
+        value: float | int = getattr(self, knob.key)
+        return value
+
     def generation_defaults(self) -> GenerationParams:
-        return GenerationParams(
-            temp=self.temp,
-            n_ctx=self.ctx,
-            n_predict=self.n_predict,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            repeat_penalty=self.repeat_penalty,
-        )
+        return GenerationParams(**{knob.name: self.default_of(knob) for knob in KNOBS})
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:

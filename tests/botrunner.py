@@ -10,8 +10,6 @@ from typing import Any
 
 import pytest
 
-from bot.admin import ModelAdmin
-from bot.quantize_jobs import QuantizeJobs
 from bot.runtime import Runtime, open_runtime
 from bot.settings import Settings
 from bot.telegram.app import run_telegram
@@ -50,17 +48,11 @@ class BotRunner:
         return self
 
     async def _main(self) -> None:
-        async with open_runtime(self.settings, engine=self.engine) as runtime:
+        load = self.load or (lambda path: ScriptedEngine())
+        async with open_runtime(self.settings, engine=self.engine, load=load) as runtime:
             self.runtime = runtime
-            admin = ModelAdmin(
-                settings=self.settings, sessions=runtime.sessions, service=runtime.service,
-                load=self.load or (lambda path: ScriptedEngine()),
-            )
-            self.jobs = QuantizeJobs(settings=self.settings, sessions=runtime.sessions)
-            await run_telegram(
-                self.settings, runtime.service, self._stop, admin=admin, jobs=self.jobs,
-                poll_timeout=1,
-            )
+            self.jobs = runtime.service.jobs
+            await run_telegram(self.settings, runtime.service, self._stop, poll_timeout=1)
 
     async def stop(self) -> None:
         self._stop.set()

@@ -11,7 +11,6 @@ class RecordingSink:
         self.places: list[int] = []
         self.final: str | None = None
         self.note: str | None = None
-        self.on_messages = None
 
     async def waiting(self, ahead: int) -> None:
         self.places.append(ahead)

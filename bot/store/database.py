@@ -9,7 +9,12 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from bot.errors import ConfigError
 
@@ -44,7 +49,11 @@ def open_database(url: str) -> AsyncEngine:
     return engine
 
 
-def sessions(engine: AsyncEngine) -> async_sessionmaker[Any]:
+Sessions = async_sessionmaker[AsyncSession]
+"""Where every unit of database work gets its session (one per transaction)."""
+
+
+def sessions(engine: AsyncEngine) -> Sessions:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 

@@ -4,24 +4,28 @@ unless its name says so. Callers decide transaction boundaries."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.core.chats import ChatRef
+from bot.core.knobs import BY_NAME, KNOBS
 from bot.store.schema import BotStateRow, ChatRow, TurnRow, utcnow
 
-SETTING_COLUMNS = ("temp", "top_k", "top_p", "repeat_penalty", "n_predict", "n_ctx")
+
+def stored_knobs(chat: ChatRow) -> dict[str, float | int]:
+    """The knob values a chat stores itself (columns left NULL follow the default)."""
+    values = {knob.name: getattr(chat, knob.name) for knob in KNOBS}
+    return {name: value for name, value in values.items() if value is not None}
 
 
-@dataclass(frozen=True)
-class ChatRef:
-    """Who and where: enough to create a chat row on first contact."""
+def encode_message_ids(ids: Sequence[int]) -> str:
+    return ",".join(str(int(i)) for i in ids)
 
-    chat_id: int
-    kind: str
-    title: str | None = None
+
+def decode_message_ids(text: str | None) -> list[int]:
+    return [int(part) for part in (text or "").split(",") if part]
 
 
 async def get_or_create_chat(session: AsyncSession, ref: ChatRef) -> ChatRow:
@@ -41,9 +45,10 @@ async def get_or_create_chat(session: AsyncSession, ref: ChatRef) -> ChatRow:
 
 
 async def chats_with_window_settings(session: AsyncSession) -> Sequence[ChatRow]:
-    """Chats that store their own /ctx or /n."""
+    """Chats that store their own value of a window knob (/ctx or /n)."""
+    columns = [getattr(ChatRow, knob.name) for knob in KNOBS if knob.role == "window"]
     result = await session.execute(
-        select(ChatRow).where((ChatRow.n_ctx.is_not(None)) | (ChatRow.n_predict.is_not(None)))
+        select(ChatRow).where(or_(*(column.is_not(None) for column in columns)))
     )
     return result.scalars().all()
 
@@ -62,6 +67,10 @@ async def set_state(session: AsyncSession, key: str, value: str) -> None:
 
 
 async def set_chat_values(session: AsyncSession, chat_id: int, **values: object) -> None:
+    """Change a chat's stored knobs (by knob name) or its system prompt."""
+    unknown = set(values) - set(BY_NAME) - {"system_prompt", "title"}
+    if unknown:
+        raise KeyError(f"not a chat setting: {', '.join(sorted(unknown))}")
     await session.execute(update(ChatRow).where(ChatRow.id == chat_id).values(**values))
 
 
@@ -193,3 +202,25 @@ async def undelivered_replies(session: AsyncSession) -> Sequence[TurnRow]:
 
 async def set_turn_values(session: AsyncSession, turn_id: int, **values: object) -> None:
     await session.execute(update(TurnRow).where(TurnRow.id == turn_id).values(**values))
+
+
+async def set_reply_messages(
+    session: AsyncSession, reply_id: int, ids: Sequence[int], *, delivered: bool | None = None
+) -> None:
+    """Remember the Telegram messages a reply spans (so a restart edits them in place)."""
+    values: dict[str, object] = {}
+    if ids:
+        values.update(message_id=ids[0], message_ids=encode_message_ids(ids))
+    if delivered is not None:
+        values["delivered"] = delivered
+    if values:
+        await set_turn_values(session, reply_id, **values)
+
+
+async def set_question_reply_messages(
+    session: AsyncSession, question_id: int, ids: Sequence[int]
+) -> None:
+    """`set_reply_messages` for the reply being written to a question."""
+    reply = await reply_for(session, question_id)
+    if reply is not None:
+        await set_reply_messages(session, reply.id, ids)

@@ -17,6 +17,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from bot.core.knobs import KNOBS
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -27,19 +29,20 @@ class Base(DeclarativeBase):
 
 
 class ChatRow(Base):
-    """A Telegram chat (or the console). Setting columns left NULL follow the configured default."""
+    """A Telegram chat (or the console). Knob columns left NULL follow the configured default;
+    read and write them by knob name (`knob_values`, `set_chat_values` in the repository)."""
 
     __tablename__ = "chats"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     kind: Mapped[str] = mapped_column(String(16))
     title: Mapped[str | None] = mapped_column(String(256))
-    temp: Mapped[float | None] = mapped_column(Float)
-    top_k: Mapped[int | None] = mapped_column(Integer)
-    top_p: Mapped[float | None] = mapped_column(Float)
-    repeat_penalty: Mapped[float | None] = mapped_column(Float)
-    n_predict: Mapped[int | None] = mapped_column(Integer)
-    n_ctx: Mapped[int | None] = mapped_column(Integer)
+    # One nullable column per knob of bot.core.knobs, named after it (NULL: the default).
+    for _knob in KNOBS:
+        locals()[_knob.name] = mapped_column(
+            _knob.name, Float if _knob.kind == "float" else Integer, nullable=True
+        )
+    del _knob
     system_prompt: Mapped[str | None] = mapped_column(Text)
     window_start: Mapped[int] = mapped_column(Integer, default=0)
     """Turns with a smaller id were left behind by /reset."""

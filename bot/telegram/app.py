@@ -6,29 +6,23 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 from telegram import BotCommand
 from telegram.error import InvalidToken, NetworkError, TelegramError
-from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
+from telegram.ext import AIORateLimiter, ApplicationBuilder
 
-from bot.admin import ModelAdmin
+from bot.chat import ChatService
+from bot.chat.commands import menu
 from bot.errors import ConfigError
-from bot.quantize_jobs import QuantizeJobs
-from bot.service import ChatService
 from bot.settings import Settings
 from bot.telegram import handlers
+from bot.telegram.front import DEPS_KEY, AnyApplication, BotDeps, deps_of
 from bot.telegram.ordering import ChatOrderedUpdateProcessor
 
 log = logging.getLogger(__name__)
 
 
-def build_application(
-    settings: Settings,
-    service: ChatService,
-    admin: ModelAdmin | None = None,
-    jobs: QuantizeJobs | None = None,
-) -> Application[Any, Any, Any, Any, Any, Any]:
+def build_application(settings: Settings, service: ChatService) -> AnyApplication:
     if settings.token is None:
         raise ConfigError("no Telegram token: set ALPACA_BOT_TOKEN or `token` in the config file")
     base = settings.api_url.rstrip("/")
@@ -43,9 +37,7 @@ def build_application(
         .get_updates_read_timeout(35)
         .build()
     )
-    application.bot_data[handlers.DEPS_KEY] = handlers.BotDeps(
-        settings=settings, service=service, admin=admin, jobs=jobs
-    )
+    application.bot_data[DEPS_KEY] = BotDeps(settings=settings, service=service)
     handlers.register(application)
     return application
 
@@ -81,19 +73,18 @@ async def run_telegram(
     service: ChatService,
     stop: asyncio.Event,
     *,
-    admin: ModelAdmin | None = None,
-    jobs: QuantizeJobs | None = None,
     poll_timeout: int = 25,
 ) -> None:
     """Run the bot until `stop` is set. Start-up problems raise ConfigError with one clear line."""
-    application = build_application(settings, service, admin, jobs)
+    application = build_application(settings, service)
     async with _start_up_errors(settings):
         await application.initialize()
-    deps: handlers.BotDeps = application.bot_data[handlers.DEPS_KEY]
+    deps = deps_of(application.bot_data)
+    jobs = service.jobs
     try:
         try:
             await application.bot.set_my_commands(
-                [BotCommand(name, text) for name, text in handlers.BOT_COMMANDS]
+                [BotCommand(name, text) for name, text in menu()]
             )
         except TelegramError as exc:
             log.warning("could not set the command menu: %s", exc)

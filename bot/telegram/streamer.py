@@ -20,6 +20,7 @@ from telegram import Bot, LinkPreviewOptions, Message, ReplyParameters
 from telegram.constants import ChatAction, ParseMode
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
 
+from bot.chat.sink import MessageRecorder
 from bot.core.markup import RenderedMessage, render_reply
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class ReplyStreamer:
         thread_id: int | None = None,
         existing_ids: Sequence[int] = (),
         gate: FloodGate | None = None,
+        on_messages: MessageRecorder | None = None,
     ) -> None:
         self._bot = bot
         self._chat_id = chat_id
@@ -98,7 +100,7 @@ class ReplyStreamer:
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_typing = float("-inf")
-        self.on_messages: Callable[[Sequence[int]], Awaitable[None]] | None = None
+        self._on_messages = on_messages
 
     @property
     def message_ids(self) -> list[int]:
@@ -219,9 +221,9 @@ class ReplyStreamer:
             return False
         self._ids.append(sent.message_id)
         self._shown.append(message)
-        if self.on_messages is not None:
+        if self._on_messages is not None:
             try:
-                await self.on_messages(list(self._ids))
+                await self._on_messages(list(self._ids))
             except Exception:
                 log.exception("could not store the message ids of a reply")
         return True

@@ -9,7 +9,8 @@ import pytest
 
 from bot.engine.base import Engine
 from bot.errors import ModelError
-from bot.runtime import chosen_model, open_runtime, remember_model
+from bot.chat.switching import chosen_model, remember_model
+from bot.runtime import open_runtime
 from bot.store.repository import ChatRef
 from tests.fakeengine import ScriptedEngine
 from tests.sinks import RecordingSink

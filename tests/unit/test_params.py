@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from bot.core.knobs import BY_COMMAND, Knob
+from bot.core.knobs import BY_NAME as SPECS
 from bot.core.params import (
-    BY_COMMAND,
     MIN_PROMPT_BUDGET,
-    SPECS,
     GenerationParams,
     ParamLimits,
-    ParamSpec,
     clamp_to_limits,
     format_value,
     parse_value,
@@ -27,17 +26,17 @@ def _text(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(value)
 
 
-def _step(spec: ParamSpec) -> float:
+def _step(spec: Knob) -> float:
     return 1 if spec.kind == "int" else 0.01
 
 
-def _rejection(spec: ParamSpec, raw: str, limits: ParamLimits = ROOMY) -> str:
+def _rejection(spec: Knob, raw: str, limits: ParamLimits = ROOMY) -> str:
     with pytest.raises(InvalidParameter) as caught:
         parse_value(spec, raw, limits)
     return str(caught.value)
 
 
-def _assert_usage_message(message: str, spec: ParamSpec, shown: str) -> None:
+def _assert_usage_message(message: str, spec: Knob, shown: str) -> None:
     """One line that starts with the value as typed and ends with the command's usage."""
     assert "\n" not in message
     assert message.startswith(shown + " ")
@@ -51,7 +50,9 @@ def test_the_commands_and_flags_are_llama_cpp_s() -> None:
         "n": "-n",
         "top_k": "--top_k",
         "top_p": "--top_p",
+        "min_p": "--min-p",
         "repeat_penalty": "--repeat_penalty",
+        "repeat_last_n": "--repeat-last-n",
     }
     assert {command: spec.name for command, spec in BY_COMMAND.items()} == {
         "temp": "temp",
@@ -59,7 +60,9 @@ def test_the_commands_and_flags_are_llama_cpp_s() -> None:
         "n": "n_predict",
         "top_k": "top_k",
         "top_p": "top_p",
+        "min_p": "min_p",
         "repeat_penalty": "repeat_penalty",
+        "repeat_last_n": "repeat_last_n",
     }
 
 
@@ -67,7 +70,7 @@ def test_defaults_are_the_chinese_alpaca_guide_s_and_fit_their_ranges() -> None:
     params = GenerationParams()
     assert params.as_dict() == {
         "temp": 0.2, "n_ctx": 2048, "n_predict": 256, "top_k": 40, "top_p": 0.9,
-        "repeat_penalty": 1.3,
+        "min_p": 0.05, "repeat_penalty": 1.3, "repeat_last_n": 64,
     }
     assert params.prompt_budget == 2048 - 256
     for name, value in params.as_dict().items():
@@ -224,7 +227,8 @@ def test_format_value(name: str, value: float, shown: str) -> None:
 
 
 def test_a_huge_pasted_value_is_not_echoed_back_whole() -> None:
-    from bot.core.params import SPECS, ParamLimits, parse_value
+    from bot.core.knobs import BY_NAME as SPECS
+    from bot.core.params import ParamLimits, parse_value
     from bot.errors import InvalidParameter
 
     with pytest.raises(InvalidParameter) as caught:

@@ -1,0 +1,193 @@
+"""A chat's settings: the knob commands (/temp, /ctx, ...), /system, /reset and /settings, and
+what a chat's stored values amount to under the running model's limits."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.chat.running import RunningModel
+from bot.core.chats import ChatRef
+from bot.core.knobs import KNOBS, Knob
+from bot.core.params import GenerationParams, clamp_to_limits, parse_value, with_value
+from bot.core.prompt import Turn
+from bot.core.window import Window, fit_window
+from bot.engine.base import Engine
+from bot.errors import InputTooLong, InvalidParameter
+from bot.settings import Settings
+from bot.store import repository as repo
+from bot.store.schema import ChatRow, TurnRow
+
+MAX_SYSTEM_CHARS = 4000
+NO_SYSTEM = "(none set: the chat template's own default applies)"
+
+
+class ChatSettings:
+    """Reads and changes the per-chat values; every answer is the text a user sees."""
+
+    def __init__(
+        self, *, settings: Settings, sessions: async_sessionmaker[AsyncSession], model: RunningModel
+    ) -> None:
+        self._settings = settings
+        self._sessions = sessions
+        self._model = model
+
+    # -- what a chat's stored values amount to ---------------------------------------------
+
+    def params_of(self, chat: ChatRow) -> GenerationParams:
+        """The chat's values: its own where stored, the configured defaults elsewhere, fitted
+        into the running model's limits."""
+        values = {**self._settings.generation_defaults().as_dict(), **repo.stored_knobs(chat)}
+        params, _ = clamp_to_limits(GenerationParams(**values), self._model.limits)
+        return params
+
+    def system_of(self, chat: ChatRow) -> str | None:
+        if chat.system_prompt is not None:
+            return chat.system_prompt
+        return self._settings.system_prompt
+
+    def window_of(self, chat: ChatRow, params: GenerationParams, turns: list[Turn]) -> Window:
+        """The prompt of the chat's next reply: system prompt and the turns that fit."""
+        engine: Engine = self._model.engine
+        return fit_window(
+            self._model.chat_format, self.system_of(chat), turns,
+            budget=params.prompt_budget, count_tokens=engine.count_tokens,
+        )
+
+    async def params(self, ref: ChatRef) -> GenerationParams:
+        async with self._sessions() as session:
+            chat = await repo.get_or_create_chat(session, ref)
+            await session.commit()
+            return self.params_of(chat)
+
+    # -- the knob commands -------------------------------------------------------------------
+
+    async def show(self, ref: ChatRef, knob: Knob) -> str:
+        value = (await self.params(ref))[knob.name]
+        default = self._settings.default_of(knob)
+        return (
+            f"{knob.flag} {knob.format(value)} — {knob.help}. "
+            f"Range {knob.range_text(self._model.limits.maximum(knob))}, default "
+            f"{knob.format(default)}. Change it with /{knob.command} VALUE."
+        )
+
+    async def change(self, ref: ChatRef, knob: Knob, raw: str) -> str:
+        limits = self._model.limits
+        value = parse_value(knob, raw, limits)
+        async with self._sessions() as session:
+            chat = await repo.get_or_create_chat(session, ref)
+            params = with_value(self.params_of(chat), knob, value, limits)
+            await repo.set_chat_values(session, chat.id, **{knob.name: params[knob.name]})
+            await session.commit()
+        return f"{knob.flag} set to {knob.format(value)} for this chat."
+
+    async def clamp_all(self) -> list[str]:
+        """Fit every chat's stored window knobs into the running model's limits (after a model
+        switch); returns what changed, a line a chat."""
+        changes: list[str] = []
+        limits = self._model.limits
+        defaults = self._settings.generation_defaults()
+        async with self._sessions() as session:
+            for chat in await repo.chats_with_window_settings(session):
+                own = repo.stored_knobs(chat)
+                stored = defaults.replace(**own)
+                fitted, made = clamp_to_limits(stored, limits)
+                if not made:
+                    continue
+                values = {
+                    knob.name: fitted[knob.name] for knob in KNOBS
+                    if knob.role == "window"
+                    and (knob.name in own or fitted[knob.name] != stored[knob.name])
+                }
+                await repo.set_chat_values(session, chat.id, **values)
+                changes.append(f"{chat.title or chat.id}: {', '.join(made)}")
+            await session.commit()
+        if defaults.n_ctx > limits.max_ctx:
+            changes.append(
+                f"other chats: /ctx {defaults.n_ctx} → {limits.max_ctx} (the configured default "
+                "is larger than this model allows)"
+            )
+        return changes
+
+    # -- /system, /reset, /settings -----------------------------------------------------------
+
+    async def show_system(self, ref: ChatRef) -> str:
+        async with self._sessions() as session:
+            chat = await repo.get_or_create_chat(session, ref)
+            await session.commit()
+        system = self.system_of(chat)
+        if system is None:
+            system = self._model.chat_format.default_system
+        return (
+            f"System prompt: {system or NO_SYSTEM}\n"
+            "Change it with /system TEXT; /system default restores the default."
+        )
+
+    async def set_system(self, ref: ChatRef, text: str) -> str:
+        text = text.strip()
+        if len(text) > MAX_SYSTEM_CHARS:
+            raise InvalidParameter(
+                f"The system prompt is {len(text)} characters; the limit is {MAX_SYSTEM_CHARS}."
+            )
+        value: str | None = None if text.lower() == "default" else text
+        async with self._sessions() as session:
+            chat = await repo.get_or_create_chat(session, ref)
+            await repo.set_chat_values(session, chat.id, system_prompt=value)
+            await session.commit()
+        return "System prompt restored to the default." if value is None else "System prompt set."
+
+    async def reset(self, ref: ChatRef) -> str:
+        async with self._sessions() as session:
+            await repo.get_or_create_chat(session, ref)
+            left = await repo.reset_conversation(session, ref.chat_id)
+            await session.commit()
+        return (
+            f"Started a fresh conversation ({left} earlier messages left the context window; "
+            "they stay stored)."
+        )
+
+    async def overview(self, ref: ChatRef) -> str:
+        """/settings: the model, every knob, the system prompt, memory and context use."""
+        async with self._sessions() as session:
+            chat = await repo.get_or_create_chat(session, ref)
+            turns = await repo.conversation(session, chat)
+            await session.commit()
+        params = self.params_of(chat)
+        used, dropped = self._context_use(chat, params, turns)
+        engine = self._model.engine
+        info = engine.info
+        lines = [f"Model: {info.name} ({info.path.name}), chat format: {self._model.chat_format.name}"]
+        lines += [f"/{knob.command} ({knob.flag}) = {knob.format(params[knob.name])}" for knob in KNOBS]
+        system = self.system_of(chat)
+        if system is None:
+            system = self._model.chat_format.default_system or NO_SYSTEM
+        lines.append(f"/system = {_shorten(system, 200)}")
+        lines.append(f"Memory: {engine.memory_report().summary()}")
+        lines.append(
+            f"Context: {used}/{params.n_ctx} tokens "
+            f"({len(turns) - dropped} of {len(turns)} messages in the window, "
+            f"{params.n_predict} reserved for the reply)"
+        )
+        return "\n".join(lines)
+
+    def _context_use(
+        self, chat: ChatRow, params: GenerationParams, rows: list[TurnRow]
+    ) -> tuple[int, int]:
+        turns = [turn_of(row) for row in rows]
+        if any(turn.role == "user" for turn in turns):
+            try:
+                window = self.window_of(chat, params, turns)
+                return window.n_tokens, window.first_turn
+            except InputTooLong:
+                return params.prompt_budget, len(turns)
+        prompt = self._model.chat_format.render(self.system_of(chat), [])
+        return self._model.engine.count_tokens(prompt), 0
+
+
+def turn_of(row: TurnRow) -> Turn:
+    if row.role == "user":
+        return Turn("user", row.text, row.speaker)
+    return Turn("assistant", row.text)
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,259 @@
+"""The table of chat commands: name, help line, who may run it in groups, what it calls.
+
+Telegram and the console both dispatch from `COMMANDS`; `/help` and the bot's command menu are
+generated from it. A knob of `bot.core.knobs` becomes a command here without a line of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from bot.core.chats import ChatRef
+from bot.core.knobs import KNOBS, Knob
+from bot.errors import ModelError, QuantizeError, UserError
+
+if TYPE_CHECKING:
+    from bot.chat.service import ChatService
+    from bot.chat.sink import ReplySink
+
+Access = Literal["anyone", "chat_admins", "bot_admins"]
+"""Who may run a command: everyone; in groups, the group's admins (and the bot's); only the
+bot's configured admins, anywhere."""
+FrontName = Literal["telegram", "console"]
+BOTH: tuple[FrontName, ...] = ("telegram", "console")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Invocation:
+    """One command as typed: where, the text after the command, and by whom."""
+
+    ref: ChatRef
+    argument: str
+    replied_text: str = ""
+    """The text of the message the command replies to (Telegram), else empty."""
+    user_id: int | None = None
+
+
+class Front(Protocol):
+    """What a front end lends the commands it runs."""
+
+    @property
+    def name(self) -> FrontName: ...
+
+    async def ask(self, text: str) -> None:
+        """Store `text` as a question and answer it (in the background where the front can)."""
+        ...
+
+    async def later(self, first: str, work: Callable[[], Awaitable[str]]) -> None:
+        """Answer `first` now and the text `work` returns when it is done."""
+        ...
+
+    def progress(self) -> ReplySink:
+        """A message that shows a long job's progress (Telegram: edited in place)."""
+        ...
+
+    def quit(self) -> None: ...
+
+    def intro(self, ref: ChatRef) -> str:
+        """The first lines of /help: how to talk to the bot here."""
+        ...
+
+
+Operation = Callable[["ChatService", Front, Invocation], Awaitable[str | None]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Command:
+    """One chat command."""
+
+    name: str
+    help: str
+    run: Operation
+    args: str = ""
+    aliases: tuple[str, ...] = ()
+    access: Access = "anyone"
+    guard_reading: bool = True
+    """False: anyone may run it without an argument (show a value); the access rule applies to
+    changing it."""
+    denied: str = ""
+    fronts: tuple[FrontName, ...] = BOTH
+    menu: bool = True
+    """Listed in the bot's command menu (`setMyCommands`) and the body of /help."""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+    def needs_rights(self, call: Invocation) -> bool:
+        return self.access != "anyone" and (self.guard_reading or bool(call.argument.strip()))
+
+    @property
+    def usage(self) -> str:
+        return f"/{self.name}{' ' + self.args if self.args else ''}"
+
+
+# -- the operations -----------------------------------------------------------------------------
+
+
+def _knob_operation(knob: Knob) -> Operation:
+    async def run(chat: ChatService, front: Front, call: Invocation) -> str:
+        if call.argument:
+            return await chat.chat_settings.change(call.ref, knob, call.argument)
+        return await chat.chat_settings.show(call.ref, knob)
+
+    return run
+
+
+async def _ask(chat: ChatService, front: Front, call: Invocation) -> str | None:
+    text = call.argument or call.replied_text
+    if not text.strip():
+        return "Usage: /ask TEXT — ask me a question."
+    await front.ask(text)
+    return None
+
+
+async def _system(chat: ChatService, front: Front, call: Invocation) -> str:
+    if call.argument:
+        return await chat.chat_settings.set_system(call.ref, call.argument)
+    return await chat.chat_settings.show_system(call.ref)
+
+
+async def _reset(chat: ChatService, front: Front, call: Invocation) -> str:
+    return await chat.chat_settings.reset(call.ref)
+
+
+async def _settings(chat: ChatService, front: Front, call: Invocation) -> str:
+    return await chat.chat_settings.overview(call.ref)
+
+
+async def _stop(chat: ChatService, front: Front, call: Invocation) -> str | None:
+    if chat.conversation.stop(call.ref.chat_id):
+        return None  # the stopped reply says so itself
+    return "Nothing to stop: no reply is being written here."
+
+
+async def _help(chat: ChatService, front: Front, call: Invocation) -> str:
+    return help_text(front.name, front.intro(call.ref), group=call.ref.is_group)
+
+
+async def _model(chat: ChatService, front: Front, call: Invocation) -> str | None:
+    switch = chat.models
+    if switch is None:
+        return "Switching models is not available here."
+    if not call.argument:
+        return await switch.listing()
+    name = call.argument
+    await front.later(f"Switching to {name}: replies in progress finish first…",
+                      lambda: _switch(chat, name))
+    return None
+
+
+async def _switch(chat: ChatService, name: str) -> str:
+    assert chat.models is not None
+    try:
+        return await chat.models.switch(name)
+    except UserError as exc:
+        return str(exc)
+
+
+async def _quantize(chat: ChatService, front: Front, call: Invocation) -> str | None:
+    jobs = chat.jobs
+    if jobs is None:
+        return "Quantizing is not available here."
+    request = await asyncio.to_thread(jobs.plan, call.argument)
+    progress = front.progress()
+
+    async def finish(text: str) -> None:
+        await progress.finish(text)
+
+    job = await jobs.start(
+        request, user_id=call.user_id, chat_id=call.ref.chat_id,
+        report=progress.update, finish=finish,
+    )
+    await progress.update(
+        f"Quantization #{job} queued: {request.source.name} → {request.qtype.label}…"
+    )
+    return None
+
+
+async def _quit(chat: ChatService, front: Front, call: Invocation) -> None:
+    front.quit()
+
+
+CHANGE_SETTINGS = "Only the group's admins can change settings."
+
+COMMANDS: tuple[Command, ...] = (
+    Command(name="ask", args="TEXT", help="ask a question", run=_ask),
+    *(
+        Command(name=knob.command, args="[VALUE]", help=knob.menu_line, run=_knob_operation(knob),
+                access="chat_admins", guard_reading=False, denied=CHANGE_SETTINGS)
+        for knob in KNOBS
+    ),
+    Command(name="system", args="[TEXT|default]", help="system prompt", run=_system,
+            access="chat_admins", guard_reading=False,
+            denied="Only the group's admins can change the system prompt."),
+    Command(name="reset", help="start a fresh conversation", run=_reset, access="chat_admins",
+            denied="Only the group's admins can reset the conversation."),
+    Command(name="settings", help="all values and how full the context is", run=_settings),
+    Command(name="stop", help="stop the reply being written", run=_stop),
+    Command(name="help", aliases=("start",), help="how to use this bot", run=_help),
+    Command(name="model", args="[NAME]", help="lists or switches models", run=_model,
+            access="bot_admins", denied="Only the bot's admins can list and switch models.",
+            menu=False),
+    Command(name="quantize", args="[TYPE] [FILE]", help="makes a 4-bit model", run=_quantize,
+            access="bot_admins", denied="Only the bot's admins can quantize models.",
+            fronts=("telegram",), menu=False),
+    Command(name="quit", aliases=("exit",), help="leave the console chat", run=_quit,
+            fronts=("console",), menu=False),
+)
+BY_NAME: dict[str, Command] = {name: command for command in COMMANDS for name in command.names}
+
+
+def commands_for(front: FrontName) -> list[Command]:
+    return [command for command in COMMANDS if front in command.fronts]
+
+
+def menu() -> list[tuple[str, str]]:
+    """The bot's command menu (`setMyCommands`): name and description."""
+    return [(command.name, command.help) for command in commands_for("telegram") if command.menu]
+
+
+def help_text(front: FrontName, intro: str, *, group: bool) -> str:
+    """/help, from the table: how to talk here, every command, who may change what."""
+    shown = commands_for(front)
+    lines = [intro, "", "Commands (as llama.cpp's flags, per chat):"]
+    lines += [f"{c.usage} — {c.help}" for c in shown if c.access != "bot_admins" and c.menu]
+    lines += [f"{c.usage} — {c.help}" for c in shown if c.access != "bot_admins" and not c.menu]
+    lines.append("Without a value a command shows the current value and its range.")
+    if group:
+        lines.append("In groups, only admins may change settings, /system and /reset.")
+    admin = [f"{c.usage} {c.help}" for c in shown if c.access == "bot_admins"]
+    if admin and front == "telegram":
+        lines.append(f"Bot admins: {', '.join(admin)}.")
+    elif admin:
+        lines.append(f"Also: {', '.join(admin)}.")
+    return "\n".join(lines)
+
+
+Permission = Callable[[Access], Awaitable[bool]]
+
+
+async def dispatch(
+    chat: ChatService, front: Front, name: str, call: Invocation, *, allowed: Permission
+) -> str | None:
+    """Run command `name` for `front`; returns the text to answer (None: nothing to say).
+
+    Raises KeyError for a command this front does not know; `allowed` decides the access rule.
+    """
+    command = BY_NAME.get(name.lower())
+    if command is None or front.name not in command.fronts:
+        raise KeyError(name)
+    if command.needs_rights(call) and not await allowed(command.access):
+        return command.denied
+    try:
+        return await command.run(chat, front, call)
+    except (UserError, QuantizeError, ModelError) as exc:
+        return str(exc)

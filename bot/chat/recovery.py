@@ -1,0 +1,67 @@
+"""Recovery after a crash or restart: questions never answered, replies never delivered."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.chat.conversation import Accepted
+from bot.chat.sink import STOP_NOTES, ReplySink
+from bot.store import repository as repo
+from bot.store.schema import ChatRow, TurnRow
+
+
+@dataclass(frozen=True)
+class RecoveryItem:
+    """Work a crash interrupted: a question to answer again, or a reply to deliver."""
+
+    question: TurnRow
+    reply: TurnRow | None
+    chat_kind: str
+
+    @property
+    def needs_generation(self) -> bool:
+        return self.question.state == "pending"
+
+    @property
+    def accepted(self) -> Accepted:
+        return Accepted(self.question.chat_id, self.question.id)
+
+    @property
+    def message_ids(self) -> list[int]:
+        """The messages the interrupted reply already shows (edited in place, not resent)."""
+        return repo.decode_message_ids(self.reply.message_ids if self.reply else None)
+
+
+class Recovery:
+    """Finds interrupted work and delivers replies stored before a crash."""
+
+    def __init__(self, *, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def unfinished(self) -> list[RecoveryItem]:
+        """Questions never answered and replies never delivered, oldest first."""
+        items: list[RecoveryItem] = []
+        async with self._sessions() as session:
+            for question in await repo.unfinished_questions(session):
+                reply = await repo.reply_for(session, question.id)
+                items.append(RecoveryItem(question, reply, await _kind(session, question.chat_id)))
+            for reply in await repo.undelivered_replies(session):
+                asked = await session.get(TurnRow, reply.reply_to) if reply.reply_to else None
+                if asked is not None:
+                    items.append(RecoveryItem(asked, reply, await _kind(session, reply.chat_id)))
+        return items
+
+    async def deliver_stored(self, item: RecoveryItem, sink: ReplySink) -> None:
+        """Finish delivering a reply that was stored complete before a crash."""
+        assert item.reply is not None
+        ids = await sink.finish(item.reply.text, STOP_NOTES.get(item.reply.stop_reason or ""))
+        async with self._sessions() as session:
+            await repo.set_reply_messages(session, item.reply.id, ids, delivered=True)
+            await session.commit()
+
+
+async def _kind(session: AsyncSession, chat_id: int) -> str:
+    chat = await session.get(ChatRow, chat_id)
+    return chat.kind if chat else "private"

@@ -1,0 +1,93 @@
+"""The running model: the engine behind the seam, its chat format and limits, and the gate
+that lets a model switch wait for replies in progress."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from bot.core.params import ParamLimits
+from bot.core.templates import ChatFormat, choose_format
+from bot.engine.base import Engine
+from bot.settings import Settings
+
+EngineLoader = Callable[[Path], Engine]
+"""Loads a model file into an engine (blocking: it runs on a worker thread)."""
+
+
+class RunningModel:
+    """The engine every chat talks to, replaced in one piece by `replace`."""
+
+    def __init__(
+        self, *, settings: Settings, engine: Engine, chat_format: ChatFormat | None = None
+    ) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._fixed_format = chat_format
+        self.chat_format = chat_format or self._format_for(engine)
+        self._running = 0
+        self._switching = False
+        self._idle = asyncio.Condition()
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def limits(self) -> ParamLimits:
+        info = self._engine.info
+        return ParamLimits(max_ctx=min(self._settings.max_ctx, info.n_ctx_train, info.n_ctx))
+
+    def _format_for(self, engine: Engine) -> ChatFormat:
+        template = self._settings.template
+        info = engine.info
+        return choose_format(
+            template if template in ("auto", "alpaca", "gguf") else _read_text(template),
+            model_template=info.chat_template,
+            bos_token=info.bos_token,
+            eos_token=info.eos_token,
+        )
+
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[Engine]:
+        """Hold the model for one reply: a switch waits until every holder is done."""
+        async with self._idle:
+            await self._idle.wait_for(lambda: not self._switching)
+            self._running += 1
+        try:
+            yield self._engine
+        finally:
+            async with self._idle:
+                self._running -= 1
+                self._idle.notify_all()
+
+    async def replace(self, load: EngineLoader, model: Path) -> None:
+        """Load `model` in place of the running one.
+
+        Replies in progress finish first and new ones wait. The old model is freed before the
+        new one loads (a home server rarely has memory for two); if the new one fails to load,
+        the old one is loaded again and the error raised.
+        """
+        async with self._idle:
+            self._switching = True
+            await self._idle.wait_for(lambda: self._running == 0)
+        try:
+            old_path = self._engine.info.path
+            await self._engine.aclose()
+            try:
+                self._engine = await asyncio.to_thread(load, model)
+            except Exception:
+                self._engine = await asyncio.to_thread(load, old_path)
+                raise
+            self.chat_format = self._fixed_format or self._format_for(self._engine)
+        finally:
+            async with self._idle:
+                self._switching = False
+                self._idle.notify_all()
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()

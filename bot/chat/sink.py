@@ -1,0 +1,39 @@
+"""The reply sink: where a reply goes while it is written (a Telegram message, a terminal)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+MessageRecorder = Callable[[Sequence[int]], Awaitable[None]]
+"""Stores the message ids a reply spans so far; a front end hands one to the sink it builds
+(`ChatService.recorder`), so a reply cut off by a crash is edited in place after a restart."""
+
+STOP_NOTES: dict[str, str | None] = {
+    "cancelled": "⏹ stopped",
+    "length": None,
+    "context": "(the context window is full: /reset starts a fresh conversation)",
+}
+"""The note shown under a reply that ended for this reason (none: it simply ended)."""
+
+EMPTY_NOTE = "(the model gave an empty answer)"
+
+
+class ReplySink(Protocol):
+    """Shows one reply as it is written. Every method but `finish` must return quickly."""
+
+    async def waiting(self, ahead: int) -> None:
+        """The reply has not started: `ahead` requests go first."""
+        ...
+
+    async def update(self, text: str) -> None:
+        """The reply so far (the whole text, not a delta)."""
+        ...
+
+    async def finish(self, text: str, note: str | None = None) -> Sequence[int]:
+        """Show the final text (and a note such as "stopped"); return the message ids used."""
+        ...
+
+    async def fail(self, message: str) -> None:
+        """The reply could not be produced; tell the user."""
+        ...

@@ -1,0 +1,101 @@
+"""Model switching (/model): list the models directory, load another model without a restart,
+fit the chats' settings into it, and remember the choice across restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.chat.chat_settings import ChatSettings
+from bot.chat.running import EngineLoader, RunningModel
+from bot.errors import ModelError, UserError
+from bot.models.library import describe_models, find_model
+from bot.store import repository as repo
+
+log = logging.getLogger(__name__)
+
+MODEL_STATE_KEY = "model"
+
+
+class ModelSwitch:
+    """/model for the bot's admins."""
+
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        model: RunningModel,
+        chat_settings: ChatSettings,
+        load: EngineLoader,
+        models_dir: Path,
+        configured: Path,
+    ) -> None:
+        self._sessions = sessions
+        self._model = model
+        self._chat_settings = chat_settings
+        self._load = load
+        self.models_dir = models_dir
+        self._configured = configured
+        self._switch_lock = asyncio.Lock()
+
+    async def listing(self) -> str:
+        current = self._model.engine.info.path
+        return await asyncio.to_thread(describe_models, self.models_dir, current)
+
+    async def switch(self, name: str) -> str:
+        """Switch to a model of the models directory; the answer says what changed."""
+        entry = await asyncio.to_thread(find_model, self.models_dir, name)
+        if self._switch_lock.locked():
+            raise UserError("A model switch is already in progress.")
+        async with self._switch_lock:
+            running = self._model.engine.info.path
+            if entry.path.resolve() == running.resolve():
+                return f"{entry.path.name} is already the running model."
+            try:
+                await self._model.replace(self._load, entry.path)
+            except ModelError as exc:
+                log.error("switching to %s failed: %s", entry.path, exc)
+                raise UserError(f"Could not load {entry.path.name}: {exc}. Still running "
+                                f"{self._model.engine.info.path.name}.") from exc
+            changes = await self._chat_settings.clamp_all()
+            await remember_model(self._sessions, self._configured, entry.path)
+        info = self._model.engine.info
+        lines = [f"Now running {entry.path.name} ({info.name}, context {info.n_ctx})."]
+        if changes:
+            lines.append("Settings that no longer fit were clamped:")
+            lines.extend(f"• {change}" for change in changes)
+        return "\n".join(lines)
+
+
+async def chosen_model(sessions: async_sessionmaker[AsyncSession], configured: Path) -> Path:
+    """The model picked with /model, if it was picked under the same configuration.
+
+    Editing the configured model wins over an earlier /model choice.
+    """
+    async with sessions() as session:
+        raw = await repo.get_state(session, MODEL_STATE_KEY)
+    if not raw:
+        return configured
+    try:
+        state = json.loads(raw)
+        chosen, base = Path(state["model"]), Path(state["configured"])
+    except (ValueError, KeyError, TypeError):
+        return configured
+    if base == configured and await asyncio.to_thread(chosen.is_file):
+        return chosen
+    return configured
+
+
+async def remember_model(
+    sessions: async_sessionmaker[AsyncSession], configured: Path, chosen: Path
+) -> None:
+    async with sessions() as session:
+        await repo.set_state(
+            session, MODEL_STATE_KEY,
+            json.dumps({"model": str(chosen), "configured": str(configured)}),
+        )
+        await session.commit()

@@ -1,0 +1,25 @@
+"""Which chat a message belongs to, and the one rule for whether a chat is a group."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GROUP_KINDS = frozenset({"group", "supergroup", "channel"})
+"""Telegram chat types shared by several people (`console` and `private` are not)."""
+
+
+def is_group_kind(kind: str) -> bool:
+    return kind in GROUP_KINDS
+
+
+@dataclass(frozen=True)
+class ChatRef:
+    """Who and where: enough to create a chat row on first contact."""
+
+    chat_id: int
+    kind: str
+    title: str | None = None
+
+    @property
+    def is_group(self) -> bool:
+        return is_group_kind(self.kind)

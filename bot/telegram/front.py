@@ -1,0 +1,218 @@
+"""How the Telegram bot answers in a chat: flood gates, plain answers to commands, reply
+streamers, and the `Front` a command runs against (rights checked with the Bot API)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from telegram import Bot, Chat, Message, ReplyParameters, Update
+from telegram.constants import ChatMemberStatus
+from telegram.error import RetryAfter, TelegramError
+from telegram.ext import Application, ContextTypes
+
+from bot.chat import Accepted, ChatService
+from bot.chat.commands import Access, FrontName
+from bot.core.chats import ChatRef, is_group_kind
+from bot.errors import UserError
+from bot.settings import Settings
+from bot.telegram.streamer import FloodGate, ReplyStreamer, retry_seconds
+
+log = logging.getLogger(__name__)
+
+HOW_PRIVATE = "Just write to me."
+HOW_GROUP = "In this group, mention me (@{username}), reply to one of my messages, or use /ask."
+INTRO = "I answer with a local language model running on this server.\n{how}"
+
+
+@dataclass
+class BotDeps:
+    """What every callback shares: the application's `bot_data` (typed by `BotContext`)."""
+
+    settings: Settings
+    service: ChatService
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    gates: dict[int, FloodGate] = field(default_factory=dict)
+    last_admin_alert: float = float("-inf")
+
+    def gate(self, chat_id: int, kind: str) -> FloodGate:
+        """The one flood gate of a chat, shared by every reply and answer sent there."""
+        if chat_id not in self.gates:
+            interval = (
+                self.settings.edit_interval_group if is_group_kind(kind)
+                else self.settings.edit_interval_private
+            )
+            self.gates[chat_id] = FloodGate(interval)
+        return self.gates[chat_id]
+
+    def spawn(self, coro: Awaitable[Any], name: str) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+    async def cancel_all(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def streamer(
+        self, bot: Bot, chat_id: int, kind: str, *, reply_to: int | None, thread_id: int | None,
+        existing_ids: list[int] | None = None, accepted: Accepted | None = None,
+    ) -> ReplyStreamer:
+        """A reply streamer for a chat; with `accepted`, it records its message ids."""
+        gate = self.gate(chat_id, kind)
+        return ReplyStreamer(
+            bot, chat_id, interval=gate.interval,
+            reply_to=reply_to if is_group_kind(kind) else None, thread_id=thread_id,
+            existing_ids=existing_ids or (), gate=gate,
+            on_messages=self.service.recorder(accepted) if accepted is not None else None,
+        )
+
+
+BotContext = ContextTypes.DEFAULT_TYPE
+DEPS_KEY = "alpaca_bot"
+AnyApplication = Application[Any, Any, Any, Any, Any, Any]
+
+
+def deps_of(bot_data: dict[Any, Any]) -> BotDeps:
+    """The `BotDeps` kept in an application's `bot_data`."""
+    value = bot_data[DEPS_KEY]
+    if not isinstance(value, BotDeps):
+        raise TypeError(f"bot_data[{DEPS_KEY!r}] is {type(value).__name__}, not BotDeps")
+    return value
+
+
+def chat_ref(chat: Chat) -> ChatRef:
+    return ChatRef(chat.id, chat.type, chat.title or chat.full_name or chat.username)
+
+
+def thread_of(message: Message) -> int | None:
+    return message.message_thread_id if message.is_topic_message else None
+
+
+async def respond(context: BotContext, message: Message, text: str) -> None:
+    """Answer a command in the same chat and topic, as plain text, respecting flood bans."""
+    group = is_group_kind(message.chat.type)
+    gate = deps_of(context.bot_data).gate(message.chat_id, message.chat.type)
+    for attempt in range(3):
+        await gate.wait(spacing=False)
+        started = time.monotonic()
+        gate.called()
+        try:
+            # In groups, quote the command; if it was deleted meanwhile, answer anyway.
+            quote = (
+                ReplyParameters(message.message_id, allow_sending_without_reply=True)
+                if group else None
+            )
+            await context.bot.send_message(
+                message.chat_id, text, reply_parameters=quote,
+                message_thread_id=thread_of(message),
+            )
+            return
+        except RetryAfter as exc:
+            gate.banned(started, retry_seconds(exc))
+            if attempt == 2:
+                raise
+
+
+class TelegramFront:
+    """A command's or question's view of the Telegram chat it came from."""
+
+    name: FrontName = "telegram"
+
+    def __init__(
+        self, update: Update, context: BotContext, message: Message, chat: Chat
+    ) -> None:
+        self._update = update
+        self._context = context
+        self._message = message
+        self._chat = chat
+
+    @property
+    def deps(self) -> BotDeps:
+        return deps_of(self._context.bot_data)
+
+    def intro(self, ref: ChatRef) -> str:
+        how = HOW_GROUP.format(username=self._context.bot.username) if ref.is_group else HOW_PRIVATE
+        return INTRO.format(how=how)
+
+    async def answer(self, text: str) -> None:
+        await respond(self._context, self._message, text)
+
+    async def ask(self, text: str) -> None:
+        """Store the question, then answer it in the background."""
+        message, chat, user = self._message, self._chat, self._update.effective_user
+        speaker = None
+        if is_group_kind(chat.type):
+            speaker = (user.full_name if user else None) or (
+                message.sender_chat.title if message.sender_chat else None
+            ) or "someone"
+        try:
+            accepted = await self.deps.service.accept(
+                chat_ref(chat), text, speaker=speaker, user_id=user.id if user else None,
+                message_id=message.message_id, thread_id=thread_of(message),
+            )
+        except UserError as exc:
+            await self.answer(str(exc))
+            return
+        streamer = self.deps.streamer(
+            self._context.bot, chat.id, chat.type, reply_to=message.message_id,
+            thread_id=thread_of(message), accepted=accepted,
+        )
+        self.deps.spawn(answer(self.deps.service, accepted, streamer),
+                        f"answer chat {chat.id} turn {accepted.turn_id}")
+
+    async def later(self, first: str, work: Callable[[], Awaitable[str]]) -> None:
+        await self.answer(first)
+
+        async def run() -> None:
+            await self.answer(await work())
+
+        self.deps.spawn(run(), f"background work for chat {self._chat.id}")
+
+    def progress(self) -> ReplyStreamer:
+        return self.deps.streamer(
+            self._context.bot, self._chat.id, self._chat.type,
+            reply_to=self._message.message_id, thread_id=thread_of(self._message),
+        )
+
+    def quit(self) -> None:  # not a Telegram command
+        raise NotImplementedError
+
+    async def allowed(self, access: Access) -> bool:
+        """The table's access rule, checked for the sender of this update."""
+        user, chat = self._update.effective_user, self._chat
+        admins = self.deps.settings.admins
+        if access == "bot_admins":
+            return user is not None and user.id in admins
+        if access == "anyone" or not is_group_kind(chat.type):
+            return True
+        sender = self._message.sender_chat
+        if sender is not None and sender.id == chat.id:
+            return True  # an anonymous admin of the group
+        if user is None:
+            return False
+        if user.id in admins:
+            return True
+        try:
+            member = await self._context.bot.get_chat_member(chat.id, user.id)
+        except TelegramError as exc:
+            log.warning("cannot check admin rights in chat %s: %s", chat.id, exc)
+            return False
+        return member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR)
+
+
+async def answer(service: ChatService, accepted: Accepted, streamer: ReplyStreamer) -> None:
+    await streamer.typing()
+    await service.answer(accepted, streamer)

@@ -1,0 +1,26 @@
+"""the /repeat_last_n knob
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-02
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("chats") as batch:
+        batch.add_column(sa.Column("repeat_last_n", sa.Integer(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("chats") as batch:
+        batch.drop_column("repeat_last_n")
