@@ -74,3 +74,78 @@ def test_upgrade_from_the_first_schema_keeps_the_data(tmp_path: Path) -> None:
     with sqlite3.connect(path) as connection:
         assert connection.execute("select temp from chats where id = 5").fetchone() == (0.7,)
         assert connection.execute("select text from turns").fetchone() == ("kept",)
+
+
+async def test_a_database_of_the_last_release_upgrades_with_every_value(tmp_path: Path) -> None:
+    """Chats with settings, turns, quantize jobs and bot state made by migrations 0001-0002
+    keep every value after the upgrade; the new knobs start unset (the configured default)."""
+    from bot.core.chats import ChatRef
+    from bot.store import repository as repo
+    from bot.store.database import migrate_async, open_database, sessions
+
+    path = tmp_path / "release.sqlite3"
+    url = f"sqlite+aiosqlite:///{path}"
+    await migrate_async(url, "0002")
+    chat_row = {
+        "id": -1001, "kind": "supergroup", "title": "Llamas", "temp": 0.7, "top_k": 12,
+        "top_p": 0.8, "repeat_penalty": 1.1, "n_predict": 300, "n_ctx": 1024,
+        "system_prompt": "Be brief.", "window_start": 2,
+    }
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            f"insert into chats ({', '.join(chat_row)}, created_at, updated_at) values "
+            f"({', '.join('?' * len(chat_row))}, '2026-11-01', '2026-11-02')",
+            tuple(chat_row.values()),
+        )
+        connection.execute(
+            "insert into chats (id, kind, window_start, created_at, updated_at) "
+            "values (7, 'private', 0, '2026-11-01', '2026-11-01')"
+        )
+        connection.executemany(
+            "insert into turns (id, chat_id, role, state, text, speaker, user_id, reply_to, "
+            "message_id, message_ids, thread_id, delivered, stop_reason, n_tokens, created_at) "
+            "values (?, -1001, ?, ?, ?, ?, ?, ?, ?, ?, 9, ?, ?, ?, '2026-11-01')",
+            [
+                (2, "user", "answered", "Hi", "Alice", 42, None, 100, None, 1, None, None),
+                (3, "assistant", "complete", "Hello!", None, None, 2, 101, "101,102", 1,
+                 "eos", 5),
+            ],
+        )
+        connection.execute(
+            "insert into quantize_jobs (id, requested_by, chat_id, progress_message_id, "
+            "source, target, qtype, state, error, size_before, size_after, seconds, "
+            "started_at, finished_at) values (4, 42, -1001, 103, '/m/a-f16.gguf', "
+            "'/m/a-q4_0.gguf', 'q4_0', 'done', NULL, 2000, 600, 12.5, '2026-11-01', "
+            "'2026-11-01')"
+        )
+        connection.execute("insert into bot_state (key, value) values ('model', '{\"a\": 1}')")
+        before = {
+            table: connection.execute(f"select * from {table} order by 1").fetchall()
+            for table in ("chats", "turns", "quantize_jobs", "bot_state")
+        }
+    await migrate_async(url)
+    with sqlite3.connect(path) as connection:
+        connection.row_factory = sqlite3.Row
+        for table, rows in before.items():
+            after = connection.execute(f"select * from {table} order by 1").fetchall()
+            assert len(after) == len(rows), table
+            for old, new in zip(rows, after, strict=True):
+                assert tuple(new)[: len(old)] == old, table  # new columns come last
+        new_knobs = connection.execute("select min_p, repeat_last_n from chats").fetchall()
+        assert [tuple(row) for row in new_knobs] == [(None, None), (None, None)]
+    database = open_database(url)
+    try:
+        async with sessions(database)() as session:
+            chat = await repo.get_or_create_chat(session, ChatRef(-1001, "supergroup"))
+            assert repo.stored_knobs(chat) == {
+                "temp": 0.7, "top_k": 12, "top_p": 0.8, "repeat_penalty": 1.1,
+                "n_predict": 300, "n_ctx": 1024,
+            }
+            turns = await repo.conversation(session, chat)
+            assert [(t.role, t.text) for t in turns] == [("user", "Hi"), ("assistant", "Hello!")]
+            assert repo.decode_message_ids(turns[1].message_ids) == [101, 102]
+            await repo.set_chat_values(session, chat.id, min_p=0.2, repeat_last_n=128)
+            await session.commit()
+            assert repo.stored_knobs(chat)["repeat_last_n"] == 128
+    finally:
+        await database.dispose()

@@ -1,0 +1,122 @@
+"""The knob table reaches everything: Telegram, the console, the CLI flags, the config and its
+environment variables, the database columns and the engine's sampler."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Float, Integer
+
+from bot.chat.commands import BY_NAME as COMMANDS
+from bot.chat.commands import commands_for, help_text, menu
+from bot.cli import build_parser
+from bot.core.knobs import KNOBS, Knob
+from bot.core.params import GenerationParams
+from bot.engine.base import SamplingParams
+from bot.settings import load_settings
+from bot.store.schema import ChatRow
+
+IDS = [knob.name for knob in KNOBS]
+
+
+def sample_value(knob: Knob) -> float | int:
+    """A valid value other than the default."""
+    if knob.kind == "int":
+        return int(knob.default) + 3 if knob.default + 3 <= knob.maximum else int(knob.minimum)
+    return round((knob.default + knob.maximum) / 2, 3) if knob.default < knob.maximum else knob.minimum
+
+
+@pytest.fixture(autouse=True)
+def no_alpaca_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.upper().startswith("ALPACA_BOT_"):
+            monkeypatch.delenv(key)
+
+
+def test_the_table_is_consistent() -> None:
+    assert len({knob.name for knob in KNOBS}) == len(KNOBS)
+    assert len({knob.command for knob in KNOBS}) == len(KNOBS)
+    assert len({knob.key for knob in KNOBS}) == len(KNOBS)
+    for knob in KNOBS:
+        assert knob.minimum <= knob.default <= knob.maximum, knob.name
+        assert knob.command.isidentifier() and knob.command.islower(), knob.command
+        assert len(knob.command) <= 32 and knob.help and knob.cli_flags
+
+
+@pytest.mark.parametrize("name", IDS)
+def test_every_knob_is_a_telegram_command_in_the_menu_and_help(name: str) -> None:
+    knob = next(k for k in KNOBS if k.name == name)
+    command = COMMANDS[knob.command]
+    assert "telegram" in command.fronts
+    assert command in commands_for("telegram")
+    assert (knob.command, knob.menu_line) in menu()
+    assert command.access == "chat_admins" and not command.guard_reading
+    assert f"/{knob.command} [VALUE] — " in help_text("telegram", "hi", group=True)
+
+
+@pytest.mark.parametrize("name", IDS)
+def test_every_knob_is_a_console_command(name: str) -> None:
+    knob = next(k for k in KNOBS if k.name == name)
+    assert COMMANDS[knob.command] in commands_for("console")
+    assert f"/{knob.command} [VALUE] — " in help_text("console", "hi", group=False)
+
+
+@pytest.mark.parametrize("name", IDS)
+def test_every_knob_is_a_flag_of_alpaca_bot_chat(name: str) -> None:
+    knob = next(k for k in KNOBS if k.name == name)
+    value = sample_value(knob)
+    for flag in knob.cli_flags:
+        args = build_parser().parse_args(["chat", flag, str(value)])
+        assert getattr(args, knob.name) == value, flag
+
+
+@pytest.mark.parametrize("name", IDS)
+def test_every_knob_has_a_config_key_and_an_environment_variable(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    knob = next(k for k in KNOBS if k.name == name)
+    value = sample_value(knob)
+    extra = {"max_ctx": 131072} if knob.name == "n_ctx" else {}
+    config = tmp_path / "bot.toml"
+    config.write_text(f"{knob.key} = {value}\n", encoding="utf-8")
+    assert load_settings(config, **extra).generation_defaults()[knob.name] == value
+    monkeypatch.setenv(f"ALPACA_BOT_{knob.key.upper()}", str(value))
+    assert load_settings(**extra).generation_defaults()[knob.name] == value
+    monkeypatch.setenv(f"ALPACA_BOT_{knob.key.upper()}", str(knob.maximum + 1))
+    with pytest.raises(Exception, match=knob.key):
+        load_settings(**extra)
+
+
+def test_the_example_config_lists_every_knob_with_its_default() -> None:
+    example = (Path(__file__).parents[2] / "config" / "alpaca-bot.toml").read_text("utf-8")
+    for knob in KNOBS:
+        assert f"\n# {knob.key} = {knob.format(knob.default)}\n" in example, knob.key
+
+
+@pytest.mark.parametrize("name", IDS)
+def test_every_knob_is_a_nullable_column_of_the_chats_table(name: str) -> None:
+    knob = next(k for k in KNOBS if k.name == name)
+    column = ChatRow.__table__.columns[knob.name]
+    assert column.nullable
+    assert isinstance(column.type, Float if knob.kind == "float" else Integer)
+
+
+@pytest.mark.parametrize("name", IDS)
+def test_every_knob_reaches_what_the_engine_receives(name: str) -> None:
+    knob = next(k for k in KNOBS if k.name == name)
+    value = sample_value(knob)
+    params = GenerationParams(**{knob.name: value})
+    sampling = SamplingParams(n_predict=params.n_predict, **params.sampling())
+    if knob.role == "sampling":
+        assert getattr(sampling, knob.name) == value
+    elif knob.name == "n_predict":
+        assert sampling.n_predict == value
+    else:  # the window: the prompt budget the reply leaves
+        assert params.prompt_budget == params.n_ctx - params.n_predict
+
+
+def test_repeat_last_n_minus_one_means_the_whole_context() -> None:
+    params = GenerationParams(repeat_last_n=-1, n_ctx=1024)
+    assert params.sampling()["repeat_last_n"] == 1024
