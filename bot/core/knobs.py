@@ -10,7 +10,7 @@ its column) and it is everywhere.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 KnobRole = Literal["sampling", "window"]
 
@@ -101,3 +101,53 @@ KNOBS: tuple[Knob, ...] = (
 BY_NAME: dict[str, Knob] = {knob.name: knob for knob in KNOBS}
 BY_COMMAND: dict[str, Knob] = {knob.command: knob for knob in KNOBS}
 SAMPLING: tuple[Knob, ...] = tuple(knob for knob in KNOBS if knob.role == "sampling")
+
+
+class KnobValues:
+    """Immutable values for a set of knobs, the table's defaults for those not given; read as
+    attributes (`values.temp`) or by name (`values["temp"]`)."""
+
+    __slots__ = ("_values",)
+    knobs: ClassVar[tuple[Knob, ...]] = KNOBS
+    _values: dict[str, float | int]
+
+    def __init__(self, **values: float | int) -> None:
+        names = {knob.name for knob in self.knobs}
+        unknown = set(values) - names
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no {', '.join(sorted(unknown))}")
+        merged = {
+            knob.name: knob.python_type(values.get(knob.name, knob.default)) for knob in self.knobs
+        }
+        object.__setattr__(self, "_values", merged)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __getitem__(self, name: str) -> float | int:
+        return self._values[name]
+
+    def _key(self) -> tuple[object, ...]:
+        return tuple(self.as_dict().items())
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is type(self):
+            assert isinstance(other, KnobValues)
+            return self._key() == other._key()
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{name}={value!r}" for name, value in self.as_dict().items())
+        return f"{type(self).__name__}({inner})"
+
+    def as_dict(self) -> dict[str, float | int]:
+        return dict(self._values)

@@ -6,9 +6,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from bot.core.knobs import BY_NAME, KNOBS, SAMPLING, Knob
+from bot.core.knobs import SAMPLING, Knob, KnobValues
 from bot.errors import InvalidParameter
 
 MIN_PROMPT_BUDGET = 64
@@ -17,54 +16,20 @@ MIN_PROMPT_BUDGET = 64
 Value = float | int
 
 
-class GenerationParams(Mapping[str, Value]):
+class GenerationParams(KnobValues, Mapping[str, Value]):
     """One value for every knob (the -c -n --temp --top_k ... flags of one chat); immutable.
 
     `GenerationParams(temp=0.7)` takes the table's defaults for the knobs not named; values are
     read as attributes (`params.temp`) or by name (`params["temp"]`).
     """
 
-    __slots__ = ("_values",)
-    _values: dict[str, Value]
-
-    def __init__(self, **values: Value) -> None:
-        unknown = set(values) - set(BY_NAME)
-        if unknown:
-            raise TypeError(f"unknown parameters: {', '.join(sorted(unknown))}")
-        merged = {
-            knob.name: knob.python_type(values.get(knob.name, knob.default)) for knob in KNOBS
-        }
-        object.__setattr__(self, "_values", merged)
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._values[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError("GenerationParams is immutable; use replace()")
-
-    def __getitem__(self, name: str) -> Value:
-        return self._values[name]
+    __slots__ = ()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)
 
     def __len__(self) -> int:
         return len(self._values)
-
-    def __hash__(self) -> int:
-        return hash(tuple(self._values.items()))
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, GenerationParams):
-            return self._values == other._values
-        return NotImplemented
-
-    def __repr__(self) -> str:
-        inner = ", ".join(f"{name}={value!r}" for name, value in self._values.items())
-        return f"GenerationParams({inner})"
 
     def replace(self, **changes: Value) -> GenerationParams:
         return GenerationParams(**{**self._values, **changes})
@@ -81,9 +46,6 @@ class GenerationParams(Mapping[str, Value]):
     def prompt_budget(self) -> int:
         """Tokens available for the prompt: the context minus the reserved reply length."""
         return self.n_ctx - self.n_predict
-
-    def as_dict(self) -> dict[str, Value]:
-        return dict(self._values)
 
     def sampling(self) -> dict[str, Value]:
         """What the engine's sampler receives: the sampling knobs, with llama.cpp's

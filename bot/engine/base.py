@@ -13,9 +13,9 @@ import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
-from bot.core.knobs import SAMPLING
+from bot.core.knobs import SAMPLING, KnobValues
 from bot.core.prompt import Prompt
 
 StopReason = Literal["eos", "stop", "length", "cancelled", "context"]
@@ -37,48 +37,20 @@ class ModelInfo:
     size_bytes: int = 0
 
 
-class SamplingParams:
+class SamplingParams(KnobValues):
     """The sampling flags of one reply: a value for every sampling knob of `bot.core.knobs`
     (`temp`, `top_k`, `top_p`, `min_p`, `repeat_penalty`, `repeat_last_n`, ...), the reply
     length and the seed. Knobs not given take the table's defaults; read them as attributes."""
 
-    __slots__ = ("_values", "n_predict", "seed")
-    _values: dict[str, float | int]
+    __slots__ = ("n_predict", "seed")
+    knobs = SAMPLING
     n_predict: int
     seed: int
 
     def __init__(self, *, n_predict: int, seed: int = -1, **values: float | int) -> None:
-        unknown = set(values) - {knob.name for knob in SAMPLING}
-        if unknown:
-            raise TypeError(f"not sampling knobs: {', '.join(sorted(unknown))}")
-        merged = {
-            knob.name: knob.python_type(values.get(knob.name, knob.default)) for knob in SAMPLING
-        }
-        object.__setattr__(self, "_values", merged)
+        super().__init__(**values)
         object.__setattr__(self, "n_predict", int(n_predict))
         object.__setattr__(self, "seed", int(seed))
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._values[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError("SamplingParams is immutable")
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, SamplingParams):
-            return (self._values, self.n_predict, self.seed) == (
-                other._values, other.n_predict, other.seed)
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash((tuple(self._values.items()), self.n_predict, self.seed))
-
-    def __repr__(self) -> str:
-        inner = ", ".join(f"{name}={value!r}" for name, value in self.as_dict().items())
-        return f"SamplingParams({inner})"
 
     def as_dict(self) -> dict[str, float | int]:
         """Every value by name, the reply length and seed included."""
