@@ -3,12 +3,12 @@
     AlpacaBotError
      ├── UserError            a text a user may see as it is (bad argument, input too long, ...)
      │    ├── InvalidParameter    a setting value outside its range
-     │    └── InputTooLong        a message that cannot fit the context window or the input limit
+     │    ├── InputTooLong        a message that cannot fit the context window or the input limit
+     │    └── EngineBusy          the generation queue is full ("busy, try again")
      ├── ConfigError          the operator's configuration is wrong (missing token, bad URL, ...)
      ├── ModelError           the model file is missing, unreadable or not a usable GGUF
      ├── ConversionError      a checkpoint cannot be converted (sizes disagree, unsafe pickle, ...)
-     ├── QuantizeError        quantization failed or was refused (disk, input type, ...)
-     └── EngineBusy           the generation queue is full
+     └── QuantizeError        quantization failed or was refused (disk, input type, ...)
 """
 
 from __future__ import annotations
