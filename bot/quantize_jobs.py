@@ -21,13 +21,10 @@ from bot.errors import ModelError, QuantizeError, UserError
 from bot.models.gguf_file import read_gguf_info
 from bot.models.library import find_model
 from bot.models.progress import format_bytes
-from bot.models.quantize import (
-    QuantizeProgress,
-    QuantType,
-    default_output_path,
-    parse_quant_type,
-    quantize_model_async,
-)
+from bot.models.quant_types import QuantType, parse_quant_type
+from bot.models.quantize import quantize_model_async
+from bot.models.quantize_output import default_output_path
+from bot.models.quantizer_process import QuantizeProgress
 from bot.settings import Settings
 from bot.store.schema import QuantizeJobRow, utcnow
 

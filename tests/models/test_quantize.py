@@ -22,17 +22,10 @@ import pytest
 
 from bot.errors import QuantizeError
 from bot.models.gguf_file import read_gguf_info
-from bot.models.quantize import (
-    QUANT_TYPES,
-    QuantizeProgress,
-    QuantizeResult,
-    QuantType,
-    default_output_path,
-    estimate_output_size,
-    parse_quant_type,
-    quantize_model,
-    quantize_model_async,
-)
+from bot.models.quant_types import QUANT_TYPES, QuantType, parse_quant_type
+from bot.models.quantize import QuantizeResult, quantize_model, quantize_model_async
+from bot.models.quantize_output import default_output_path, estimate_output_size
+from bot.models.quantizer_process import QuantizeProgress
 
 pytestmark = pytest.mark.timeout(180)
 
