@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 from bot.errors import ConversionError
-from bot.models.checkpoint import LazyTensor, read_safetensors, read_torch_checkpoint
 from bot.models.layout import (
     Checkpoint,
     ModelParams,
@@ -19,7 +18,10 @@ from bot.models.layout import (
     require_value,
     row_count,
 )
+from bot.models.lazy_tensor import LazyTensor
 from bot.models.rows import HfUnpermute, RowSource
+from bot.models.safetensors_file import read_safetensors
+from bot.models.torch_checkpoint import read_torch_checkpoint
 from bot.models.vocab import read_vocab
 
 _HF_LAYER = re.compile(

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.errors import ConversionError
-from bot.models.checkpoint import TOKEN_USER_DEFINED, read_sentencepiece
 from bot.models.layout import Vocab, read_json
+from bot.models.sentencepiece_model import TOKEN_USER_DEFINED, read_sentencepiece
 
 
 def read_vocab(src_dir: Path, n_rows: int) -> Vocab:

@@ -26,15 +26,12 @@ import bot.models.convert as convert_module
 from bot.core.prompt import Turn, prompt_text
 from bot.core.templates import AlpacaFormat, JinjaFormat
 from bot.errors import ConversionError
-from bot.models.checkpoint import (
-    FileRange,
-    LazyTensor,
-    read_safetensors,
-    read_sentencepiece,
-    read_torch_checkpoint,
-)
 from bot.models.convert import ALPACA_CHAT_TEMPLATE, convert_checkpoint
+from bot.models.lazy_tensor import FileRange, LazyTensor
 from bot.models.progress import ProgressBar
+from bot.models.safetensors_file import read_safetensors
+from bot.models.sentencepiece_model import read_sentencepiece
+from bot.models.torch_checkpoint import read_torch_checkpoint
 from tests.models.checkpoints import (
     StoredTensor,
     TinyConfig,
