@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.errors import ModelError, QuantizeError, UserError
 from bot.models.gguf_file import read_gguf_info
@@ -26,7 +26,8 @@ from bot.models.quantize import quantize_model_async
 from bot.models.quantize_output import default_output_path
 from bot.models.quantizer_process import QuantizeProgress
 from bot.settings import Settings
-from bot.store.schema import QuantizeJobRow, utcnow
+from bot.store.jobs import add_quantize_job, finish_quantize_job, interrupt_running_jobs
+from bot.store.schema import QuantizeJobRow
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def progress_text(request: JobRequest, progress: QuantizeProgress) -> str:
 class QuantizeJobs:
     """Starts, tracks and records quantization jobs."""
 
-    def __init__(self, *, settings: Settings, sessions: Any) -> None:
+    def __init__(self, *, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._settings = settings
         self._sessions = sessions
         self._running: tuple[int, JobRequest] | None = None
@@ -105,11 +106,10 @@ class QuantizeJobs:
                 f"{current.qtype.label}{done}); wait for it to finish."
             )
         async with self._sessions() as session:
-            row = QuantizeJobRow(
-                requested_by=user_id, chat_id=chat_id, source=str(request.source),
-                target=str(request.target), qtype=request.qtype.label, state="running",
+            row = await add_quantize_job(
+                session, requested_by=user_id, chat_id=chat_id, source=str(request.source),
+                target=str(request.target), qtype=request.qtype.label,
             )
-            session.add(row)
             await session.commit()
             job_id = row.id
         self._running = (job_id, request)
@@ -160,20 +160,13 @@ class QuantizeJobs:
 
     async def _record(self, job_id: int, values: dict[str, Any]) -> None:
         async with self._sessions() as session:
-            await session.execute(
-                update(QuantizeJobRow).where(QuantizeJobRow.id == job_id)
-                .values(finished_at=utcnow(), **values)
-            )
+            await finish_quantize_job(session, job_id, **values)
             await session.commit()
 
     async def interrupted_jobs(self) -> list[QuantizeJobRow]:
         """Jobs a restart cut off: mark them `interrupted` and return them (to tell the chats)."""
         async with self._sessions() as session:
-            rows = list((await session.execute(
-                select(QuantizeJobRow).where(QuantizeJobRow.state == "running")
-            )).scalars())
-            for row in rows:
-                row.state, row.error, row.finished_at = "interrupted", "the bot restarted", utcnow()
+            rows = await interrupt_running_jobs(session, reason="the bot restarted")
             await session.commit()
         for row in rows:
             await asyncio.to_thread(_remove_partial_files, Path(row.target))
