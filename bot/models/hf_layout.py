@@ -11,6 +11,7 @@ from bot.errors import ConversionError
 from bot.models.layout import (
     Checkpoint,
     ModelParams,
+    TensorNames,
     check_shapes,
     in_writing_order,
     optional_int,
@@ -24,18 +25,20 @@ from bot.models.safetensors_file import read_safetensors
 from bot.models.torch_checkpoint import read_torch_checkpoint
 from bot.models.vocab import read_vocab
 
-_HF_LAYER = re.compile(
-    r"model\.layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj|"
-    r"input_layernorm|post_attention_layernorm)\.weight"
+_HF_NAMES = TensorNames(
+    top={"model.embed_tokens.weight": "token_embd", "model.norm.weight": "output_norm",
+         "lm_head.weight": "output"},
+    layer=re.compile(
+        r"model\.layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj|"
+        r"input_layernorm|post_attention_layernorm)\.weight"
+    ),
+    layer_names={
+        "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.down_proj": "ffn_down",
+        "mlp.up_proj": "ffn_up", "input_layernorm": "attn_norm",
+        "post_attention_layernorm": "ffn_norm",
+    },
 )
-_HF_NAMES = {
-    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-    "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.down_proj": "ffn_down",
-    "mlp.up_proj": "ffn_up", "input_layernorm": "attn_norm",
-    "post_attention_layernorm": "ffn_norm",
-}
-_HF_TOP = {"model.embed_tokens.weight": "token_embd", "model.norm.weight": "output_norm",
-           "lm_head.weight": "output"}
 
 
 def is_hf_checkpoint(src_dir: Path) -> bool:
@@ -57,7 +60,7 @@ def open_hf(src_dir: Path) -> Checkpoint:
     for name, tensor in _hf_tensors(src_dir).items():
         if name.endswith("rotary_emb.inv_freq"):
             continue  # recomputed by llama.cpp from rope_theta
-        gguf_name = _hf_gguf_name(name)
+        gguf_name = _HF_NAMES.gguf_name(name)
         if gguf_name.endswith("attn_q.weight"):
             sources[gguf_name] = HfUnpermute(tensor, n_head, name)
         elif gguf_name.endswith("attn_k.weight"):
@@ -106,12 +109,3 @@ def _hf_tensors(src_dir: Path) -> dict[str, LazyTensor]:
                 raise ConversionError(f"{name} appears in more than one weight file")
             tensors[name] = tensor
     return tensors
-
-
-def _hf_gguf_name(name: str) -> str:
-    if name in _HF_TOP:
-        return f"{_HF_TOP[name]}.weight"
-    match = _HF_LAYER.fullmatch(name)
-    if match is None:
-        raise ConversionError(f"unexpected tensor {name!r} in the checkpoint")
-    return f"blk.{int(match.group(1))}.{_HF_NAMES[match.group(2)]}.weight"

@@ -1,10 +1,13 @@
 """What a layout reader makes of a checkpoint folder: the architecture, the tensors by GGUF name
-and the vocabulary, plus the config and shape checks the Meta and Hugging Face readers share.
+and the vocabulary, plus what the Meta and Hugging Face readers share: the mapping of their
+tensor names to GGUF's, and the config and shape checks.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,24 @@ class Checkpoint:
     params: ModelParams
     tensors: dict[str, RowSource]  # by GGUF name, in writing order
     vocab: Vocab
+
+
+@dataclass(frozen=True)
+class TensorNames:
+    """How a layout names its tensors, and their GGUF names: whole-model tensors by name, layer
+    tensors by a pattern whose groups are the layer number and a key of `layer_names`."""
+
+    top: Mapping[str, str]
+    layer: re.Pattern[str]
+    layer_names: Mapping[str, str]
+
+    def gguf_name(self, name: str) -> str:
+        if name in self.top:
+            return f"{self.top[name]}.weight"
+        match = self.layer.fullmatch(name)
+        if match is None:
+            raise ConversionError(f"unexpected tensor {name!r} in the checkpoint")
+        return f"blk.{int(match.group(1))}.{self.layer_names[match.group(2)]}.weight"
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from bot.errors import ConversionError
 from bot.models.layout import (
     Checkpoint,
     ModelParams,
+    TensorNames,
     check_shapes,
     in_writing_order,
     optional_int,
@@ -23,16 +24,18 @@ from bot.models.rows import ConcatColumns, ConcatRows, RowSource
 from bot.models.torch_checkpoint import read_torch_checkpoint
 from bot.models.vocab import read_vocab
 
-_META_LAYER = re.compile(
-    r"layers\.(\d+)\.(attention\.w[qkvo]|feed_forward\.w[123]|attention_norm|ffn_norm)\.weight"
+_META_NAMES = TensorNames(
+    top={"tok_embeddings.weight": "token_embd", "norm.weight": "output_norm",
+         "output.weight": "output"},
+    layer=re.compile(
+        r"layers\.(\d+)\.(attention\.w[qkvo]|feed_forward\.w[123]|attention_norm|ffn_norm)\.weight"
+    ),
+    layer_names={
+        "attention.wq": "attn_q", "attention.wk": "attn_k", "attention.wv": "attn_v",
+        "attention.wo": "attn_output", "feed_forward.w1": "ffn_gate", "feed_forward.w2": "ffn_down",
+        "feed_forward.w3": "ffn_up", "attention_norm": "attn_norm", "ffn_norm": "ffn_norm",
+    },
 )
-_META_NAMES = {
-    "attention.wq": "attn_q", "attention.wk": "attn_k", "attention.wv": "attn_v",
-    "attention.wo": "attn_output", "feed_forward.w1": "ffn_gate", "feed_forward.w2": "ffn_down",
-    "feed_forward.w3": "ffn_up", "attention_norm": "attn_norm", "ffn_norm": "ffn_norm",
-}
-_META_TOP = {"tok_embeddings.weight": "token_embd", "norm.weight": "output_norm",
-             "output.weight": "output"}
 # How Meta split each matrix over model-parallel shards: these along their input dimension.
 _META_SPLIT_BY_COLUMN = ("tok_embeddings.weight", "attention.wo.weight", "feed_forward.w2.weight")
 
@@ -54,7 +57,7 @@ def open_meta(src_dir: Path) -> Checkpoint:
 
     sources: dict[str, RowSource] = {}
     for name in names:
-        sources[_meta_gguf_name(name)] = _merge_meta_shards(
+        sources[_META_NAMES.gguf_name(name)] = _merge_meta_shards(
             name, [tensors[name] for tensors in shard_tensors], shards
         )
 
@@ -94,15 +97,6 @@ def _meta_shards(src_dir: Path) -> list[Path]:
             f"(found {', '.join(p.name for p in sorted(numbered.values()))})"
         )
     return [numbered[i] for i in range(len(numbered))]
-
-
-def _meta_gguf_name(name: str) -> str:
-    if name in _META_TOP:
-        return f"{_META_TOP[name]}.weight"
-    match = _META_LAYER.fullmatch(name)
-    if match is None:
-        raise ConversionError(f"unexpected tensor {name!r} in the checkpoint")
-    return f"blk.{int(match.group(1))}.{_META_NAMES[match.group(2)]}.weight"
 
 
 def _merge_meta_shards(name: str, parts: list[LazyTensor], shards: list[Path]) -> RowSource:

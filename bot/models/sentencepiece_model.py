@@ -1,32 +1,19 @@
-"""Read a sentencepiece `tokenizer.model`: its pieces with their scores and types, and its
-special ids."""
+"""Read a sentencepiece `tokenizer.model` into a `Vocab`: its pieces with their scores and types
+(the types from the model proto itself), and its special ids."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from bot.errors import ConversionError
+from bot.models.layout import Vocab
 
 # sentencepiece's piece types; GGUF's tokenizer.ggml.token_type uses the same numbers.
 TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = range(1, 7)
 
 
-@dataclass(frozen=True, slots=True)
-class SentencePieceVocab:
-    """The pieces of a sentencepiece model with their scores and types, and its special ids."""
-
-    pieces: list[str]
-    scores: list[float]
-    types: list[int]
-    bos_id: int
-    eos_id: int
-    unk_id: int
-    pad_id: int  # -1 when the model has none
-
-
-def read_sentencepiece(path: Path) -> SentencePieceVocab:
-    """Read a sentencepiece `tokenizer.model`."""
+def read_sentencepiece(path: Path) -> Vocab:
+    """Read a sentencepiece `tokenizer.model` (its own pieces; added tokens are `read_vocab`'s)."""
     import sentencepiece
 
     try:
@@ -42,7 +29,7 @@ def read_sentencepiece(path: Path) -> SentencePieceVocab:
     types = _piece_types(proto)
     if len(types) != n:
         raise ConversionError(f"{path}: cannot read the piece types of the sentencepiece model")
-    return SentencePieceVocab(
+    return Vocab(
         pieces=[sp.id_to_piece(i) for i in range(n)],
         scores=[sp.get_score(i) for i in range(n)],
         types=types,
