@@ -43,7 +43,6 @@ class QuantizeProgress:
     """Seconds left at the rate seen since the first tensor; None until there is a rate."""
 
 
-
 ProgressCallback = Callable[[QuantizeProgress], object]
 
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
