@@ -90,7 +90,9 @@ def cmd_convert(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_quantize(args: argparse.Namespace, settings: Settings) -> int:
     from bot.models.progress import format_bytes
-    from bot.models.quantize import QuantizeProgress, parse_quant_type, quantize_model
+    from bot.models.quant_types import parse_quant_type
+    from bot.models.quantize import quantize_model
+    from bot.models.quantizer_process import QuantizeProgress
 
     qtype = parse_quant_type(args.type)
     if args.outfile.exists() and not args.force and args.outfile.resolve() != args.infile.resolve():
