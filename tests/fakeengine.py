@@ -17,6 +17,7 @@ from bot.engine.base import (
     Finished,
     GenerationEvent,
     GenerationRequest,
+    MemoryReport,
     ModelInfo,
     Queued,
     StopReason,
@@ -139,6 +140,9 @@ class ScriptedEngine:
             self.running -= 1
             if holding:
                 self._busy = False
+
+    def memory_report(self) -> MemoryReport:
+        return MemoryReport(kv_type="none", kv_bytes_allocated=0, kv_bytes_used=0, slots=())
 
     async def aclose(self) -> None:
         return None

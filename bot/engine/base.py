@@ -1,7 +1,8 @@
 """The engine seam: what the chat side asks of a model, and nothing about how it runs.
 
-The Telegram side and the console see only `Engine`; llama.cpp lives behind it (`LlamaEngine`),
-and tests put a scripted fake in its place. An engine streams `TextDelta` events and ends with
+The chat layer sees only `Engine`; behind it sit the llama.cpp worker pool (`PoolEngine`, many
+chats at once) or the simple engine (`LlamaEngine`, one at a time), and tests put a scripted
+fake (`tests/fakeengine.py`) in its place; a remote backend would be one more. An engine streams `TextDelta` events and ends with
 one `Finished`; it is told the chat a request belongs to, so an engine that keeps per-chat state
 (a KV cache per chat) can reuse it. A request that has to wait first gets `Queued` events with
 its place in the queue.
@@ -55,6 +56,38 @@ class SamplingParams(KnobValues):
     def as_dict(self) -> dict[str, float | int]:
         """Every value by name, the reply length and seed included."""
         return {**self._values, "n_predict": self.n_predict, "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class SlotReport:
+    seq_id: int
+    chat_key: str | None
+    state: str
+    tokens: int
+    kv_bytes: int
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    """KV memory of an engine's sequences and bytes of saved states, for /settings and logs."""
+
+    kv_type: str
+    kv_bytes_allocated: int
+    kv_bytes_used: int
+    slots: tuple[SlotReport, ...]
+    saved_bytes: int = 0
+    saved_bound: int = 0
+
+    def summary(self) -> str:
+        mib = 1 << 20
+        used = sum(1 for slot in self.slots if slot.chat_key is not None)
+        text = (
+            f"KV cache {self.kv_type}: {self.kv_bytes_used / mib:.1f} of "
+            f"{self.kv_bytes_allocated / mib:.1f} MiB in use, {used}/{len(self.slots)} slots hold chats"
+        )
+        if self.saved_bound:
+            text += f"; saved states {self.saved_bytes / mib:.1f} of {self.saved_bound / mib:.0f} MiB"
+        return text
 
 
 class CancelToken:
@@ -120,6 +153,10 @@ class Engine(Protocol):
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         """Stream the reply; the last event is `Finished`. Raises EngineBusy if queue is full."""
+        ...
+
+    def memory_report(self) -> MemoryReport:
+        """What the engine's KV caches (and saved states) take, for /settings."""
         ...
 
     async def aclose(self) -> None:

@@ -1,38 +1,39 @@
-"""The llama.cpp engine: one model, one worker thread, replies streamed to the event loop.
+"""The simple engine: one chat at a time on llama-cpp-python's high-level `Llama`.
 
-This is the only module (with `bot.engine.native`) that imports llama_cpp. The model is not
-thread-safe, so every call that touches its context runs on the worker thread; tokenizing only
-reads the vocabulary and may run anywhere. llama.cpp releases the GIL while it computes, so the
-event loop stays responsive during a decode.
+The model is not thread-safe, so every call that touches its context runs on one worker thread;
+requests come and go through the shared `Intake`, and wait their turn first come, first served
+(their place in the line is told as it changes). llama.cpp releases the GIL while it computes,
+so the event loop stays responsive during a decode. The pool engine (`bot.engine.pool`) is the
+one for many chats; this one keeps the high-level library's behaviour, for comparison.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import queue
 import random
 import threading
-import time
+from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bot.core.prompt import Prompt
 from bot.core.textstream import ReplyText
 from bot.engine.base import (
-    Finished,
     GenerationEvent,
     GenerationRequest,
+    MemoryReport,
     ModelInfo,
-    Queued,
+    SlotReport,
     StopReason,
     TextDelta,
 )
-from bot.engine.native import check_model_file, route_llama_log
+from bot.engine.intake import Intake, Ticket, finished_now
+from bot.engine.native import check_model_file, physical_cores, route_llama_log
+from bot.engine.slots import common_prefix
 from bot.engine.tokens import PromptTokenizer, token_piece
-from bot.errors import EngineBusy, ModelError
+from bot.errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +47,6 @@ class EngineOptions:
     threads: int | None = None
     batch: int = 512
     max_queue: int = 32
-    min_p: float = 0.05
-
-
-@dataclass
-class _Job:
-    request: GenerationRequest
-    loop: asyncio.AbstractEventLoop
-    events: asyncio.Queue[GenerationEvent | BaseException] = field(default_factory=asyncio.Queue)
-
-    def emit(self, event: GenerationEvent | BaseException) -> None:
-        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
-
-
-_SHUTDOWN = object()
 
 
 class LlamaEngine:
@@ -87,14 +74,11 @@ class LlamaEngine:
         self._llama_cpp = llama_cpp
         self._vocab = self._llama._model.vocab
         self._tokenize = PromptTokenizer(self._vocab)
-        self._options = options
-        self._info = self._read_info(options, threads)
-        self._jobs: queue.Queue[Any] = queue.Queue()
-        self._pending = 0
-        self._waiting: list[_Job] = []
-        self._current: _Job | None = None
-        self._closed = False
-        self._lock = threading.Lock()
+        self._info = self._read_info(options)
+        self._intake = Intake(max_queue=options.max_queue)
+        self._line: deque[Ticket] = deque()
+        self._chat_key: str | None = None
+        self._closing = False
         self._thread = threading.Thread(target=self._work, name="llama-worker", daemon=True)
         self._thread.start()
         log.info(
@@ -113,6 +97,8 @@ class LlamaEngine:
             verbose=False,
         )
 
+    # -- the Engine protocol --------------------------------------------------------------
+
     @property
     def info(self) -> ModelInfo:
         return self._info
@@ -120,7 +106,7 @@ class LlamaEngine:
     @property
     def queued(self) -> int:
         """Requests accepted and not finished (running and waiting)."""
-        return self._pending
+        return self._intake.pending
 
     def tokenize(self, prompt: Prompt) -> list[int]:
         """Tokenize segment by segment: markup with control tokens, user text as plain text."""
@@ -129,138 +115,122 @@ class LlamaEngine:
     def count_tokens(self, prompt: Prompt) -> int:
         return len(self.tokenize(prompt))
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        if self._closed:
-            raise ModelError("the model was unloaded")
-        with self._lock:
-            if self._pending >= self._options.max_queue:
-                raise EngineBusy(
-                    f"The model is busy with {self._pending} requests; try again in a minute."
-                )
-            self._pending += 1
-        job = _Job(request, asyncio.get_running_loop())
-        with self._lock:
-            ahead = len(self._waiting) + (1 if self._current is not None else 0)
-            self._waiting.append(job)
-        if ahead:
-            job.emit(Queued(ahead))
-        self._jobs.put(job)
-        finished = False
-        try:
-            while True:
-                event = await job.events.get()
-                if isinstance(event, BaseException):
-                    raise event
-                yield event
-                if isinstance(event, Finished):
-                    finished = True
-                    return
-        finally:
-            if not finished:
-                request.cancel.cancel()
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        return self._intake.stream(request)
+
+    def memory_report(self) -> MemoryReport:
+        ctx = self._llama._ctx.ctx
+        n_ctx = self._info.n_ctx
+        allocated = int(self._llama_cpp.llama_state_get_size(ctx)) if ctx is not None else 0
+        used_tokens = int(self._llama.n_tokens)
+        used = allocated * used_tokens // n_ctx if n_ctx else 0
+        slot = SlotReport(0, self._chat_key, "idle", used_tokens, used)
+        return MemoryReport(kv_type="f16", kv_bytes_allocated=allocated, kv_bytes_used=used,
+                            slots=(slot,))
 
     async def aclose(self) -> None:
-        if self._closed:
+        import asyncio
+
+        if self._intake.closed:
             return
-        self._closed = True
-        self._jobs.put(_SHUTDOWN)
+        self._intake.close()
         await asyncio.to_thread(self._thread.join)
         self._llama.close()
 
-    # -- worker thread -------------------------------------------------------------------
+    # -- worker thread ----------------------------------------------------------------------
 
     def _work(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is _SHUTDOWN:
-                return
-            with self._lock:
-                self._waiting.remove(job)
-                self._current = job
-                for place, waiting in enumerate(self._waiting, start=1):
-                    waiting.emit(Queued(place))
-            try:
-                self._run(job)
-            except Exception as exc:  # delivered to the waiting coroutine, which raises it
-                log.exception("generation failed for chat %s", job.request.chat_key)
-                job.emit(exc)
-            finally:
-                with self._lock:
-                    self._pending -= 1
-                    self._current = None
+        try:
+            while not self._closing and self._take(block=not self._line):
+                ticket = self._line.popleft()
+                self._tell_places()
+                try:
+                    self._run(ticket)
+                except Exception as exc:  # delivered to the waiting coroutine, which raises it
+                    log.exception("generation failed for chat %s", ticket.chat_key)
+                    self._intake.end(ticket, exc)
+                self._intake.send(force=True)
+        finally:
+            for ticket in self._line:
+                self._intake.end(ticket, finished_now(ticket, "cancelled"))
+            self._line.clear()
+            self._intake.drain()
+            self._intake.send(force=True)
 
-    def _run(self, job: _Job) -> None:
-        request = job.request
-        started = time.monotonic()
+    def _take(self, *, block: bool) -> bool:
+        """Move new requests into the line; False once the engine is closing."""
+        taken = self._intake.take(block=block)
+        if taken is None:
+            self._closing = True
+            return False
+        if taken:
+            self._line.extend(taken)
+            self._tell_places()
+        return True
+
+    def _tell_places(self) -> None:
+        for place, ticket in enumerate(self._line, start=1):
+            self._intake.place(ticket, place)
+        self._intake.send()
+
+    def _run(self, ticket: Ticket) -> None:
+        request = ticket.request
         tokens = self.tokenize(request.prompt)
         if request.cancel.cancelled:
-            job.emit(self._finished("cancelled", "", tokens, 0, 0, started))
+            self._intake.end(ticket, finished_now(ticket, "cancelled",
+                                                  n_prompt_tokens=len(tokens)))
             return
         room = self._info.n_ctx - len(tokens)
         if room <= 0:
             raise ModelError(
                 f"the prompt has {len(tokens)} tokens, more than the context of {self._info.n_ctx}"
             )
-        cached = _common_prefix(self._llama._input_ids[: self._llama.n_tokens].tolist(), tokens)
+        cached = common_prefix(self._llama._input_ids[: self._llama.n_tokens].tolist(), tokens)
         n_evaluated = len(tokens) - min(cached, len(tokens) - 1)
         sampling = request.sampling
         limit = min(sampling.n_predict, room)
-        seed = sampling.seed if sampling.seed >= 0 else random.getrandbits(31)
-        self._llama.set_seed(seed)
+        self._llama.set_seed(sampling.seed if sampling.seed >= 0 else random.getrandbits(31))
+        # The high-level Llama builds its sampler's penalty window from this attribute.
+        self._llama.last_n_tokens_size = sampling.repeat_last_n
+        self._chat_key = request.chat_key
         reply = ReplyText(request.stop)
         reason: StopReason = "length"
         generated = 0
         stream = self._llama.generate(
-            tokens,
-            top_k=sampling.top_k,
-            top_p=sampling.top_p,
-            min_p=self._options.min_p,
-            temp=sampling.temp,
-            repeat_penalty=sampling.repeat_penalty,
+            tokens, top_k=sampling.top_k, top_p=sampling.top_p, min_p=sampling.min_p,
+            temp=sampling.temp, repeat_penalty=sampling.repeat_penalty,
         )
         try:
             for token in stream:
-                if request.cancel.cancelled:
+                if request.cancel.cancelled or self._closing:
                     reason = "cancelled"
                     break
                 if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):
                     reason = "eos"
                     break
                 generated += 1
-                delta = reply.feed(self._piece(token))
+                delta = reply.feed(token_piece(self._vocab, token))
                 if delta:
-                    job.emit(TextDelta(delta))
+                    self._intake.emit(ticket, TextDelta(delta))
                 if reply.stopped_by is not None:
                     reason = "stop"
                     break
                 if generated >= limit:
                     reason = "length" if limit == sampling.n_predict else "context"
                     break
+                self._take(block=False)  # newcomers hear their place while this one runs
+                self._intake.send()
         finally:
             stream.close()
         tail = reply.finish()
         if tail:
-            job.emit(TextDelta(tail))
-        job.emit(self._finished(reason, reply.text, tokens, n_evaluated, generated, started))
+            self._intake.emit(ticket, TextDelta(tail))
+        self._intake.end(ticket, finished_now(
+            ticket, reason, text=reply.text, n_prompt_tokens=len(tokens),
+            n_evaluated=n_evaluated, n_generated=generated,
+        ))
 
-    def _piece(self, token: int) -> bytes:
-        return token_piece(self._vocab, token)
-
-    @staticmethod
-    def _finished(
-        reason: StopReason, text: str, tokens: list[int], evaluated: int, generated: int,
-        started: float,
-    ) -> Finished:
-        return Finished(
-            reason=reason,
-            text=text,
-            n_prompt_tokens=len(tokens),
-            n_evaluated=evaluated,
-            n_generated=generated,
-            seconds=time.monotonic() - started,
-        )
-
-    def _read_info(self, options: EngineOptions, threads: int) -> ModelInfo:
+    def _read_info(self, options: EngineOptions) -> ModelInfo:
         metadata = self._llama.metadata
         model = self._llama._model
         return ModelInfo(
@@ -280,28 +250,3 @@ class LlamaEngine:
             return ""
         text = self._llama_cpp.llama_vocab_get_text(self._vocab, token)
         return text.decode("utf-8", errors="replace") if text else ""
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def physical_cores() -> int:
-    """Physical cores (not hyper-threads): llama.cpp runs best with one thread per core."""
-    seen: set[str] = set()
-    base = Path("/sys/devices/system/cpu")
-    for topology in base.glob("cpu[0-9]*/topology/thread_siblings_list"):
-        try:
-            seen.add(topology.read_text().strip())
-        except OSError:
-            continue
-    if seen:
-        return len(seen)
-    import os
-
-    return max(1, (os.cpu_count() or 2) // 2)

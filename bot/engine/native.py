@@ -36,3 +36,19 @@ def route_llama_log() -> None:
 
     _callback = forward
     llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))
+
+
+def physical_cores() -> int:
+    """Physical cores (not hyper-threads): llama.cpp runs best with one thread per core."""
+    seen: set[str] = set()
+    base = Path("/sys/devices/system/cpu")
+    for topology in base.glob("cpu[0-9]*/topology/thread_siblings_list"):
+        try:
+            seen.add(topology.read_text().strip())
+        except OSError:
+            continue
+    if seen:
+        return len(seen)
+    import os
+
+    return max(1, (os.cpu_count() or 2) // 2)

@@ -32,12 +32,14 @@ from bot.engine.base import (
     Finished,
     GenerationEvent,
     GenerationRequest,
+    MemoryReport,
     ModelInfo,
     Queued,
+    SlotReport,
     StopReason,
     TextDelta,
 )
-from bot.engine.native import check_model_file, route_llama_log
+from bot.engine.native import check_model_file, physical_cores, route_llama_log
 from bot.engine.scheduler import FairQueue
 from bot.engine.slots import (
     BatchRow,
@@ -89,45 +91,12 @@ class PoolOptions:
     state_dir_max_bytes: int = 2 << 30
     prefill_chunk: int = 128
     """Prompt tokens evaluated per step while other chats are generating."""
-    min_p: float = 0.05
     window_shift: bool = False
     """Reuse the cache after a window slid by shifting positions instead of re-evaluating.
 
     Off by default: the moved tokens keep attention to the turns that left the window, so the
     logits differ from a fresh evaluation (see the pool's tests).
     """
-
-
-@dataclass(frozen=True)
-class SlotReport:
-    seq_id: int
-    chat_key: str | None
-    state: str
-    tokens: int
-    kv_bytes: int
-
-
-@dataclass(frozen=True)
-class MemoryReport:
-    """KV memory of the slots and bytes of saved states, for /settings and the logs."""
-
-    kv_type: str
-    kv_bytes_allocated: int
-    kv_bytes_used: int
-    slots: tuple[SlotReport, ...]
-    saved_bytes: int
-    saved_bound: int
-
-    def summary(self) -> str:
-        mib = 1 << 20
-        used = sum(1 for slot in self.slots if slot.chat_key is not None)
-        text = (
-            f"KV cache {self.kv_type}: {self.kv_bytes_used / mib:.1f} of "
-            f"{self.kv_bytes_allocated / mib:.1f} MiB in use, {used}/{len(self.slots)} slots hold chats"
-        )
-        if self.saved_bound:
-            text += f"; saved states {self.saved_bytes / mib:.1f} of {self.saved_bound / mib:.0f} MiB"
-        return text
 
 
 @dataclass(eq=False)
@@ -181,8 +150,6 @@ class PoolEngine:
         check_model_file(options.model_path)
         if options.n_slots < 1 or options.prefill_chunk < 1 or options.batch < options.n_slots:
             raise ValueError("n_slots and prefill_chunk must be positive and batch >= n_slots")
-        from bot.engine.llama import physical_cores
-
         threads = options.threads or physical_cores()
         try:
             self._ctx = SlotContext(
@@ -435,8 +402,7 @@ class PoolEngine:
         sampling = request.sampling
         job.limit = min(sampling.n_predict, room)
         seed = sampling.seed if sampling.seed >= 0 else random.getrandbits(31)
-        job.sampler = Sampler(sampling, min_p=self._options.min_p, n_vocab=self._ctx.n_vocab,
-                              seed=seed)
+        job.sampler = Sampler(sampling, n_vocab=self._ctx.n_vocab, seed=seed)
         job.reply = ReplyText(request.stop)
         self._active.append(job)
         if not synced:

@@ -111,7 +111,7 @@ def plan_reuse(
 class Sampler:
     """A native llama.cpp sampler chain for one reply: penalties, top-k/p, min-p, temperature."""
 
-    def __init__(self, sampling: SamplingParams, *, min_p: float, n_vocab: int, seed: int) -> None:
+    def __init__(self, sampling: SamplingParams, *, n_vocab: int, seed: int) -> None:
         import llama_cpp
 
         self._lib = llama_cpp
@@ -120,13 +120,13 @@ class Sampler:
         self._chain = llama_cpp.llama_sampler_chain_init(params)
         add = llama_cpp.llama_sampler_chain_add
         add(self._chain, llama_cpp.llama_sampler_init_penalties(
-            n_vocab, PENALTY_LAST_N, sampling.repeat_penalty, 0.0, 0.0))
+            n_vocab, sampling.repeat_last_n, sampling.repeat_penalty, 0.0, 0.0))
         if sampling.temp <= 0:
             add(self._chain, llama_cpp.llama_sampler_init_greedy())
         else:
             add(self._chain, llama_cpp.llama_sampler_init_top_k(sampling.top_k))
             add(self._chain, llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1))
-            add(self._chain, llama_cpp.llama_sampler_init_min_p(min_p, 1))
+            add(self._chain, llama_cpp.llama_sampler_init_min_p(sampling.min_p, 1))
             add(self._chain, llama_cpp.llama_sampler_init_temp(sampling.temp))
             add(self._chain, llama_cpp.llama_sampler_init_dist(seed))
 
