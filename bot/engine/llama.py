@@ -13,16 +13,12 @@ import logging
 import random
 import threading
 from collections import deque
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.core.prompt import Prompt
 from bot.core.textstream import ReplyText
 from bot.engine.base import (
-    GenerationEvent,
-    GenerationRequest,
     MemoryReport,
     ModelInfo,
     SlotReport,
@@ -30,6 +26,7 @@ from bot.engine.base import (
     TextDelta,
 )
 from bot.engine.intake import Intake, Ticket, finished_now
+from bot.engine.local import LocalEngine
 from bot.engine.native import check_model_file, physical_cores, route_llama_log
 from bot.engine.slots import common_prefix
 from bot.engine.tokens import PromptTokenizer, token_piece
@@ -49,7 +46,7 @@ class EngineOptions:
     max_queue: int = 32
 
 
-class LlamaEngine:
+class LlamaEngine(LocalEngine):
     """Runs a GGUF model with llama-cpp-python on a dedicated worker thread."""
 
     def __init__(self, options: EngineOptions) -> None:
@@ -97,26 +94,7 @@ class LlamaEngine:
             verbose=False,
         )
 
-    # -- the Engine protocol --------------------------------------------------------------
-
-    @property
-    def info(self) -> ModelInfo:
-        return self._info
-
-    @property
-    def queued(self) -> int:
-        """Requests accepted and not finished (running and waiting)."""
-        return self._intake.pending
-
-    def tokenize(self, prompt: Prompt) -> list[int]:
-        """Tokenize segment by segment: markup with control tokens, user text as plain text."""
-        return self._tokenize(prompt)
-
-    def count_tokens(self, prompt: Prompt) -> int:
-        return len(self.tokenize(prompt))
-
-    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        return self._intake.stream(request)
+    # -- the Engine protocol (the rest is LocalEngine's) ---------------------------------
 
     def memory_report(self) -> MemoryReport:
         ctx = self._llama._ctx.ctx
@@ -128,20 +106,14 @@ class LlamaEngine:
         return MemoryReport(kv_type="f16", kv_bytes_allocated=allocated, kv_bytes_used=used,
                             slots=(slot,))
 
-    async def aclose(self) -> None:
-        import asyncio
-
-        if self._intake.closed:
-            return
-        self._intake.close()
-        await asyncio.to_thread(self._thread.join)
+    def _free(self) -> None:
         self._llama.close()
 
     # -- worker thread ----------------------------------------------------------------------
 
     def _work(self) -> None:
         try:
-            while not self._closing and self._take(block=not self._line):
+            while not self._closing and self._take(block=not self._line, running=False):
                 ticket = self._line.popleft()
                 self._tell_places()
                 try:
@@ -157,14 +129,15 @@ class LlamaEngine:
             self._intake.drain()
             self._intake.send(force=True)
 
-    def _take(self, *, block: bool) -> bool:
-        """Move new requests into the line; False once the engine is closing."""
+    def _take(self, *, block: bool, running: bool = True) -> bool:
+        """Move new requests into the line; False once the engine is closing. Places are told
+        while a reply `running` is ahead of the line."""
         taken = self._intake.take(block=block)
         if taken is None:
             self._closing = True
             return False
-        if taken:
-            self._line.extend(taken)
+        self._line.extend(taken)
+        if taken and running:
             self._tell_places()
         return True
 

@@ -1,0 +1,242 @@
+"""The pool's decode loop: every step evaluates the next token of each generating chat plus a
+chunk of at most one waiting prompt in one batch (continuous batching), then samples where due."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bot.core.textstream import ReplyText
+from bot.engine.base import GenerationRequest, StopReason, TextDelta
+from bot.engine.cache import SlotCache
+from bot.engine.intake import Intake, Outcome, Ticket, finished_now
+from bot.engine.slots import BatchRow, Sampler, Slot, SlotContext, SlotState
+from bot.engine.tokens import token_piece
+from bot.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class PoolJob:
+    """A request the scheduler admitted (or is holding), with its decoding state."""
+
+    ticket: Ticket
+    tokens: list[int] = field(default_factory=list)
+    slot: Slot | None = None
+    sampler: Sampler | None = None
+    reply: ReplyText | None = None
+    n_evaluated: int = 0
+    generated: int = 0
+    limit: int = 0
+    next_token: int = -1
+    running: bool = False
+    """Started by the scheduler and not yet reported done to it."""
+
+    @property
+    def request(self) -> GenerationRequest:
+        return self.ticket.request
+
+    @property
+    def chat_key(self) -> str:
+        return self.ticket.chat_key
+
+    @property
+    def prompt_left(self) -> int:
+        assert self.slot is not None
+        return len(self.tokens) - len(self.slot.tokens) if self.slot.state is SlotState.PROMPT else 0
+
+    @property
+    def seq_id(self) -> int:
+        assert self.slot is not None
+        return self.slot.seq_id
+
+
+class BatchDecoder:
+    """Runs admitted jobs to their end on the slots of one context (worker thread only)."""
+
+    def __init__(
+        self, ctx: SlotContext, cache: SlotCache, intake: Intake, *, batch: int,
+        prefill_chunk: int, on_done: Callable[[PoolJob], None],
+    ) -> None:
+        self._ctx = ctx
+        self._cache = cache
+        self._intake = intake
+        self._batch = batch
+        self._prefill_chunk = prefill_chunk
+        self._on_done = on_done
+        self.active: list[PoolJob] = []
+        self.on_logits: Callable[[str, NDArray[np.float32]], None] | None = None
+        self.on_step: Callable[[list[tuple[str, int]]], None] | None = None
+        self._tokens_seen: dict[int, tuple[bool, bytes]] = {}
+        """token -> (ends generation, its bytes): fixed for a vocabulary, asked for every token."""
+
+    def start(self, job: PoolJob, tokens: list[int]) -> None:
+        """Give the job a slot, reuse what is cached, and make it part of the next steps."""
+        request = job.request
+        job.tokens = tokens
+        if request.cancel.cancelled:
+            self.end(job, self._finished(job, "cancelled"))
+            return
+        room = self._ctx.n_ctx - len(tokens)
+        if room <= 0:
+            self.end(job, ModelError(
+                f"the prompt has {len(tokens)} tokens, more than the context of {self._ctx.n_ctx}"
+            ))
+            return
+        slot = self._cache.slot_for(job.chat_key)
+        job.slot = slot
+        synced = self._cache.reuse(slot, job.chat_key, tokens)
+        slot.chat_key = job.chat_key
+        slot.state = SlotState.PROMPT
+        slot.last_used = time.monotonic()
+        job.n_evaluated = len(tokens) - len(slot.tokens)
+        sampling = request.sampling
+        job.limit = min(sampling.n_predict, room)
+        seed = sampling.seed if sampling.seed >= 0 else random.getrandbits(31)
+        job.sampler = Sampler(sampling, n_vocab=self._ctx.n_vocab, seed=seed)
+        job.reply = ReplyText(request.stop)
+        self.active.append(job)
+        if not synced:
+            # llama.cpp applies stream copies and position shifts at the next decode; make it
+            # happen now, before another slot is written or this one saved.
+            self._decode({job: 1})
+
+    def step(self) -> None:
+        for job in [job for job in self.active if job.request.cancel.cancelled]:
+            self._finish(job, "cancelled")
+        if not self.active:
+            return
+        plan: dict[PoolJob, int] = {}
+        prompts = []
+        for job in self.active:
+            assert job.slot is not None
+            if job.slot.state is SlotState.GENERATING:
+                plan[job] = 1
+            elif job.prompt_left > 0:
+                prompts.append(job)
+        # While others generate, a prompt advances by chunks so their streams keep flowing;
+        # alone, it takes whole batches.
+        budget = self._prefill_chunk if plan else self._batch
+        budget = min(budget, self._batch - len(plan))
+        for job in prompts:
+            if budget <= 0:
+                break
+            n = min(job.prompt_left, budget)
+            plan[job] = n
+            budget -= n
+        self._decode(plan)
+
+    def _decode(self, counts: dict[PoolJob, int]) -> None:
+        """Evaluate `counts[job]` tokens of each job in one batch, then sample where due."""
+        jobs = sorted(counts, key=lambda job: job.seq_id)  # see SlotContext.decode: one pass
+        rows: list[BatchRow] = []
+        sample_rows: list[tuple[PoolJob, int]] = []
+        fed: list[tuple[PoolJob, Sequence[int]]] = []
+        n_prompt = 0
+        n_rows = 0
+        for job in jobs:
+            slot = job.slot
+            assert slot is not None
+            start = len(slot.tokens)
+            tokens: Sequence[int]
+            if slot.state is SlotState.GENERATING:
+                tokens = (job.next_token,)
+                last = True
+            else:
+                tokens = job.tokens[start : start + counts[job]]
+                n_prompt += len(tokens)
+                last = start + len(tokens) == len(job.tokens)
+            n_rows += len(tokens)
+            if last:
+                sample_rows.append((job, n_rows - 1))
+            rows.append((slot.seq_id, start, tokens, last))
+            fed.append((job, tokens))
+        if self.on_step is not None:
+            self.on_step([(job.chat_key, len(tokens)) for job, tokens in fed])
+        started = time.monotonic()
+        try:
+            self._ctx.decode(rows)
+        except ModelError as exc:
+            log.error("decode failed for chats %s: %s", [job.chat_key for job in jobs], exc)
+            for job in jobs:
+                assert job.slot is not None
+                self._ctx.clear(job.slot)
+                job.slot.reset()
+                self.end(job, exc)
+            return
+        self._cache.measured_prompt(n_prompt, time.monotonic() - started)
+        for job, tokens in fed:
+            assert job.slot is not None
+            job.slot.tokens.extend(tokens)
+        for job, row in sample_rows:
+            self._sample(job, row)
+
+    def _sample(self, job: PoolJob, row: int) -> None:
+        slot, sampler, reply = job.slot, job.sampler, job.reply
+        assert slot is not None and sampler is not None and reply is not None
+        slot.state = SlotState.GENERATING
+        if job.request.cancel.cancelled:
+            self._finish(job, "cancelled")
+            return
+        if self.on_logits is not None:
+            self.on_logits(job.chat_key, self._ctx.logits(row))
+        token = sampler.sample(self._ctx.ctx, row)
+        seen = self._tokens_seen.get(token)
+        if seen is None:
+            seen = self._tokens_seen[token] = (self._ctx.is_eog(token),
+                                               token_piece(self._ctx.vocab, token))
+        if seen[0]:
+            self._finish(job, "eos")
+            return
+        job.generated += 1
+        delta = reply.feed(seen[1])
+        if delta:
+            self._intake.emit(job.ticket, TextDelta(delta))
+        if reply.stopped_by is not None:
+            self._finish(job, "stop")
+        elif job.generated >= job.limit:
+            self._finish(job, "length" if job.limit == job.request.sampling.n_predict else "context")
+        else:
+            job.next_token = token
+
+    def finish_all(self) -> None:
+        for job in list(self.active):
+            self._finish(job, "cancelled")
+
+    def _finish(self, job: PoolJob, reason: StopReason) -> None:
+        tail = job.reply.finish() if job.reply is not None else ""
+        if tail:
+            self._intake.emit(job.ticket, TextDelta(tail))
+        self.end(job, self._finished(job, reason))
+
+    def end(self, job: PoolJob, outcome: Outcome) -> None:
+        """The job's one end: its slot and sampler are released before the outcome goes out,
+        so whoever sees it sees the queue without this job."""
+        if job.sampler is not None:
+            job.sampler.close()
+            job.sampler = None
+        slot = job.slot
+        if slot is not None and slot.busy:
+            slot.state = SlotState.IDLE if slot.tokens else SlotState.EMPTY
+            if slot.state is SlotState.EMPTY:
+                slot.reset()
+            slot.last_used = time.monotonic()
+        if job in self.active:
+            self.active.remove(job)
+        self._on_done(job)
+        self._intake.end(job.ticket, outcome)
+
+    def _finished(self, job: PoolJob, reason: StopReason) -> Outcome:
+        return finished_now(
+            job.ticket, reason, text=job.reply.text if job.reply is not None else "",
+            n_prompt_tokens=len(job.tokens),
+            n_evaluated=job.n_evaluated if job.slot is not None else 0,
+            n_generated=job.generated,
+        )

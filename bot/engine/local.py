@@ -1,0 +1,53 @@
+"""What both llama.cpp engines share on the event loop's side: the model's facts, prompt
+tokenizing (`PromptTokenizer`), requests through one `Intake`, and closing the worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+
+from bot.core.prompt import Prompt
+from bot.engine.base import GenerationEvent, GenerationRequest, ModelInfo
+from bot.engine.intake import Intake
+from bot.engine.tokens import PromptTokenizer
+
+
+class LocalEngine:
+    """A model loaded in this process, served by one worker thread (`_work` of a subclass)."""
+
+    _info: ModelInfo
+    _tokenize: PromptTokenizer
+    _intake: Intake
+    _thread: threading.Thread
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    @property
+    def queued(self) -> int:
+        """Requests accepted and not finished (running and waiting)."""
+        return self._intake.pending
+
+    def tokenize(self, prompt: Prompt) -> list[int]:
+        """Tokenize segment by segment: markup with control tokens, user text as plain text."""
+        return self._tokenize(prompt)
+
+    def count_tokens(self, prompt: Prompt) -> int:
+        return len(self.tokenize(prompt))
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        return self._intake.stream(request)
+
+    async def aclose(self) -> None:
+        """Cancel work in flight, let the worker thread end (the pool saves its chats' states
+        then), and free the model."""
+        if self._intake.closed:
+            return
+        self._intake.close()
+        await asyncio.to_thread(self._thread.join)
+        self._free()
+
+    def _free(self) -> None:
+        raise NotImplementedError
