@@ -444,19 +444,19 @@ async def bench_model(label: str, model: Path, args: argparse.Namespace, workdir
     await pool.aclose()  # saves the chats in memory to the state directory
 
     restored = RestoreLog()
-    pool_log = logging.getLogger("bot.engine.pool")
-    pool_log.addHandler(restored)
-    pool_log.setLevel(logging.INFO)
-    pool_log.propagate = False  # its INFO lines would reach the console
+    cache_log = logging.getLogger("bot.engine.cache")  # the pool's saves and restores
+    cache_log.addHandler(restored)
+    cache_log.setLevel(logging.INFO)
+    cache_log.propagate = False  # its INFO lines would reach the console
     after_restart = []
     for k in range(repeat + 1):  # a new pool each time, timed once it is ready
         restarted = PoolEngine(options)
         after_restart.append(await follow_ups(restarted, chats, k, "Back again ({k})."))
         report = restarted.memory_report().summary()
         await restarted.aclose()
-    pool_log.removeHandler(restored)
-    pool_log.setLevel(logging.NOTSET)
-    pool_log.propagate = True
+    cache_log.removeHandler(restored)
+    cache_log.setLevel(logging.NOTSET)
+    cache_log.propagate = True
     long_restored = [pair[0].done for pair in after_restart[1:]]
     print(ttft_line(f"after a restart (state read from disk, {long_restored[0].n_evaluated} of "
                     f"{long_restored[0].n_prompt_tokens} prompt tokens evaluated)", after_restart[1:]))

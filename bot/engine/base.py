@@ -1,12 +1,12 @@
 """The engine seam: what the chat side asks of a model, and nothing about how it runs.
 
-The chat layer sees only `Engine`; behind it sit the llama.cpp worker pool (`PoolEngine`, many
-chats at once) or the simple engine (`LlamaEngine`, one at a time), and tests put a scripted
-fake (`tests/fakeengine.py`) in its place; a remote backend would be one more. An engine streams `TextDelta` events and ends with
-one `Finished`; it is told the chat a request belongs to, so an engine that keeps per-chat state
-(a KV cache per chat) can reuse it. A request that has to wait first gets `Queued` events with
-its place in the queue.
-"""
+The chat layer sees only `Engine`. Behind it sit the llama.cpp engines of this package, the
+worker pool (`PoolEngine`, many chats at once, each keeping its KV cache) and the simple one
+(`LlamaEngine`, llama-cpp-python's `Llama`, one chat at a time); a remote backend would be one
+more, and tests put a scripted fake (`tests/fakeengine.py`) in its place. An engine streams
+`TextDelta` events and ends with one `Finished`; it is told the chat a request belongs to, so
+an engine that keeps per-chat state (a KV cache per chat) can reuse it. A request that has to
+wait first gets `Queued` events with its place in the queue."""
 
 from __future__ import annotations
 
@@ -60,6 +60,8 @@ class SamplingParams(KnobValues):
 
 @dataclass(frozen=True)
 class SlotReport:
+    """One sequence of an engine's context: the chat it holds, its state and KV bytes."""
+
     seq_id: int
     chat_key: str | None
     state: str

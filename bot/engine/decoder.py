@@ -4,7 +4,6 @@ chunk of at most one waiting prompt in one batch (continuous batching), then sam
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -12,12 +11,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from bot.core.textstream import ReplyText
-from bot.engine.base import GenerationRequest, StopReason, TextDelta
+from bot.engine.base import GenerationRequest, StopReason
 from bot.engine.cache import SlotCache
 from bot.engine.intake import Intake, Outcome, Ticket, finished_now
-from bot.engine.slots import BatchRow, Sampler, Slot, SlotContext, SlotState
-from bot.engine.tokens import token_piece
+from bot.engine.reply import ReplyStream
+from bot.engine.sampler import Sampler
+from bot.engine.slots import BatchRow, Slot, SlotContext, SlotState
+from bot.engine.tokens import SampledPieces
 from bot.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -31,10 +31,7 @@ class PoolJob:
     tokens: list[int] = field(default_factory=list)
     slot: Slot | None = None
     sampler: Sampler | None = None
-    reply: ReplyText | None = None
-    n_evaluated: int = 0
-    generated: int = 0
-    limit: int = 0
+    reply: ReplyStream | None = None
     next_token: int = -1
     running: bool = False
     """Started by the scheduler and not yet reported done to it."""
@@ -74,15 +71,14 @@ class BatchDecoder:
         self.active: list[PoolJob] = []
         self.on_logits: Callable[[str, NDArray[np.float32]], None] | None = None
         self.on_step: Callable[[list[tuple[str, int]]], None] | None = None
-        self._tokens_seen: dict[int, tuple[bool, bytes]] = {}
-        """token -> (ends generation, its bytes): fixed for a vocabulary, asked for every token."""
+        self._pieces = SampledPieces(ctx.vocab)
 
     def start(self, job: PoolJob, tokens: list[int]) -> None:
         """Give the job a slot, reuse what is cached, and make it part of the next steps."""
         request = job.request
         job.tokens = tokens
         if request.cancel.cancelled:
-            self.end(job, self._finished(job, "cancelled"))
+            self.end(job, finished_now(job.ticket, "cancelled", n_prompt_tokens=len(tokens)))
             return
         room = self._ctx.n_ctx - len(tokens)
         if room <= 0:
@@ -96,12 +92,9 @@ class BatchDecoder:
         slot.chat_key = job.chat_key
         slot.state = SlotState.PROMPT
         slot.last_used = time.monotonic()
-        job.n_evaluated = len(tokens) - len(slot.tokens)
-        sampling = request.sampling
-        job.limit = min(sampling.n_predict, room)
-        seed = sampling.seed if sampling.seed >= 0 else random.getrandbits(31)
-        job.sampler = Sampler(sampling, n_vocab=self._ctx.n_vocab, seed=seed)
-        job.reply = ReplyText(request.stop)
+        job.reply = ReplyStream(self._intake, job.ticket, n_prompt=len(tokens),
+                                n_evaluated=len(tokens) - len(slot.tokens), room=room)
+        job.sampler = Sampler(request.sampling, n_vocab=self._ctx.n_vocab, seed=job.reply.seed)
         self.active.append(job)
         if not synced:
             # llama.cpp applies stream copies and position shifts at the next decode; make it
@@ -188,21 +181,9 @@ class BatchDecoder:
         if self.on_logits is not None:
             self.on_logits(job.chat_key, self._ctx.logits(row))
         token = sampler.sample(self._ctx.ctx, row)
-        seen = self._tokens_seen.get(token)
-        if seen is None:
-            seen = self._tokens_seen[token] = (self._ctx.is_eog(token),
-                                               token_piece(self._ctx.vocab, token))
-        if seen[0]:
-            self._finish(job, "eos")
-            return
-        job.generated += 1
-        delta = reply.feed(seen[1])
-        if delta:
-            self._intake.emit(job.ticket, TextDelta(delta))
-        if reply.stopped_by is not None:
-            self._finish(job, "stop")
-        elif job.generated >= job.limit:
-            self._finish(job, "length" if job.limit == job.request.sampling.n_predict else "context")
+        reason = reply.feed(self._pieces(token))
+        if reason is not None:
+            self._finish(job, reason)
         else:
             job.next_token = token
 
@@ -211,10 +192,8 @@ class BatchDecoder:
             self._finish(job, "cancelled")
 
     def _finish(self, job: PoolJob, reason: StopReason) -> None:
-        tail = job.reply.finish() if job.reply is not None else ""
-        if tail:
-            self._intake.emit(job.ticket, TextDelta(tail))
-        self.end(job, self._finished(job, reason))
+        assert job.reply is not None
+        self.end(job, job.reply.close(reason))
 
     def end(self, job: PoolJob, outcome: Outcome) -> None:
         """The job's one end: its slot and sampler are released before the outcome goes out,
@@ -232,11 +211,3 @@ class BatchDecoder:
             self.active.remove(job)
         self._on_done(job)
         self._intake.end(job.ticket, outcome)
-
-    def _finished(self, job: PoolJob, reason: StopReason) -> Outcome:
-        return finished_now(
-            job.ticket, reason, text=job.reply.text if job.reply is not None else "",
-            n_prompt_tokens=len(job.tokens),
-            n_evaluated=job.n_evaluated if job.slot is not None else 0,
-            n_generated=job.generated,
-        )

@@ -3,8 +3,8 @@ to the worker thread, and the events sent back to each request's event loop.
 
 As in llama.cpp's server (`server_queue` in, `server_response` out), the worker thread that
 decodes never touches asyncio: it takes `Ticket`s from `Intake.take`, reports with `emit` and
-`place`, and ends each request exactly once with `end` (a `Finished` or an exception), which
-also frees its place in the queue bound.
+`tell_places`, and ends each request exactly once with `end` (a `Finished` or an exception),
+which also frees its place in the queue bound.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
 from bot.engine.base import (
@@ -68,8 +68,12 @@ def _deliver(items: list[tuple[Ticket, GenerationEvent | BaseException]]) -> Non
 class Intake:
     """The bounded way in and the batched way out of an engine's worker thread."""
 
-    def __init__(self, *, max_queue: int) -> None:
+    def __init__(self, *, max_queue: int, one_at_a_time: bool = False) -> None:
+        """`max_queue` requests at most may be running and waiting. With `one_at_a_time` (the
+        worker serves requests one by one in arrival order) a newcomer is told its place at
+        once: the requests accepted before it, all of which start first."""
         self._max_queue = max_queue
+        self._one_at_a_time = one_at_a_time
         self._pending = 0
         self._lock = threading.Lock()
         self._inbox: queue.Queue[object] = queue.Queue()
@@ -98,8 +102,13 @@ class Intake:
                 raise EngineBusy(
                     f"The model is busy with {self._pending} requests; try again in a minute."
                 )
+            ahead = self._pending
             self._pending += 1
         ticket = Ticket(request, asyncio.get_running_loop())
+        if self._one_at_a_time and ahead:
+            # The worker may be evaluating a long prompt and not look at its inbox for a while.
+            ticket.ahead = ahead
+            ticket.events.put_nowait(Queued(ahead))
         self._inbox.put(ticket)
         finished = False
         try:
@@ -154,12 +163,14 @@ class Intake:
             self._urgent = True
         self._put(ticket, event)
 
-    def place(self, ticket: Ticket, ahead: int) -> None:
-        """The request waits with `ahead` others before it (told only when it changes)."""
-        if ticket.ahead != ahead:
-            ticket.ahead = ahead
-            self._urgent = True
-            self._put(ticket, Queued(ahead))
+    def tell_places(self, waiting: Iterable[Ticket]) -> None:
+        """The waiting requests, in the order they will start: each hears its place when it
+        changes (1 for the first, which waits for the requests running now)."""
+        for ahead, ticket in enumerate(waiting, start=1):
+            if ticket.ahead != ahead:
+                ticket.ahead = ahead
+                self._urgent = True
+                self._put(ticket, Queued(ahead))
 
     def end(self, ticket: Ticket, outcome: Outcome) -> None:
         """The one way a request ends: its outcome goes out, its place in the bound is freed."""

@@ -1,35 +1,36 @@
 """The simple engine: one chat at a time on llama-cpp-python's high-level `Llama`.
 
 The model is not thread-safe, so every call that touches its context runs on one worker thread;
-requests come and go through the shared `Intake`, and wait their turn first come, first served
-(their place in the line is told as it changes). llama.cpp releases the GIL while it computes,
-so the event loop stays responsive during a decode. The pool engine (`bot.engine.pool`) is the
-one for many chats; this one keeps the high-level library's behaviour, for comparison.
+requests come and go through the shared `Intake` and wait their turn first come, first served
+(a newcomer hears its place at once, and again as the line moves). llama.cpp releases the GIL
+while it computes, so the event loop stays responsive during a decode. `Llama` keeps one
+sequence: a chat that follows another evaluates its whole prompt again. The pool engine
+(`bot.engine.pool`) is the one for many chats; this one keeps the high-level library's
+behaviour, for comparison.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import threading
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.core.textstream import ReplyText
-from bot.engine.base import (
-    MemoryReport,
-    ModelInfo,
-    SlotReport,
-    StopReason,
-    TextDelta,
-)
+from bot.engine.base import MemoryReport, SlotReport, StopReason
 from bot.engine.intake import Intake, Ticket, finished_now
 from bot.engine.local import LocalEngine
-from bot.engine.native import check_model_file, physical_cores, route_llama_log
+from bot.engine.native import (
+    check_model_file,
+    describe_model,
+    kv_bytes_per_token,
+    physical_cores,
+    route_llama_log,
+)
+from bot.engine.reply import ReplyStream
 from bot.engine.slots import common_prefix
-from bot.engine.tokens import PromptTokenizer, token_piece
+from bot.engine.tokens import PromptTokenizer, SampledPieces
 from bot.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -68,14 +69,17 @@ class LlamaEngine(LocalEngine):
                 f"cannot load model {options.model_path}: {exc} "
                 "(is it a complete GGUF file of a supported architecture?)"
             ) from exc
-        self._llama_cpp = llama_cpp
-        self._vocab = self._llama._model.vocab
-        self._tokenize = PromptTokenizer(self._vocab)
-        self._info = self._read_info(options)
-        self._intake = Intake(max_queue=options.max_queue)
+        model = self._llama._model
+        self._tokenize = PromptTokenizer(model.vocab)
+        self._pieces = SampledPieces(model.vocab)
+        self._info = describe_model(model.model, model.vocab, options.model_path,
+                                    n_ctx=self._llama.n_ctx())
+        self._kv_bytes_per_token = kv_bytes_per_token(model.model, "f16")
+        self._intake = Intake(max_queue=options.max_queue, one_at_a_time=True)
         self._line: deque[Ticket] = deque()
         self._chat_key: str | None = None
-        self._closing = False
+        """The chat whose tokens the context holds."""
+        self._running = False
         self._thread = threading.Thread(target=self._work, name="llama-worker", daemon=True)
         self._thread.start()
         log.info(
@@ -97,14 +101,13 @@ class LlamaEngine(LocalEngine):
     # -- the Engine protocol (the rest is LocalEngine's) ---------------------------------
 
     def memory_report(self) -> MemoryReport:
-        ctx = self._llama._ctx.ctx
-        n_ctx = self._info.n_ctx
-        allocated = int(self._llama_cpp.llama_state_get_size(ctx)) if ctx is not None else 0
-        used_tokens = int(self._llama.n_tokens)
-        used = allocated * used_tokens // n_ctx if n_ctx else 0
-        slot = SlotReport(0, self._chat_key, "idle", used_tokens, used)
-        return MemoryReport(kv_type="f16", kv_bytes_allocated=allocated, kv_bytes_used=used,
-                            slots=(slot,))
+        """One context of f16 keys and values holding one chat at a time."""
+        per_token = self._kv_bytes_per_token
+        tokens = int(self._llama.n_tokens)
+        state = "generating" if self._running else "idle" if self._chat_key else "empty"
+        slot = SlotReport(0, self._chat_key, state, tokens, tokens * per_token)
+        return MemoryReport(kv_type="f16", kv_bytes_allocated=per_token * self._info.n_ctx,
+                            kv_bytes_used=slot.kv_bytes, slots=(slot,))
 
     def _free(self) -> None:
         self._llama.close()
@@ -113,14 +116,18 @@ class LlamaEngine(LocalEngine):
 
     def _work(self) -> None:
         try:
-            while not self._closing and self._take(block=not self._line, running=False):
+            while (taken := self._intake.take(block=not self._line)) is not None:
+                self._line.extend(taken)
                 ticket = self._line.popleft()
-                self._tell_places()
+                self._intake.tell_places(self._line)
+                self._running = True
                 try:
                     self._run(ticket)
                 except Exception as exc:  # delivered to the waiting coroutine, which raises it
                     log.exception("generation failed for chat %s", ticket.chat_key)
                     self._intake.end(ticket, exc)
+                finally:
+                    self._running = False
                 self._intake.send(force=True)
         finally:
             for ticket in self._line:
@@ -128,23 +135,6 @@ class LlamaEngine(LocalEngine):
             self._line.clear()
             self._intake.drain()
             self._intake.send(force=True)
-
-    def _take(self, *, block: bool, running: bool = True) -> bool:
-        """Move new requests into the line; False once the engine is closing. Places are told
-        while a reply `running` is ahead of the line."""
-        taken = self._intake.take(block=block)
-        if taken is None:
-            self._closing = True
-            return False
-        self._line.extend(taken)
-        if taken and running:
-            self._tell_places()
-        return True
-
-    def _tell_places(self) -> None:
-        for place, ticket in enumerate(self._line, start=1):
-            self._intake.place(ticket, place)
-        self._intake.send()
 
     def _run(self, ticket: Ticket) -> None:
         request = ticket.request
@@ -159,67 +149,30 @@ class LlamaEngine(LocalEngine):
                 f"the prompt has {len(tokens)} tokens, more than the context of {self._info.n_ctx}"
             )
         cached = common_prefix(self._llama._input_ids[: self._llama.n_tokens].tolist(), tokens)
-        n_evaluated = len(tokens) - min(cached, len(tokens) - 1)
+        reply = ReplyStream(self._intake, ticket, n_prompt=len(tokens),
+                            n_evaluated=len(tokens) - min(cached, len(tokens) - 1), room=room)
         sampling = request.sampling
-        limit = min(sampling.n_predict, room)
-        self._llama.set_seed(sampling.seed if sampling.seed >= 0 else random.getrandbits(31))
-        # The high-level Llama builds its sampler's penalty window from this attribute.
+        self._llama.set_seed(reply.seed)
+        # `Llama` builds each generation's sampler chain with this penalty window.
         self._llama.last_n_tokens_size = sampling.repeat_last_n
         self._chat_key = request.chat_key
-        reply = ReplyText(request.stop)
-        reason: StopReason = "length"
-        generated = 0
+        reason: StopReason | None = None
         stream = self._llama.generate(
             tokens, top_k=sampling.top_k, top_p=sampling.top_p, min_p=sampling.min_p,
             temp=sampling.temp, repeat_penalty=sampling.repeat_penalty,
         )
         try:
             for token in stream:
-                if request.cancel.cancelled or self._closing:
+                if request.cancel.cancelled or self._intake.closed:
                     reason = "cancelled"
+                else:
+                    reason = reply.feed(self._pieces(token))
+                if reason is not None:
                     break
-                if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                    reason = "eos"
-                    break
-                generated += 1
-                delta = reply.feed(token_piece(self._vocab, token))
-                if delta:
-                    self._intake.emit(ticket, TextDelta(delta))
-                if reply.stopped_by is not None:
-                    reason = "stop"
-                    break
-                if generated >= limit:
-                    reason = "length" if limit == sampling.n_predict else "context"
-                    break
-                self._take(block=False)  # newcomers hear their place while this one runs
                 self._intake.send()
         finally:
             stream.close()
-        tail = reply.finish()
-        if tail:
-            self._intake.emit(ticket, TextDelta(tail))
-        self._intake.end(ticket, finished_now(
-            ticket, reason, text=reply.text, n_prompt_tokens=len(tokens),
-            n_evaluated=n_evaluated, n_generated=generated,
-        ))
+        self._intake.end(ticket, reply.close(reason or "length"))
 
-    def _read_info(self, options: EngineOptions) -> ModelInfo:
-        metadata = self._llama.metadata
-        model = self._llama._model
-        return ModelInfo(
-            path=options.model_path,
-            name=metadata.get("general.name") or options.model_path.stem,
-            n_ctx_train=model.n_ctx_train(),
-            n_ctx=self._llama.n_ctx(),
-            chat_template=metadata.get("tokenizer.chat_template"),
-            bos_token=self._token_text(self._llama.token_bos()),
-            eos_token=self._token_text(self._llama.token_eos()),
-            file_type=metadata.get("general.file_type", ""),
-            size_bytes=options.model_path.stat().st_size,
-        )
 
-    def _token_text(self, token: int) -> str:
-        if token < 0:
-            return ""
-        text = self._llama_cpp.llama_vocab_get_text(self._vocab, token)
-        return text.decode("utf-8", errors="replace") if text else ""
+__all__ = ["EngineOptions", "LlamaEngine", "physical_cores"]

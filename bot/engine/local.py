@@ -50,4 +50,5 @@ class LocalEngine:
         self._free()
 
     def _free(self) -> None:
+        """Free the model and its context (the worker thread has ended)."""
         raise NotImplementedError

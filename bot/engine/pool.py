@@ -22,16 +22,12 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from bot.engine.base import (
-    MemoryReport,
-    ModelInfo,
-    SlotReport,
-)
+from bot.engine.base import MemoryReport, SlotReport
 from bot.engine.cache import SlotCache
 from bot.engine.decoder import BatchDecoder, PoolJob
 from bot.engine.intake import Intake, finished_now
 from bot.engine.local import LocalEngine
-from bot.engine.native import check_model_file, physical_cores, route_llama_log
+from bot.engine.native import check_model_file, describe_model, physical_cores, route_llama_log
 from bot.engine.scheduler import FairQueue
 from bot.engine.slots import SlotContext
 from bot.engine.statestore import StateStore, model_identity
@@ -92,7 +88,8 @@ class PoolEngine(LocalEngine):
             raise ModelError(f"cannot load model {options.model_path}: {exc}") from exc
         self._options = options
         self._tokenize = PromptTokenizer(self._ctx.vocab)
-        self._info = self._read_info(options)
+        self._info = describe_model(self._ctx.model, self._ctx.vocab, options.model_path,
+                                    n_ctx=self._ctx.n_ctx)
         store = None
         if options.state_dir is not None:
             identity = model_identity(options.model_path, options.kv_type)
@@ -114,7 +111,7 @@ class PoolEngine(LocalEngine):
         self._ready.wait()
         if self._warm_up_error is not None:
             self._thread.join()
-            self._intake.closed = True
+            self._intake.close()
             self._ctx.close()
             raise ModelError(
                 f"cannot run model {options.model_path}: {self._warm_up_error}"
@@ -228,8 +225,7 @@ class PoolEngine(LocalEngine):
                 self._decoder.end(job, exc)
 
     def _tell_places(self) -> None:
-        for place, job in enumerate(self._waiting.order(), start=1):
-            self._intake.place(job.ticket, place)
+        self._intake.tell_places(job.ticket for job in self._waiting.order())
 
     def _done(self, job: PoolJob) -> None:
         """A started job ended: the next request of its chat may go."""
@@ -244,24 +240,6 @@ class PoolEngine(LocalEngine):
             self._intake.end(job.ticket, finished_now(job.ticket, "cancelled"))
         self._intake.drain()
         self._cache.evict_all()
-
-    def _read_info(self, options: PoolOptions) -> ModelInfo:
-        import llama_cpp
-
-        ctx = self._ctx
-        return ModelInfo(
-            path=options.model_path,
-            name=ctx.meta("general.name") or options.model_path.stem,
-            n_ctx_train=ctx.n_ctx_train,
-            n_ctx=ctx.n_ctx,
-            chat_template=ctx.meta("tokenizer.chat_template"),
-            bos_token=ctx.token_text(int(llama_cpp.llama_vocab_bos(ctx.vocab))),
-            eos_token=ctx.token_text(int(llama_cpp.llama_vocab_eos(ctx.vocab))),
-            file_type=ctx.meta("general.file_type") or "",
-            size_bytes=options.model_path.stat().st_size,
-        )
-
-
 
 
 __all__ = ["MemoryReport", "PoolEngine", "PoolOptions", "SlotReport"]

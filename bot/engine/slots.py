@@ -19,11 +19,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bot.engine.base import SamplingParams
+from bot.engine.native import kv_bytes_per_token
 from bot.errors import ModelError
-
-PENALTY_LAST_N = 64
-"""The repeat penalty looks at this many of the last generated tokens (llama.cpp's default)."""
 
 
 class SlotState(enum.Enum):
@@ -108,38 +105,6 @@ def plan_reuse(
     return best
 
 
-class Sampler:
-    """A native llama.cpp sampler chain for one reply: penalties, top-k/p, min-p, temperature."""
-
-    def __init__(self, sampling: SamplingParams, *, n_vocab: int, seed: int) -> None:
-        import llama_cpp
-
-        self._lib = llama_cpp
-        params = llama_cpp.llama_sampler_chain_default_params()
-        params.no_perf = True
-        self._chain = llama_cpp.llama_sampler_chain_init(params)
-        add = llama_cpp.llama_sampler_chain_add
-        add(self._chain, llama_cpp.llama_sampler_init_penalties(
-            n_vocab, sampling.repeat_last_n, sampling.repeat_penalty, 0.0, 0.0))
-        if sampling.temp <= 0:
-            add(self._chain, llama_cpp.llama_sampler_init_greedy())
-        else:
-            add(self._chain, llama_cpp.llama_sampler_init_top_k(sampling.top_k))
-            add(self._chain, llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1))
-            add(self._chain, llama_cpp.llama_sampler_init_min_p(sampling.min_p, 1))
-            add(self._chain, llama_cpp.llama_sampler_init_temp(sampling.temp))
-            add(self._chain, llama_cpp.llama_sampler_init_dist(seed))
-
-    def sample(self, ctx: Any, index: int) -> int:
-        """Sample from the logits of batch row `index`; the chain remembers the token."""
-        return int(self._lib.llama_sampler_sample(self._chain, ctx, index))
-
-    def close(self) -> None:
-        if self._chain is not None:
-            self._lib.llama_sampler_free(self._chain)
-            self._chain = None
-
-
 BatchRow = tuple[int, int, Sequence[int], bool]
 """One sequence's part of a batch: (seq_id, position of the first token, tokens, whether the
 logits of the last token are wanted)."""
@@ -216,10 +181,7 @@ class SlotContext:
         self._b_seq = [self._batch.seq_id[i] for i in range(batch)]
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.can_shift = bool(llama_cpp.llama_memory_can_shift(self.memory))
-        head_dim = llama_cpp.llama_model_n_embd(self.model) // llama_cpp.llama_model_n_head(self.model)
-        kv_width = 2 * llama_cpp.llama_model_n_head_kv(self.model) * head_dim
-        element = 34 / 32 if kv_type == "q8_0" else 2
-        self.kv_bytes_per_token = int(llama_cpp.llama_model_n_layer(self.model) * kv_width * element)
+        self.kv_bytes_per_token = kv_bytes_per_token(self.model, kv_type)
 
     def warm_up(self) -> None:
         """One throw-away decode, as llama.cpp's tools do after loading.
@@ -243,25 +205,6 @@ class SlotContext:
         if self.model:
             lib.llama_model_free(self.model)
             self.model = None
-
-    def meta(self, key: str) -> str | None:
-        buffer = ctypes.create_string_buffer(4096)
-        n = self._lib.llama_model_meta_val_str(self.model, key.encode(), buffer, 4096)
-        if n < 0:
-            return None
-        if n >= 4096:
-            buffer = ctypes.create_string_buffer(n + 1)
-            self._lib.llama_model_meta_val_str(self.model, key.encode(), buffer, n + 1)
-        return buffer.value.decode("utf-8", errors="replace")
-
-    def token_text(self, token: int) -> str:
-        if token < 0:
-            return ""
-        text = self._lib.llama_vocab_get_text(self.vocab, token)
-        return text.decode("utf-8", errors="replace") if text else ""
-
-    def is_eog(self, token: int) -> bool:
-        return bool(self._lib.llama_vocab_is_eog(self.vocab, token))
 
     # -- memory edits (positions are token indices) ------------------------------------
 

@@ -1,4 +1,4 @@
-"""Prompt tokens and token bytes from a llama.cpp vocabulary, shared by every engine.
+"""Prompt tokens and token bytes from a llama.cpp vocabulary, shared by both local engines.
 
 One implementation of the tokenizing rules, so that `count_tokens` and the tokens an engine
 evaluates always agree: segment by segment, control tokens only in template markup
@@ -76,3 +76,37 @@ def token_piece(vocab: Any, token: int) -> bytes:
         if n >= 0:
             return buffer.raw[:n]
         size = -n
+
+
+def token_text(vocab: Any, token: int) -> str:
+    """A token's text as the vocabulary spells it (control tokens included); "" for none."""
+    import llama_cpp
+
+    if token < 0:
+        return ""
+    text = llama_cpp.llama_vocab_get_text(vocab, token)
+    return text.decode("utf-8", errors="replace") if text else ""
+
+
+class SampledPieces:
+    """What a sampled token adds to a reply: its bytes, or None when it ends generation.
+
+    Fixed for a vocabulary and asked for every token generated, so each token is looked up in
+    llama.cpp once. For the worker thread that samples (not thread-safe).
+    """
+
+    def __init__(self, vocab: Any) -> None:
+        self._vocab = vocab
+        self._seen: dict[int, bytes | None] = {}
+
+    def __call__(self, token: int) -> bytes | None:
+        try:
+            return self._seen[token]
+        except KeyError:
+            pass
+        import llama_cpp
+
+        piece = None if llama_cpp.llama_vocab_is_eog(self._vocab, token) else token_piece(
+            self._vocab, token)
+        self._seen[token] = piece
+        return piece

@@ -207,3 +207,38 @@ async def test_a_second_request_waits_with_its_place(llama_engine: LlamaEngine) 
     assert not any(isinstance(event, Queued) for event in first)
     assert isinstance(second[0], Queued) and second[0].ahead == 1
     assert isinstance(second[-1], Finished) and second[-1].n_generated == 16
+
+
+async def test_memory_report_shows_the_one_context(llama_engine: LlamaEngine) -> None:
+    chat = model_format(llama_engine)
+    request = GenerationRequest(chat_key="memory", prompt=chat.render(None, [Turn("user", "Hi!")]),
+                                sampling=sampling(8), stop=chat.stop)
+    _, done = await collect(llama_engine, request)
+    report = llama_engine.memory_report()
+    # SmolLM2-135M: 30 layers, 3 KV heads of 64: 2 * 30 * 192 * 2 bytes per token, f16.
+    assert report.kv_type == "f16" and report.kv_bytes_allocated == 2048 * 23040
+    (slot,) = report.slots
+    assert slot.chat_key == "memory" and slot.state == "idle"
+    assert done.n_prompt_tokens <= slot.tokens <= done.n_prompt_tokens + done.n_generated
+    assert report.kv_bytes_used == slot.kv_bytes == slot.tokens * 23040
+    assert "1/1 slots hold chats" in report.summary()
+
+
+async def test_a_newcomer_hears_its_place_while_a_long_prompt_is_read(llama_engine: LlamaEngine) -> None:
+    import asyncio
+
+    from bot.engine.base import Queued
+
+    chat = model_format(llama_engine)
+    long_text = " ".join(f"Line {i}: the newcomer's llama walks up the hill." for i in range(100))
+    arrivals: list[tuple[str, object]] = []
+
+    async def run(key: str, text: str) -> None:
+        request = GenerationRequest(chat_key=key, prompt=chat.render(None, [Turn("user", text)]),
+                                    sampling=sampling(2), stop=chat.stop)
+        async for event in llama_engine.generate(request):
+            arrivals.append((key, event))
+
+    await asyncio.gather(run("long", long_text), run("short", "Hello"))
+    assert arrivals[0] == ("short", Queued(1))  # before the long prompt's first token
+    assert [event for key, event in arrivals if key == "short"].count(Queued(1)) == 1

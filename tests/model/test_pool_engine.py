@@ -324,7 +324,7 @@ async def test_a_shared_system_prompt_is_copied_not_evaluated(
         assert shared > 30  # the system prompt and the user turn's markup
         _, done = await collect(engine, request)
         assert done.n_evaluated == len(tokens) - shared
-        # The copy is applied by decoding the first new token alone (PoolEngine._start); a
+        # The copy is applied by decoding the first new token alone (BatchDecoder.start); a
         # token evaluated alone differs slightly from one inside a batch on some CPUs.
         copied = [tokens[:shared], tokens[shared : shared + 1]]
         assert_matches_reference(reference, engine, recorder, "p2", request.prompt, copied)
