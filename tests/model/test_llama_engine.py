@@ -209,6 +209,23 @@ async def test_a_second_request_waits_with_its_place(llama_engine: LlamaEngine) 
     assert isinstance(second[-1], Finished) and second[-1].n_generated == 16
 
 
+async def test_each_request_brings_its_own_penalty_window(llama_engine: LlamaEngine) -> None:
+    """`Llama` keeps its penalty window as an attribute: one request's must not stay for the
+    next. (tests/model/test_sampling_knobs.py checks window 0 and min-p on both engines.)"""
+    chat = model_format(llama_engine)
+    prompt = chat.render(None, [Turn("user", "List the colours of the rainbow, then list them again, twice.")])
+
+    async def text(repeat_last_n: int) -> str:
+        params = SamplingParams(n_predict=40, seed=5, temp=0.0, repeat_penalty=2.5,
+                                repeat_last_n=repeat_last_n)
+        request = GenerationRequest(chat_key="window", prompt=prompt, stop=chat.stop, sampling=params)
+        return (await collect(llama_engine, request))[1].text
+
+    await text(64)  # from here on every run evaluates only the prompt's last token again
+    many, one, again = await text(64), await text(1), await text(64)
+    assert many == again != one
+
+
 async def test_memory_report_shows_the_one_context(llama_engine: LlamaEngine) -> None:
     chat = model_format(llama_engine)
     request = GenerationRequest(chat_key="memory", prompt=chat.render(None, [Turn("user", "Hi!")]),

@@ -41,9 +41,10 @@ SYSTEM = (
 
 
 def sampling(n_predict: int = 24, seed: int = 42, temp: float = 0.0,
-             repeat_penalty: float = 1.0) -> SamplingParams:
+             repeat_penalty: float = 1.0, **knobs: float) -> SamplingParams:
+    """Greedy and without a repeat penalty unless told; other knobs take the table's defaults."""
     return SamplingParams(temp=temp, top_k=40, top_p=0.9, repeat_penalty=repeat_penalty,
-                          n_predict=n_predict, seed=seed)
+                          n_predict=n_predict, seed=seed, **knobs)
 
 
 @asynccontextmanager
@@ -280,6 +281,55 @@ async def test_stop_strings_cut_the_reply(demo_model: Path) -> None:
         assert done.reason == "stop"
         assert done.text == full.text[:cut]
         assert "".join(deltas(events)) == done.text
+
+
+# -- sampling knobs --------------------------------------------------------------------------
+
+
+def penalised_choice(logits: np.ndarray, recent: Sequence[int], penalty: float) -> int:
+    """llama.cpp's repeat penalty over the `recent` tokens, then the most likely token."""
+    row = logits.copy()
+    for token in set(recent):
+        row[token] = row[token] / penalty if row[token] > 0 else row[token] * penalty
+    return int(np.argmax(row))
+
+
+async def test_each_chat_samples_with_its_own_min_p_and_repeat_last_n(demo_model: Path) -> None:
+    """Every reply's sampler chain is built from its request's knobs, also when chats with
+    different knobs share the decode steps: the penalty's window is the request's
+    repeat_last_n, and min-p 1 keeps only the most likely token however hot the temperature."""
+    hot = {"temp": 3.0, "top_k": 0, "top_p": 1.0, "repeat_penalty": 1.0}
+    variants = {
+        "window-0": sampling(40, repeat_penalty=2.5, repeat_last_n=0),
+        "window-1": sampling(40, repeat_penalty=2.5, repeat_last_n=1),
+        "window-64": sampling(40, repeat_penalty=2.5, repeat_last_n=64),
+        "min-p-1": SamplingParams(n_predict=40, seed=5, min_p=1.0, **hot),
+        "min-p-0": SamplingParams(n_predict=40, seed=5, min_p=0.0, **hot),
+    }
+    question = [Turn("user", "List the colours of the rainbow, then list them again, twice.")]
+    async with open_pool(demo_model, n_slots=len(variants), n_ctx=512) as engine:
+        recorder = LogitRecorder(engine)
+        steps: list[list[tuple[str, int]]] = []
+        engine.on_step = steps.append
+        requests = {key: ask(engine, key, question, system=None, sampling=params)
+                    for key, params in variants.items()}
+        await asyncio.gather(*(collect(engine, request) for request in requests.values()))
+        assert any(len(step) == len(variants) for step in steps)
+        chosen: dict[str, list[int]] = {}
+        for key, request in requests.items():
+            cached = engine.cached_tokens(key)
+            assert cached is not None
+            # The slot holds the prompt and every sampled token but the last.
+            chosen[key] = cached[len(engine.tokenize(request.prompt)):]
+            assert len(chosen[key]) >= 15
+    for key, window in (("window-0", 0), ("window-1", 1), ("window-64", 64)):
+        expected = [penalised_choice(row, chosen[key][max(0, i - window) : i], 2.5)
+                    for i, row in enumerate(recorder.rows[key][: len(chosen[key])])]
+        assert chosen[key] == expected, key
+    assert chosen["window-0"] == recorder.tokens("window-0")[: len(chosen["window-0"])]
+    assert chosen["window-64"] != chosen["window-0"] != chosen["window-1"]
+    assert chosen["min-p-1"] == recorder.tokens("min-p-1")[: len(chosen["min-p-1"])]
+    assert chosen["min-p-0"] != recorder.tokens("min-p-0")[: len(chosen["min-p-0"])]
 
 
 # -- reuse -----------------------------------------------------------------------------------
