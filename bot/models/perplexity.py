@@ -135,8 +135,7 @@ class _Evaluator:
         check_gguf_magic(model_path)
         import llama_cpp
 
-        from bot.engine.native import physical_cores
-        from bot.engine.native import route_llama_log
+        from bot.engine.native import physical_cores, route_llama_log
 
         route_llama_log()  # keep llama.cpp's chatter out of the terminal
         llama_cpp.llama_backend_init()

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.chat.switching import chosen_model, remember_model
 from bot.engine.base import Engine
 from bot.errors import ModelError
-from bot.chat.switching import chosen_model, remember_model
 from bot.runtime import open_runtime
 from bot.store.repository import ChatRef
 from tests.fakeengine import ScriptedEngine
