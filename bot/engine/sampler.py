@@ -22,17 +22,9 @@ class Sampler:
         params = llama_cpp.llama_sampler_chain_default_params()
         params.no_perf = True
         self._chain = llama_cpp.llama_sampler_chain_init(params)
-        add = llama_cpp.llama_sampler_chain_add
-        add(self._chain, llama_cpp.llama_sampler_init_penalties(
-            n_vocab, sampling.repeat_last_n, sampling.repeat_penalty, 0.0, 0.0))
-        if sampling.temp <= 0:
-            add(self._chain, llama_cpp.llama_sampler_init_greedy())
-        else:
-            add(self._chain, llama_cpp.llama_sampler_init_top_k(sampling.top_k))
-            add(self._chain, llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1))
-            add(self._chain, llama_cpp.llama_sampler_init_min_p(sampling.min_p, 1))
-            add(self._chain, llama_cpp.llama_sampler_init_temp(sampling.temp))
-            add(self._chain, llama_cpp.llama_sampler_init_dist(seed))
+        for name, args in chain_stages(sampling, n_vocab=n_vocab, seed=seed):
+            stage = getattr(llama_cpp, f"llama_sampler_init_{name}")(*args)
+            llama_cpp.llama_sampler_chain_add(self._chain, stage)
 
     def sample(self, ctx: Any, index: int) -> int:
         """Sample from the logits of batch row `index`; the chain remembers the token."""
@@ -42,3 +34,25 @@ class Sampler:
         if self._chain is not None:
             self._lib.llama_sampler_free(self._chain)
             self._chain = None
+
+
+Stage = tuple[str, tuple[float | int, ...]]
+
+
+def chain_stages(sampling: SamplingParams, *, n_vocab: int, seed: int) -> list[Stage]:
+    """The sampler chain of one reply as (llama.cpp `llama_sampler_init_<name>`, arguments):
+    the repeat penalty over the last `repeat_last_n` tokens, then greedy at temperature 0, else
+    top-k, top-p, min-p, temperature and the seeded draw."""
+    stages: list[Stage] = [
+        ("penalties", (n_vocab, sampling.repeat_last_n, sampling.repeat_penalty, 0.0, 0.0)),
+    ]
+    if sampling.temp <= 0:
+        return [*stages, ("greedy", ())]
+    return [
+        *stages,
+        ("top_k", (sampling.top_k,)),
+        ("top_p", (sampling.top_p, 1)),
+        ("min_p", (sampling.min_p, 1)),
+        ("temp", (sampling.temp,)),
+        ("dist", (seed,)),
+    ]

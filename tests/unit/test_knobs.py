@@ -15,6 +15,7 @@ from bot.cli import build_parser
 from bot.core.knobs import KNOBS, Knob
 from bot.core.params import GenerationParams
 from bot.engine.base import SamplingParams
+from bot.engine.sampler import chain_stages
 from bot.settings import load_settings
 from bot.store.schema import ChatRow
 
@@ -115,6 +116,14 @@ def test_every_knob_reaches_what_the_engine_receives(name: str) -> None:
         assert sampling.n_predict == value
     else:  # the window: the prompt budget the reply leaves
         assert params.prompt_budget == params.n_ctx - params.n_predict
+
+
+@pytest.mark.parametrize("name", [knob.name for knob in KNOBS if knob.role == "sampling"])
+def test_every_sampling_knob_shapes_the_pool_s_sampler_chain(name: str) -> None:
+    knob = next(k for k in KNOBS if k.name == name)
+    base = SamplingParams(n_predict=16)
+    changed = SamplingParams(n_predict=16, **{knob.name: sample_value(knob)})
+    assert chain_stages(changed, n_vocab=100, seed=1) != chain_stages(base, n_vocab=100, seed=1)
 
 
 def test_repeat_last_n_minus_one_means_the_whole_context() -> None:
