@@ -137,10 +137,15 @@ class Settings(BaseSettings):
 
     @property
     def database_url(self) -> str:
-        """The SQLAlchemy async URL (plain `sqlite:///` is accepted and made async)."""
+        """The SQLAlchemy async URL (plain `sqlite:///` and `postgresql://` are made async)."""
         url = self.db or f"sqlite:///{self.data / 'alpaca-bot.sqlite3'}"
-        if url.startswith("sqlite:"):
-            url = "sqlite+aiosqlite:" + url[len("sqlite:") :]
+        for plain, driver in (
+            ("sqlite:", "sqlite+aiosqlite:"),
+            ("postgresql:", "postgresql+asyncpg:"),
+            ("postgres:", "postgresql+asyncpg:"),
+        ):
+            if url.startswith(plain):
+                return driver + url[len(plain) :]
         return url
 
     @property
