@@ -312,7 +312,7 @@ async def taking_turns(engine: Engine, n_chats: int, n_turns: int, reply: int) -
             # fit (a random-weight model's replies re-tokenize to many more tokens). The whole
             # prompt then counts as new, and is evaluated again.
             budget = engine.info.n_ctx - reply - 64
-            while (len(histories[chat]) > 1 and engine.count_tokens(
+            while (len(histories[chat]) > 1 and await engine.count_tokens(
                     chat_format(engine).render(SYSTEM, histories[chat])) > budget):
                 del histories[chat][:2]
                 previous[chat] = 0
@@ -326,10 +326,10 @@ async def taking_turns(engine: Engine, n_chats: int, n_turns: int, reply: int) -
     return evaluated, sent
 
 
-def conversation(n_tokens: int, engine: Engine) -> list[Turn]:
+async def conversation(n_tokens: int, engine: Engine) -> list[Turn]:
     turns: list[Turn] = []
     i = 0
-    while engine.count_tokens(chat_format(engine).render(SYSTEM, turns)) < n_tokens:
+    while await engine.count_tokens(chat_format(engine).render(SYSTEM, turns)) < n_tokens:
         turns += [Turn("user", f"Tell me fact number {i} about llamas and their wool."),
                   Turn("assistant", f"Fact {i}: llamas are social animals; their wool is soft and "
                                     f"warm, and a herd of {i + 3} can guard sheep well.")]
@@ -430,8 +430,8 @@ async def bench_model(label: str, model: Path, args: argparse.Namespace, workdir
     print(f"4 chats x {args.turns} turns: pool evaluated {evaluated} prompt tokens for {sent} new: "
           f"ratio {evaluated / sent:.2f} ({goal(evaluated / sent <= 1.1)}: <= 1.1)")
 
-    history = conversation(args.history, pool)
-    n_history = pool.count_tokens(chat_format(pool).render(SYSTEM, history))
+    history = await conversation(args.history, pool)
+    n_history = await pool.count_tokens(chat_format(pool).render(SYSTEM, history))
     short = [Turn("user", "Hello!"), Turn("assistant", "Hello! How can I help?")]
     chats = {"long": history, "empty": short}
     for key, turns in chats.items():  # both caches end the same way after their conversation

@@ -70,7 +70,7 @@ class ScriptedEngine:
     def enqueue(self, *replies: str) -> None:
         self.replies.extend(replies)
 
-    def count_tokens(self, prompt: Prompt) -> int:
+    async def count_tokens(self, prompt: Prompt) -> int:
         return len(prompt_text(prompt)) // 4 + 1
 
     def prompts(self) -> list[str]:
@@ -133,7 +133,7 @@ class ScriptedEngine:
             if tail:
                 yield TextDelta(tail)
             yield Finished(
-                reason=reason, text=reply.text, n_prompt_tokens=self.count_tokens(request.prompt),
+                reason=reason, text=reply.text, n_prompt_tokens=await self.count_tokens(request.prompt),
                 n_evaluated=0, n_generated=generated, seconds=0.0,
             )
         finally:

@@ -45,10 +45,12 @@ class ChatSettings:
             return chat.system_prompt
         return self._settings.system_prompt
 
-    def window_of(self, chat: ChatRow, params: GenerationParams, turns: list[Turn]) -> Window:
+    async def window_of(
+        self, chat: ChatRow, params: GenerationParams, turns: list[Turn]
+    ) -> Window:
         """The prompt of the chat's next reply: system prompt and the turns that fit."""
         engine: Engine = self._model.engine
-        return fit_window(
+        return await fit_window(
             self._model.chat_format, self.system_of(chat), turns,
             budget=params.prompt_budget, count_tokens=engine.count_tokens,
         )
@@ -152,7 +154,7 @@ class ChatSettings:
             turns = await repo.conversation(session, chat)
             await session.commit()
         params = self.params_of(chat)
-        used, dropped = self._context_use(chat, params, turns)
+        used, dropped = await self._context_use(chat, params, turns)
         engine = self._model.engine
         info = engine.info
         lines = [f"Model: {info.name} ({info.path.name}), chat format: {self._model.chat_format.name}"]
@@ -169,18 +171,18 @@ class ChatSettings:
         )
         return "\n".join(lines)
 
-    def _context_use(
+    async def _context_use(
         self, chat: ChatRow, params: GenerationParams, rows: list[TurnRow]
     ) -> tuple[int, int]:
         turns = [turn_of(row) for row in rows]
         if any(turn.role == "user" for turn in turns):
             try:
-                window = self.window_of(chat, params, turns)
+                window = await self.window_of(chat, params, turns)
                 return window.n_tokens, window.first_turn
             except InputTooLong:
                 return params.prompt_budget, len(turns)
         prompt = self._model.chat_format.render(self.system_of(chat), [])
-        return self._model.engine.count_tokens(prompt), 0
+        return await self._model.engine.count_tokens(prompt), 0
 
 
 def turn_of(row: TurnRow) -> Turn:

@@ -159,7 +159,7 @@ class Conversation:
             rows = await repo.conversation(session, chat, up_to=accepted.turn_id)
             params = self._chat_settings.params_of(chat)
             try:
-                window = self._chat_settings.window_of(chat, params, [turn_of(r) for r in rows])
+                window = await self._chat_settings.window_of(chat, params, [turn_of(r) for r in rows])
             except InputTooLong:
                 await repo.fail_user_turn(session, accepted.turn_id)
                 await session.commit()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from bot.core.prompt import Prompt, Turn
@@ -24,20 +24,21 @@ class Window:
         return self.first_turn
 
 
-def fit_window(
+async def fit_window(
     chat_format: ChatFormat,
     system: str | None,
     turns: Sequence[Turn],
     *,
     budget: int,
-    count_tokens: Callable[[Prompt], int],
+    count_tokens: Callable[[Prompt], Awaitable[int]],
 ) -> Window:
     """Keep the newest turns whose rendered prompt fits in `budget` tokens.
 
     The window always starts at a user turn and always holds the last turn (the question being
     answered). Older turns are dropped whole, oldest first. Counting the rendered prompt (rather
     than adding per-turn counts) keeps the template's own markup in the count; a binary search
-    over the start keeps it to a handful of tokenizations.
+    over the start keeps it to a handful of tokenizations. `count_tokens` is awaited: a remote
+    engine asks its server's tokenizer.
     """
     if not turns:
         raise ValueError("a window needs at least the user's turn")
@@ -45,23 +46,23 @@ def fit_window(
     if not starts:
         raise ValueError("a window needs a user turn")
 
-    def measure(start: int) -> tuple[Prompt, int]:
+    async def measure(start: int) -> tuple[Prompt, int]:
         prompt = chat_format.render(system, turns[start:])
-        return prompt, count_tokens(prompt)
+        return prompt, await count_tokens(prompt)
 
     # starts[k] grows with k and the prompt shrinks with it: find the smallest k that fits.
     low, high = 0, len(starts) - 1
     best: tuple[int, Prompt, int] | None = None
     while low <= high:
         middle = (low + high) // 2
-        prompt, used = measure(starts[middle])
+        prompt, used = await measure(starts[middle])
         if used <= budget:
             best = (starts[middle], prompt, used)
             high = middle - 1
         else:
             low = middle + 1
     if best is None:
-        _, used = measure(starts[-1])
+        _, used = await measure(starts[-1])
         raise InputTooLong(
             f"This message is too long for the context window: it needs {used} tokens with the "
             f"system prompt, and {budget} are available (/ctx minus /n). Send a shorter message, "

@@ -149,8 +149,9 @@ class Engine(Protocol):
     @property
     def info(self) -> ModelInfo: ...
 
-    def count_tokens(self, prompt: Prompt) -> int:
-        """Tokens the prompt takes, exactly as `generate` will tokenize it."""
+    async def count_tokens(self, prompt: Prompt) -> int:
+        """Tokens the prompt takes, exactly as `generate` will tokenize it (a remote engine
+        asks its server's tokenizer, or estimates where the server has none)."""
         ...
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:

@@ -34,7 +34,7 @@ class LocalEngine:
         """Tokenize segment by segment: markup with control tokens, user text as plain text."""
         return self._tokenize(prompt)
 
-    def count_tokens(self, prompt: Prompt) -> int:
+    async def count_tokens(self, prompt: Prompt) -> int:
         return len(self.tokenize(prompt))
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:

@@ -221,7 +221,7 @@ def test_tokenizing_matches_the_llama_engine(demo_model: Path) -> None:
                 ]
                 for prompt in prompts:
                     assert engine.tokenize(prompt) == llama.tokenize(prompt)
-                    assert engine.count_tokens(prompt) == llama.count_tokens(prompt)
+                    assert await engine.count_tokens(prompt) == await llama.count_tokens(prompt)
                 assert engine.info.eos_token == llama.info.eos_token
                 assert engine.info.chat_template == llama.info.chat_template
             finally:

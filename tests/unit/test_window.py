@@ -26,13 +26,13 @@ class CharCounter:
     def __init__(self) -> None:
         self.calls = 0
 
-    def __call__(self, prompt: Prompt) -> int:
+    async def __call__(self, prompt: Prompt) -> int:
         self.calls += 1
         return len(prompt_text(prompt))
 
 
 class WordCounter(CharCounter):
-    def __call__(self, prompt: Prompt) -> int:
+    async def __call__(self, prompt: Prompt) -> int:
         self.calls += 1
         return len(prompt_text(prompt).split())
 
@@ -60,9 +60,9 @@ TURNS = [
 ]
 
 
-def test_a_budget_that_exactly_fits_keeps_the_oldest_turn() -> None:
+async def test_a_budget_that_exactly_fits_keeps_the_oldest_turn() -> None:
     full = cost(ALPACA, None, TURNS, 0)
-    window = fit_window(ALPACA, None, TURNS, budget=full, count_tokens=CharCounter())
+    window = await fit_window(ALPACA, None, TURNS, budget=full, count_tokens=CharCounter())
     assert window.first_turn == 0
     assert window.dropped() == 0
     assert window.n_tokens == full
@@ -70,9 +70,9 @@ def test_a_budget_that_exactly_fits_keeps_the_oldest_turn() -> None:
     assert window.prompt == ALPACA.render(None, TURNS)
 
 
-def test_one_token_less_drops_the_oldest_question_and_its_answer() -> None:
+async def test_one_token_less_drops_the_oldest_question_and_its_answer() -> None:
     full = cost(ALPACA, None, TURNS, 0)
-    window = fit_window(ALPACA, None, TURNS, budget=full - 1, count_tokens=CharCounter())
+    window = await fit_window(ALPACA, None, TURNS, budget=full - 1, count_tokens=CharCounter())
     assert window.first_turn == 2
     assert window.prompt == ALPACA.render(None, TURNS[2:])
     assert window.n_tokens == cost(ALPACA, None, TURNS, 2) <= full - 1
@@ -82,47 +82,47 @@ def test_one_token_less_drops_the_oldest_question_and_its_answer() -> None:
 
 @pytest.mark.parametrize("system", [None, "", "Answer in one word."])
 @pytest.mark.parametrize("fmt", [ALPACA, JinjaFormat(CHATML)], ids=["alpaca", "chatml"])
-def test_every_user_turn_is_the_start_of_a_window_at_its_exact_cost(
+async def test_every_user_turn_is_the_start_of_a_window_at_its_exact_cost(
     fmt: ChatFormat, system: str | None
 ) -> None:
     starts = [i for i, turn in enumerate(TURNS) if turn.role == "user"]
     for earlier, start in zip([None, *starts], starts, strict=False):
         exact = cost(fmt, system, TURNS, start)
-        assert fit_window(fmt, system, TURNS, budget=exact,
-                          count_tokens=CharCounter()).first_turn == start
+        assert (await fit_window(fmt, system, TURNS, budget=exact,
+                          count_tokens=CharCounter())).first_turn == start
         if earlier is not None:
             # Enough for this start but one token short of the previous one.
             budget = cost(fmt, system, TURNS, earlier) - 1
-            assert fit_window(fmt, system, TURNS, budget=budget,
-                              count_tokens=CharCounter()).first_turn == start
+            assert (await fit_window(fmt, system, TURNS, budget=budget,
+                              count_tokens=CharCounter())).first_turn == start
 
 
-def test_the_window_never_starts_at_an_assistant_turn() -> None:
+async def test_the_window_never_starts_at_an_assistant_turn() -> None:
     turns = [
         Turn("assistant", "a reply to a question deleted long ago"),
         Turn("user", "q1"),
         Turn("assistant", "a much longer answer than any question " * 3),
         Turn("user", "q2"),
     ]
-    roomy = fit_window(ALPACA, "", turns, budget=10_000, count_tokens=CharCounter())
+    roomy = await fit_window(ALPACA, "", turns, budget=10_000, count_tokens=CharCounter())
     assert roomy.first_turn == 1
     # A budget for "answer + q2" but not "q1 + answer + q2" does not start at the answer.
     budget = cost(ALPACA, "", turns, 2) + 5
     assert budget < cost(ALPACA, "", turns, 1)
-    tight = fit_window(ALPACA, "", turns, budget=budget, count_tokens=CharCounter())
+    tight = await fit_window(ALPACA, "", turns, budget=budget, count_tokens=CharCounter())
     assert tight.first_turn == 3
     assert tight.prompt == ALPACA.render("", turns[3:])
 
 
-def test_the_last_turn_is_always_in_the_window() -> None:
+async def test_the_last_turn_is_always_in_the_window() -> None:
     last_only = cost(ALPACA, None, TURNS, 4)
-    window = fit_window(ALPACA, None, TURNS, budget=last_only, count_tokens=CharCounter())
+    window = await fit_window(ALPACA, None, TURNS, budget=last_only, count_tokens=CharCounter())
     assert window.first_turn == 4
     assert "Thanks!" in prompt_text(window.prompt)
     assert prompt_text(window.prompt).endswith("### Response:\n\n")
 
 
-def test_consecutive_user_turns_are_dropped_one_by_one() -> None:
+async def test_consecutive_user_turns_are_dropped_one_by_one() -> None:
     turns = [
         Turn("user", "first question"),
         Turn("assistant", "answer"),
@@ -130,42 +130,42 @@ def test_consecutive_user_turns_are_dropped_one_by_one() -> None:
         Turn("user", "the question"),
     ]
     both = cost(ALPACA, None, turns, 2)
-    assert fit_window(ALPACA, None, turns, budget=both,
-                      count_tokens=CharCounter()).first_turn == 2
-    window = fit_window(ALPACA, None, turns, budget=both - 1, count_tokens=CharCounter())
+    assert (await fit_window(ALPACA, None, turns, budget=both,
+                      count_tokens=CharCounter())).first_turn == 2
+    window = await fit_window(ALPACA, None, turns, budget=both - 1, count_tokens=CharCounter())
     assert window.first_turn == 3
     assert prompt_text(window.prompt).count("### Instruction:") == 1
 
 
-def test_input_too_long_when_the_last_turn_alone_does_not_fit() -> None:
+async def test_input_too_long_when_the_last_turn_alone_does_not_fit() -> None:
     need = cost(ALPACA, None, TURNS, 4)
     with pytest.raises(InputTooLong) as caught:
-        fit_window(ALPACA, None, TURNS, budget=need - 1, count_tokens=CharCounter())
+        await fit_window(ALPACA, None, TURNS, budget=need - 1, count_tokens=CharCounter())
     message = str(caught.value)
     assert f"needs {need} tokens" in message
     assert f"{need - 1} are available" in message
     assert isinstance(caught.value, UserError)
 
 
-def test_a_long_system_prompt_counts_against_the_budget() -> None:
+async def test_a_long_system_prompt_counts_against_the_budget() -> None:
     system = "Be extremely thorough. " * 20
     need = cost(ALPACA, system, TURNS, 4)
-    assert fit_window(ALPACA, system, TURNS, budget=need,
-                      count_tokens=CharCounter()).first_turn == 4
+    assert (await fit_window(ALPACA, system, TURNS, budget=need,
+                      count_tokens=CharCounter())).first_turn == 4
     with pytest.raises(InputTooLong):
-        fit_window(ALPACA, system, TURNS, budget=need - 1, count_tokens=CharCounter())
+        await fit_window(ALPACA, system, TURNS, budget=need - 1, count_tokens=CharCounter())
 
 
-def test_a_window_needs_a_user_turn() -> None:
+async def test_a_window_needs_a_user_turn() -> None:
     with pytest.raises(ValueError):
-        fit_window(ALPACA, None, [], budget=100, count_tokens=CharCounter())
+        await fit_window(ALPACA, None, [], budget=100, count_tokens=CharCounter())
     with pytest.raises(ValueError):
-        fit_window(ALPACA, None, [Turn("assistant", "hi")], budget=100,
+        await fit_window(ALPACA, None, [Turn("assistant", "hi")], budget=100,
                    count_tokens=CharCounter())
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_the_search_agrees_with_trying_every_start(seed: int) -> None:
+async def test_the_search_agrees_with_trying_every_start(seed: int) -> None:
     turns = conversation(41, seed)
     costs = {i: cost(ALPACA, None, turns, i) for i, t in enumerate(turns) if t.role == "user"}
     # Every boundary: one token short of a start, exactly its cost, one more.
@@ -174,33 +174,33 @@ def test_the_search_agrees_with_trying_every_start(seed: int) -> None:
         fitting = [start for start, need in costs.items() if need <= budget]
         if not fitting:
             with pytest.raises(InputTooLong):
-                fit_window(ALPACA, None, turns, budget=budget, count_tokens=CharCounter())
+                await fit_window(ALPACA, None, turns, budget=budget, count_tokens=CharCounter())
             continue
-        window = fit_window(ALPACA, None, turns, budget=budget, count_tokens=CharCounter())
+        window = await fit_window(ALPACA, None, turns, budget=budget, count_tokens=CharCounter())
         assert window.first_turn == min(fitting)
         assert window.n_tokens == costs[min(fitting)]
 
 
 @pytest.mark.parametrize("fmt", [ALPACA, JinjaFormat(CHATML)], ids=["alpaca", "chatml"])
-def test_the_number_of_tokenizations_is_logarithmic(fmt: ChatFormat) -> None:
+async def test_the_number_of_tokenizations_is_logarithmic(fmt: ChatFormat) -> None:
     turns = conversation(1000)
     users = [i for i, turn in enumerate(turns) if turn.role == "user"]
     allowed = math.ceil(math.log2(len(users))) + 2
     counter = WordCounter()
-    everything = counter(fmt.render(None, turns))
-    last_only = counter(fmt.render(None, turns[users[-1]:]))
+    everything = await counter(fmt.render(None, turns))
+    last_only = await counter(fmt.render(None, turns[users[-1]:]))
     for budget, first in [
         (everything, 0),
         (last_only, users[-1]),
         ((everything + last_only) // 2, None),
     ]:
         counter = WordCounter()
-        window = fit_window(fmt, None, turns, budget=budget, count_tokens=counter)
+        window = await fit_window(fmt, None, turns, budget=budget, count_tokens=counter)
         assert counter.calls <= allowed
         if first is not None:
             assert window.first_turn == first
         assert window.n_tokens <= budget
     counter = WordCounter()
     with pytest.raises(InputTooLong):
-        fit_window(fmt, None, turns, budget=last_only - 1, count_tokens=counter)
+        await fit_window(fmt, None, turns, budget=last_only - 1, count_tokens=counter)
     assert counter.calls <= allowed
