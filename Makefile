@@ -4,13 +4,28 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint clean
+.PHONY: run test install lint clean system-packages
 
 run: $(STAMP)
 	$(BIN)/alpaca-bot start
 
-test: $(STAMP)
+test: system-packages $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The tests start a throwaway PostgreSQL cluster: Debian's server package, installed when missing.
+PG_CTL := $(firstword $(wildcard /usr/lib/postgresql/*/bin/pg_ctl))
+PG_INSTALL := apt-get install -y --no-install-recommends postgresql
+
+system-packages:
+ifeq ($(PG_CTL),)
+	@if [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive $(PG_INSTALL); \
+	else \
+		echo "The tests need PostgreSQL's server; install it as root with:" >&2; \
+		echo "    apt-get update && $(PG_INSTALL)" >&2; \
+		exit 1; \
+	fi
+endif
 
 lint: $(STAMP)
 	$(BIN)/ruff check bot tests migrations bench
