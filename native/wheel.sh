@@ -2,18 +2,17 @@
 # Install llama-cpp-python into the given Python, compiling llama.cpp only once per machine.
 # Usage: native/wheel.sh PYTHON
 # The built wheel is cached in $ALPACA_BOT_WHEELS (default ~/.cache/alpaca-bot/wheels), in a
-# folder keyed by the CPU's instruction-set flags, because the build uses -march=native.
+# folder keyed by the CPU's instruction-set flags, because the build uses -march=native (see
+# native/cache.sh); it is built from the cached sdist native/server.sh builds llama-server from.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 python="${1:?usage: native/wheel.sh PYTHON}"
 # shellcheck source=build-flags.env
 source "$here/build-flags.env"
+# shellcheck source=cache.sh
+source "$here/cache.sh"
 export CMAKE_ARGS
-
-cpu_key="$( (grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || uname -m) | sha256sum | cut -c1-12)"
-flags_key="$(printf '%s' "$CMAKE_ARGS" | sha256sum | cut -c1-8)"
-cache="${ALPACA_BOT_WHEELS:-$HOME/.cache/alpaca-bot/wheels}/$(uname -m)-$cpu_key-$flags_key"
-mkdir -p "$cache"
+cache="$(native_cache_dir "$CMAKE_ARGS")"
 
 if "$python" -c "import importlib.metadata as m, sys; sys.exit(m.version('llama_cpp_python') != '$LLAMA_CPP_PYTHON_VERSION')" 2>/dev/null; then
     echo "llama-cpp-python $LLAMA_CPP_PYTHON_VERSION already installed"
@@ -25,7 +24,8 @@ if [ -z "$wheel" ]; then
     echo "Building llama-cpp-python $LLAMA_CPP_PYTHON_VERSION (compiles llama.cpp once per machine, ~7 minutes on 2 cores)..."
     tmp="$(mktemp -d)"
     trap 'rm -rf "$tmp"' EXIT
-    "$python" -m pip wheel --no-deps -w "$tmp" "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION" > "$tmp/build.log" 2>&1 || {
+    sdist="$(native_sdist "$python" "$LLAMA_CPP_PYTHON_VERSION")"
+    "$python" -m pip wheel --no-deps -w "$tmp" "$sdist" > "$tmp/build.log" 2>&1 || {
         tail -n 40 "$tmp/build.log" >&2
         echo "llama-cpp-python failed to build: a C++ compiler and cmake >= 3.21 are needed" >&2
         exit 1
