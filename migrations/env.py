@@ -1,4 +1,6 @@
-"""Alembic environment: the URL comes from bot.settings (or the caller); SQLite in batch mode."""
+"""Alembic environment: the URL comes from bot.settings (or the caller). Autogenerate writes
+batch operations only for SQLite; a version's `batch_alter_table` copies the table on SQLite
+(whose ALTER TABLE cannot do the rest) and is a plain ALTER TABLE on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import asyncio
 
 from alembic import context
 from sqlalchemy import pool
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import async_engine_from_config
 
 from bot.store.schema import Base
@@ -25,15 +27,20 @@ def _url() -> str:
 
 
 def run_migrations_offline() -> None:
+    url = _url()
     context.configure(
-        url=_url(), target_metadata=target_metadata, literal_binds=True, render_as_batch=True
+        url=url, target_metadata=target_metadata, literal_binds=True,
+        render_as_batch=make_url(url).get_backend_name() == "sqlite",
     )
     with context.begin_transaction():
         context.run_migrations()
 
 
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+    context.configure(
+        connection=connection, target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: settings on a temporary data directory, the demo model, the fakes."""
+"""Shared fixtures: settings on a temporary data directory and database, the demo model, the
+fakes, and the session's throwaway PostgreSQL server."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from bot.models.demo import find_demo_model
 from bot.settings import Settings, load_settings
+from tests.postgres import PostgresCluster, PostgresMissing, find_server_binaries
 
 pytest_plugins = ["tests.botrunner"]
 
@@ -27,10 +29,51 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
     yield
 
 
+DATABASES = ("sqlite", "postgresql")
+"""What `database_kind` takes in the suites that run on both (tests/integration/conftest.py)."""
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One PostgreSQL server for the session, started when a test first needs it. A machine
+    without one fails those tests: `make test` installs it."""
+    try:
+        bindir = find_server_binaries()
+    except PostgresMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    cluster = PostgresCluster(bindir)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture
-def make_settings(tmp_path: Path):  # type: ignore[no-untyped-def]
+def database_kind() -> str:
+    """The database a test's settings use: SQLite, or each of DATABASES where a suite says so."""
+    return "sqlite"
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, database_kind: str, tmp_path: Path) -> Iterator[str]:
+    """The test's own empty database: a SQLite file in the data directory (where the settings
+    put it by default), or a new database on the session's PostgreSQL server."""
+    if database_kind == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'data' / 'alpaca-bot.sqlite3'}"
+        return
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    name = cluster.create_database()
+    yield cluster.url(name)
+    cluster.drop_database(name)
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, database_kind: str, database_url: str):  # type: ignore[no-untyped-def]
     def build(**values: object) -> Settings:
         values.setdefault("data", tmp_path / "data")
+        if database_kind != "sqlite":
+            values.setdefault("db", database_url)
         return load_settings(None, **values)
 
     return build
