@@ -13,6 +13,7 @@ from typing import TextIO
 
 from bot.chat import ChatService, ReplySink
 from bot.chat.commands import BY_NAME, Access, FrontName, Invocation, commands_for, dispatch
+from bot.chat.sink import STALLED_NOTE
 from bot.core.chats import ChatRef
 from bot.errors import UserError
 
@@ -46,9 +47,9 @@ class ConsoleSink:
         self._out.write(text)
         self._out.flush()
 
-    async def waiting(self, ahead: int) -> None:
-        self._write(f"{NOTE_COLOR if self._color else ''}(waiting: {ahead} ahead)"
-                    f"{RESET if self._color else ''}\n")
+    async def waiting(self, ahead: int, *, stalled: bool = False) -> None:
+        note = f"({STALLED_NOTE})" if stalled else f"(waiting: {ahead} ahead)"
+        self._write(f"{NOTE_COLOR if self._color else ''}{note}{RESET if self._color else ''}\n")
 
     async def update(self, text: str) -> None:
         text = text.lstrip()
@@ -56,6 +57,10 @@ class ConsoleSink:
             if not self._printed and self._color:
                 self._write(MODEL_COLOR)
             self._write(text[len(self._printed) :])
+            self._printed = text
+        else:  # the reply started over on another model server
+            self._write(f"\n{NOTE_COLOR if self._color else ''}(the reply starts over)"
+                        f"{MODEL_COLOR if self._color else ''}\n{text}")
             self._printed = text
 
     async def finish(self, text: str, note: str | None = None) -> Sequence[int]:

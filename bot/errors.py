@@ -7,6 +7,8 @@
      │    └── EngineBusy          the generation queue is full ("busy, try again")
      ├── ConfigError          the operator's configuration is wrong (missing token, bad URL, ...)
      ├── ModelError           the model file is missing, unreadable or not a usable GGUF
+     │    └── BackendError        an inference server refused a request (remote engine)
+     │         └── BackendDown        it is unreachable, timed out or failed (5xx): try another
      ├── ConversionError      a checkpoint cannot be converted (sizes disagree, unsafe pickle, ...)
      └── QuantizeError        quantization failed or was refused (disk, input type, ...)
 """
@@ -48,3 +50,12 @@ class QuantizeError(AlpacaBotError):
 
 class EngineBusy(UserError):
     """The generation queue is full."""
+
+
+class BackendError(ModelError):
+    """An inference server refused a request (a 4xx answer, or an error in its stream)."""
+
+
+class BackendDown(BackendError):
+    """An inference server could not be reached, went silent or failed (5xx): another server
+    should take the request over, and this one is checked until it is healthy again."""

@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.chat.running import EngineLoader
 from bot.chat.service import ChatService
-from bot.chat.switching import chosen_model
+from bot.chat.switching import REMOTE_SWITCH, chosen_model
 from bot.engine.base import Engine
-from bot.errors import ConfigError, ModelError
+from bot.errors import ConfigError, ModelError, UserError
 from bot.models.demo import INSTALL_HINT, find_demo_model, link_into
 from bot.quantize_jobs import QuantizeJobs
 from bot.settings import Settings
@@ -52,6 +52,8 @@ def resolve_model(settings: Settings) -> Path:
 
 
 def load_engine(settings: Settings, model: Path) -> Engine:
+    if settings.engine == "remote":
+        raise UserError(REMOTE_SWITCH)
     if settings.engine == "pool":
         from bot.engine.pool import PoolEngine, PoolOptions
 
@@ -82,6 +84,18 @@ def load_engine(settings: Settings, model: Path) -> Engine:
     )
 
 
+async def connect_remote(settings: Settings) -> Engine:
+    """The remote engine over the configured servers (waits for a first one to answer)."""
+    from bot.engine.remote.engine import RemoteEngine, RemoteOptions
+
+    return await RemoteEngine.connect(
+        RemoteOptions(
+            backends=tuple(settings.backends), max_queue=settings.max_queue,
+            max_ctx=settings.max_ctx, timeout=settings.backend_timeout,
+        )
+    )
+
+
 @asynccontextmanager
 async def open_runtime(
     settings: Settings, engine: Engine | None = None, *, load: EngineLoader | None = None
@@ -100,7 +114,9 @@ async def open_runtime(
     session_factory = sessions(database)
     service: ChatService | None = None
     try:
-        lent = engine is not None and settings.model is None
+        if engine is None and settings.engine == "remote":
+            engine = await connect_remote(settings)
+        lent = engine is not None and (settings.model is None or settings.engine == "remote")
         configured = engine.info.path if lent and engine is not None else resolve_model(settings)
         if engine is None:
             model = await chosen_model(session_factory, configured)

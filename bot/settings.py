@@ -21,6 +21,7 @@ from pydantic_settings import (
 
 from bot.core.knobs import KNOBS, Knob
 from bot.core.params import GenerationParams
+from bot.engine.remote.spec import BackendSpec
 from bot.errors import ConfigError
 
 TELEGRAM_API_URL = "https://api.telegram.org/bot"
@@ -55,8 +56,11 @@ class Settings(BaseSettings):
     max_ctx: int = Field(default=2048, ge=128)
     seed: int = -1
     # The engine: "pool" keeps several chats' KV caches and decodes them together; "simple"
-    # serves one chat at a time with llama-cpp-python's high-level Llama.
-    engine: Literal["pool", "simple"] = "pool"
+    # serves one chat at a time with llama-cpp-python's high-level Llama; "remote" hands the
+    # replies to the inference servers listed in `backends` (llama-server or OpenAI-compatible).
+    engine: Literal["pool", "simple", "remote"] = "pool"
+    backends: list[BackendSpec] = Field(default_factory=list)
+    backend_timeout: float = Field(default=60.0, gt=0)
     slots: int = Field(default=4, ge=1, le=64)
     kv_type: Literal["f16", "q8_0"] = "f16"
     state_max_mb: int = Field(default=2048, ge=0)
@@ -108,6 +112,15 @@ class Settings(BaseSettings):
         if value in ("auto", "alpaca", "gguf") or Path(value).is_file():
             return value
         raise ValueError('template must be "auto", "alpaca", "gguf" or a Jinja template file')
+
+    @model_validator(mode="after")
+    def _check_backends(self) -> Settings:
+        if self.engine == "remote" and not self.backends:
+            raise ValueError(
+                'engine "remote" needs at least one server in backends, e.g. ALPACA_BOT_BACKENDS='
+                '\'[{"url": "http://127.0.0.1:8080", "kind": "llama.cpp"}]\''
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_chat_defaults(self) -> Settings:

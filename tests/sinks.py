@@ -9,11 +9,13 @@ class RecordingSink:
     def __init__(self) -> None:
         self.updates: list[str] = []
         self.places: list[int] = []
+        self.stalled = 0
         self.final: str | None = None
         self.note: str | None = None
 
-    async def waiting(self, ahead: int) -> None:
+    async def waiting(self, ahead: int, *, stalled: bool = False) -> None:
         self.places.append(ahead)
+        self.stalled += stalled
 
     async def update(self, text: str) -> None:
         self.updates.append(text)

@@ -19,6 +19,7 @@ from bot.store.schema import ChatRow, TurnRow
 
 MAX_SYSTEM_CHARS = 4000
 NO_SYSTEM = "(none set: the chat template's own default applies)"
+NOT_SENT = "(not used: an OpenAI-compatible server has no such setting)"
 
 
 class ChatSettings:
@@ -158,7 +159,11 @@ class ChatSettings:
         engine = self._model.engine
         info = engine.info
         lines = [f"Model: {info.name} ({info.path.name}), chat format: {self._model.chat_format.name}"]
-        lines += [f"/{knob.command} ({knob.flag}) = {knob.format(params[knob.name])}" for knob in KNOBS]
+        lines += [
+            f"/{knob.command} ({knob.flag}) = {knob.format(params[knob.name])}"
+            + ("" if info.knobs is None or knob.name in info.knobs else f" {NOT_SENT}")
+            for knob in KNOBS
+        ]
         system = self.system_of(chat)
         if system is None:
             system = self._model.chat_format.default_system or NO_SYSTEM

@@ -21,6 +21,7 @@ from bot.engine.base import (
     Finished,
     GenerationRequest,
     Queued,
+    Restarted,
     SamplingParams,
     TextDelta,
 )
@@ -159,7 +160,8 @@ class Conversation:
             rows = await repo.conversation(session, chat, up_to=accepted.turn_id)
             params = self._chat_settings.params_of(chat)
             try:
-                window = await self._chat_settings.window_of(chat, params, [turn_of(r) for r in rows])
+                turns = [turn_of(r) for r in rows]
+                window = await self._chat_settings.window_of(chat, params, turns)
             except InputTooLong:
                 await repo.fail_user_turn(session, accepted.turn_id)
                 await session.commit()
@@ -174,6 +176,8 @@ class Conversation:
             ),
             stop=self._model.chat_format.stop,
             cancel=cancel,
+            system=self._chat_settings.system_of(chat),
+            turns=tuple(turns[window.first_turn:]),
         )
         return _Prepared(reply.id, window, request)
 
@@ -193,7 +197,9 @@ class Conversation:
                     text += event.text
                     await sink.update(text)
                 elif isinstance(event, Queued):
-                    await sink.waiting(event.ahead)
+                    await sink.waiting(event.ahead, stalled=event.stalled)
+                elif isinstance(event, Restarted):
+                    text = ""  # the next text replaces what was shown
                 else:
                     finished = event
             if finished is None:

@@ -18,12 +18,19 @@ STOP_NOTES: dict[str, str | None] = {
 
 EMPTY_NOTE = "(the model gave an empty answer)"
 
+STALLED_NOTE = (
+    "The model servers cannot be reached right now. Your message is kept and will be answered "
+    "as soon as one is back (/stop cancels it)."
+)
+"""Shown while a reply waits for a remote engine's servers to come back."""
+
 
 class ReplySink(Protocol):
     """Shows one reply as it is written. Every method but `finish` must return quickly."""
 
-    async def waiting(self, ahead: int) -> None:
-        """The reply has not started: `ahead` requests go first."""
+    async def waiting(self, ahead: int, *, stalled: bool = False) -> None:
+        """The reply has not started: `ahead` requests go first; `stalled`: no model server
+        can be reached, the reply waits for one (`STALLED_NOTE`)."""
         ...
 
     async def update(self, text: str) -> None:

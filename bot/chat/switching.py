@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.chat.chat_settings import ChatSettings
 from bot.chat.running import EngineLoader, RunningModel
+from bot.engine.base import ServedElsewhere
 from bot.errors import ModelError, UserError
 from bot.models.library import describe_models, find_model
 from bot.store import repository as repo
@@ -43,11 +44,16 @@ class ModelSwitch:
         self._switch_lock = asyncio.Lock()
 
     async def listing(self) -> str:
-        current = self._model.engine.info.path
+        engine = self._model.engine
+        if isinstance(engine, ServedElsewhere):
+            return served_listing(engine)
+        current = engine.info.path
         return await asyncio.to_thread(describe_models, self.models_dir, current)
 
     async def switch(self, name: str) -> str:
         """Switch to a model of the models directory; the answer says what changed."""
+        if isinstance(self._model.engine, ServedElsewhere):
+            raise UserError(REMOTE_SWITCH)
         entry = await asyncio.to_thread(find_model, self.models_dir, name)
         if self._switch_lock.locked():
             raise UserError("A model switch is already in progress.")
@@ -69,6 +75,22 @@ class ModelSwitch:
             lines.append("Settings that no longer fit were clamped:")
             lines.extend(f"• {change}" for change in changes)
         return "\n".join(lines)
+
+
+REMOTE_SWITCH = (
+    "The model servers choose the model: start them with another model (llama-server -m FILE) "
+    "or change `model` of an OpenAI backend in the bot's config. /model lists what they serve."
+)
+
+
+def served_listing(engine: ServedElsewhere) -> str:
+    """/model under the remote engine: every server and the models it serves."""
+    lines = ["The replies come from these model servers:"]
+    for url, up, models in engine.served_models():
+        state = "up" if up else "down"
+        lines.append(f"• {url} ({state}): {', '.join(models) or 'no model listed'}")
+    lines.append(REMOTE_SWITCH)
+    return "\n".join(lines)
 
 
 async def chosen_model(sessions: async_sessionmaker[AsyncSession], configured: Path) -> Path:

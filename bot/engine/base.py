@@ -14,10 +14,10 @@ import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from bot.core.knobs import SAMPLING, KnobValues
-from bot.core.prompt import Prompt
+from bot.core.prompt import Prompt, Turn
 
 StopReason = Literal["eos", "stop", "length", "cancelled", "context"]
 
@@ -36,6 +36,9 @@ class ModelInfo:
     eos_token: str
     file_type: str = ""
     size_bytes: int = 0
+    knobs: frozenset[str] | None = None
+    """The knobs the engine honours, by name (None: every knob of `bot.core.knobs`); an
+    OpenAI-compatible server has no `top_k`, `min_p` or repeat penalty."""
 
 
 class SamplingParams(KnobValues):
@@ -79,8 +82,12 @@ class MemoryReport:
     slots: tuple[SlotReport, ...]
     saved_bytes: int = 0
     saved_bound: int = 0
+    servers: tuple[str, ...] = ()
+    """A remote engine's servers, a line each (their KV caches are theirs to report)."""
 
     def summary(self) -> str:
+        if self.servers:
+            return "model servers: " + "; ".join(self.servers)
         mib = 1 << 20
         used = sum(1 for slot in self.slots if slot.chat_key is not None)
         text = (
@@ -115,13 +122,25 @@ class GenerationRequest:
     sampling: SamplingParams
     stop: tuple[str, ...] = ()
     cancel: CancelToken = field(default_factory=CancelToken)
+    system: str | None = None
+    turns: tuple[Turn, ...] = ()
+    """The conversation the prompt was rendered from (system prompt and the window's turns),
+    for a server that applies its own chat template (an OpenAI-compatible one)."""
 
 
 @dataclass(frozen=True)
 class Queued:
-    """The request waits: `ahead` requests will start before it (sent again when it changes)."""
+    """The request waits: `ahead` requests will start before it (sent again when it changes).
+    `stalled`: no server can take it now (all are down); it waits until one is back."""
 
     ahead: int
+    stalled: bool = False
+
+
+@dataclass(frozen=True)
+class Restarted:
+    """The reply starts over (the server writing it failed and another writes it anew): the
+    text streamed so far is void."""
 
 
 @dataclass(frozen=True)
@@ -140,7 +159,7 @@ class Finished:
     seconds: float
 
 
-GenerationEvent = Queued | TextDelta | Finished
+GenerationEvent = Queued | Restarted | TextDelta | Finished
 
 
 class Engine(Protocol):
@@ -164,4 +183,14 @@ class Engine(Protocol):
 
     async def aclose(self) -> None:
         """Finish or cancel work in flight and free the model."""
+        ...
+
+
+@runtime_checkable
+class ServedElsewhere(Protocol):
+    """An engine whose model is chosen by the servers behind it (the remote engine): /model
+    lists what they serve instead of loading a file."""
+
+    def served_models(self) -> list[tuple[str, bool, tuple[str, ...]]]:
+        """(server URL, up, the models it serves) for every server."""
         ...

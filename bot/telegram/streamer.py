@@ -20,7 +20,7 @@ from telegram import Bot, LinkPreviewOptions, Message, ReplyParameters
 from telegram.constants import ChatAction, ParseMode
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
 
-from bot.chat.sink import MessageRecorder
+from bot.chat.sink import STALLED_NOTE, MessageRecorder
 from bot.core.markup import RenderedMessage, render_reply
 
 log = logging.getLogger(__name__)
@@ -106,9 +106,9 @@ class ReplyStreamer:
     def message_ids(self) -> list[int]:
         return list(self._ids)
 
-    async def waiting(self, ahead: int) -> None:
+    async def waiting(self, ahead: int, *, stalled: bool = False) -> None:
         if not self._started_reply:
-            self._latest = f"⏳ {ahead} ahead of you…"
+            self._latest = f"⏳ {STALLED_NOTE}" if stalled else f"⏳ {ahead} ahead of you…"
             self._changed.set()
             self._ensure_task()
 
