@@ -164,6 +164,7 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _run_bot(settings: Settings) -> int:
     from bot.runtime import open_runtime
+    from bot.store.instance_lock import hold_instance_lock
     from bot.telegram.app import check_telegram, run_telegram
 
     stop = asyncio.Event()
@@ -171,10 +172,12 @@ async def _run_bot(settings: Settings) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
-    username = await check_telegram(settings)
-    log.info("connected to the Bot API as @%s", username)
-    async with open_runtime(settings) as runtime:
-        await run_telegram(settings, runtime.service, stop)
+    # One bot per database, checked before the model loads: a second one stops at once.
+    async with hold_instance_lock(settings.database_url):
+        username = await check_telegram(settings)
+        log.info("connected to the Bot API as @%s", username)
+        async with open_runtime(settings) as runtime:
+            await run_telegram(settings, runtime.service, stop)
     return 0
 
 
