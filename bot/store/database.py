@@ -29,10 +29,12 @@ def _prepare_sqlite_path(url: str) -> None:
 
 
 def open_database(url: str) -> AsyncEngine:
-    """Create the async engine; SQLite gets WAL, full sync and foreign keys on every connection."""
+    """Create the async engine; SQLite gets WAL, full sync and foreign keys on every connection.
+    A server's pooled connections are checked before use, so a restarted PostgreSQL costs no
+    message."""
     try:
         _prepare_sqlite_path(url)
-        engine = create_async_engine(url)
+        engine = create_async_engine(url, pool_pre_ping=make_url(url).get_backend_name() != "sqlite")
     except Exception as exc:  # a malformed URL or a missing driver
         raise ConfigError(f"cannot open database {make_url(url).render_as_string()}: {exc}") from exc
     if engine.dialect.name == "sqlite":

@@ -34,7 +34,7 @@ async def finish_quantize_job(session: AsyncSession, job_id: int, **values: obje
 async def interrupt_running_jobs(session: AsyncSession, *, reason: str) -> list[QuantizeJobRow]:
     """Mark every job still `running` as `interrupted` with `reason`, and return them."""
     rows = list((await session.execute(
-        select(QuantizeJobRow).where(QuantizeJobRow.state == "running")
+        select(QuantizeJobRow).where(QuantizeJobRow.state == "running").order_by(QuantizeJobRow.id)
     )).scalars())
     for row in rows:
         row.state, row.error, row.finished_at = "interrupted", reason, utcnow()

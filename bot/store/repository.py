@@ -48,7 +48,7 @@ async def chats_with_window_settings(session: AsyncSession) -> Sequence[ChatRow]
     """Chats that store their own value of a window knob (/ctx or /n)."""
     columns = [getattr(ChatRow, knob.name) for knob in KNOBS if knob.role == "window"]
     result = await session.execute(
-        select(ChatRow).where(or_(*(column.is_not(None) for column in columns)))
+        select(ChatRow).where(or_(*(column.is_not(None) for column in columns))).order_by(ChatRow.id)
     )
     return result.scalars().all()
 
@@ -71,6 +71,10 @@ async def set_chat_values(session: AsyncSession, chat_id: int, **values: object)
     unknown = set(values) - set(BY_NAME) - {"system_prompt", "title"}
     if unknown:
         raise KeyError(f"not a chat setting: {', '.join(sorted(unknown))}")
+    for name, value in values.items():
+        # PostgreSQL's driver refuses a float for an integer column (SQLite would convert it).
+        if name in BY_NAME and isinstance(value, int | float):
+            values[name] = BY_NAME[name].python_type(value)
     await session.execute(update(ChatRow).where(ChatRow.id == chat_id).values(**values))
 
 

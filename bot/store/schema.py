@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Dialect,
     Float,
     ForeignKey,
     Index,
     Integer,
     String,
     Text,
+    TypeDecorator,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -22,6 +25,35 @@ from bot.core.knobs import KNOBS
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _storable(value: str | None, length: int | None) -> str | None:
+    if value is None:
+        return None
+    value = value.replace("\x00", "\ufffd")
+    return value[:length] if length else value
+
+
+class UserText(TypeDecorator[str]):
+    """Text written by users or the model, stored the same on every database: PostgreSQL
+    refuses NUL characters (SQLite keeps them), so they become U+FFFD."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return _storable(value, None)
+
+
+class UserName(TypeDecorator[str]):
+    """A name from Telegram (a chat's title, a speaker), cut to its column's length: only
+    PostgreSQL enforces the length, and a full name may be 129 characters."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return _storable(value, cast(String, self.impl_instance).length)
 
 
 class Base(DeclarativeBase):
@@ -36,14 +68,14 @@ class ChatRow(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     kind: Mapped[str] = mapped_column(String(16))
-    title: Mapped[str | None] = mapped_column(String(256))
+    title: Mapped[str | None] = mapped_column(UserName(256))
     # One nullable column per knob of bot.core.knobs, named after it (NULL: the default).
     for _knob in KNOBS:
         locals()[_knob.name] = mapped_column(
             _knob.name, Float if _knob.kind == "float" else Integer, nullable=True
         )
     del _knob
-    system_prompt: Mapped[str | None] = mapped_column(Text)
+    system_prompt: Mapped[str | None] = mapped_column(UserText)
     window_start: Mapped[int] = mapped_column(Integer, default=0)
     """Turns with a smaller id were left behind by /reset."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -66,8 +98,8 @@ class TurnRow(Base):
     chat_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("chats.id", ondelete="CASCADE"))
     role: Mapped[str] = mapped_column(String(16))
     state: Mapped[str] = mapped_column(String(16))
-    text: Mapped[str] = mapped_column(Text, default="")
-    speaker: Mapped[str | None] = mapped_column(String(128))
+    text: Mapped[str] = mapped_column(UserText, default="")
+    speaker: Mapped[str | None] = mapped_column(UserName(128))
     user_id: Mapped[int | None] = mapped_column(BigInteger)
     reply_to: Mapped[int | None] = mapped_column(Integer, ForeignKey("turns.id"))
     """For a reply: the user turn it answers."""
@@ -97,7 +129,7 @@ class QuantizeJobRow(Base):
     target: Mapped[str] = mapped_column(Text)
     qtype: Mapped[str] = mapped_column(String(16))
     state: Mapped[str] = mapped_column(String(16))
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(UserText)
     size_before: Mapped[int | None] = mapped_column(BigInteger)
     size_after: Mapped[int | None] = mapped_column(BigInteger)
     seconds: Mapped[float | None] = mapped_column(Float)
