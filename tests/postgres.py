@@ -5,6 +5,7 @@ root (the server refuses to run as root), and a fresh empty database for each te
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import pwd
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 SUPERUSER = "alpaca"
+SESSION_PID = "session.pid"
+"""The file in a cluster's directory naming the test process it belongs to."""
 INSTALL_HINT = (
     "PostgreSQL's server is not installed, and the tests need it: run `make system-packages` "
     "(as root: apt-get install -y --no-install-recommends postgresql)"
@@ -65,14 +68,14 @@ class PostgresCluster:
         self.running = False
         self.major = 0
 
-    def _run(self, *args: str) -> str:
+    def _run(self, *args: str, cwd: Path | None = None) -> str:
         """A server program, as the cluster's owner; its output goes into the error on failure."""
         owner: dict[str, Any] = {}
         if self._owner is not None:
             owner = {"user": self._owner.pw_uid, "group": self._owner.pw_gid, "extra_groups": []}
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "TZ": "UTC"}
         result = subprocess.run(
-            [str(self.bindir / args[0]), *args[1:]], cwd=self.root, env=env,
+            [str(self.bindir / args[0]), *args[1:]], cwd=cwd or self.root, env=env,
             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, **owner,
         )
         if result.returncode != 0:
@@ -82,7 +85,26 @@ class PostgresCluster:
             )
         return result.stdout
 
+    def _stop_abandoned(self) -> None:
+        """Stop and delete the clusters of test sessions that were killed before their end
+        (sessions still running, maybe someone else's, keep theirs)."""
+        for root in Path("/tmp").glob("alpaca-pg-*"):
+            try:
+                pid = int((root / SESSION_PID).read_text())
+                os.kill(pid, 0)
+                continue
+            except ProcessLookupError:
+                pass
+            except (OSError, ValueError):
+                continue  # not ours to judge: another user's, or just being created
+            if (root / "data" / "postmaster.pid").exists():
+                with contextlib.suppress(RuntimeError):
+                    self._run("pg_ctl", "-D", str(root / "data"), "-m", "immediate", "stop", cwd=root)
+            shutil.rmtree(root, ignore_errors=True)
+
     def start(self) -> PostgresCluster:
+        self._stop_abandoned()
+        (self.root / SESSION_PID).write_text(str(os.getpid()))
         version = re.search(r"\) (\d+)", self._run("postgres", "--version"))
         self.major = int(version.group(1)) if version else 0
         self._run(
