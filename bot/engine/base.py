@@ -11,7 +11,7 @@ wait first gets `Queued` events with its place in the queue."""
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -186,11 +186,29 @@ class Engine(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ServerStatus:
+    """A model server went down or came back (remote engine): for the log and the admins."""
+
+    url: str
+    up: bool
+    reason: str
+    servers_up: int
+    servers: int
+
+
+StatusListener = Callable[[ServerStatus], Awaitable[None]]
+
+
 @runtime_checkable
 class ServedElsewhere(Protocol):
-    """An engine whose model is chosen by the servers behind it (the remote engine): /model
-    lists what they serve instead of loading a file."""
+    """An engine whose model runs on servers elsewhere (the remote engine): /model lists what
+    they serve instead of loading a file, and the admins hear when a server goes down."""
 
     def served_models(self) -> list[tuple[str, bool, tuple[str, ...]]]:
         """(server URL, up, the models it serves) for every server."""
+        ...
+
+    def add_listener(self, listener: StatusListener) -> None:
+        """Call `listener` whenever a server goes down or comes back."""
         ...

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from functools import partial
 
 from telegram import BotCommand
 from telegram.error import InvalidToken, NetworkError, TelegramError
@@ -13,6 +14,7 @@ from telegram.ext import AIORateLimiter, ApplicationBuilder
 
 from bot.chat import ChatService
 from bot.chat.commands import menu
+from bot.engine.base import ServedElsewhere
 from bot.errors import ConfigError
 from bot.settings import Settings
 from bot.telegram import handlers
@@ -95,6 +97,8 @@ async def run_telegram(
             allowed_updates=["message"],
         )
         log.info("Telegram bot @%s is running", application.bot.username)
+        if isinstance(service.engine, ServedElsewhere):
+            service.engine.add_listener(partial(handlers.on_server_status, application))
         await handlers.report_interrupted_jobs(application)
         resumed = await handlers.resume_unfinished(application)
         if resumed:

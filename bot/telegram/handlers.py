@@ -18,7 +18,9 @@ from telegram.ext import CommandHandler, MessageHandler, filters
 
 from bot.chat import Accepted
 from bot.chat.commands import Invocation, commands_for, dispatch
+from bot.chat.servers import server_status_text
 from bot.core.chats import is_group_kind
+from bot.engine.base import ServerStatus
 from bot.telegram.front import (
     DEPS_KEY,
     AnyApplication,
@@ -169,11 +171,21 @@ async def on_error(update: object, context: BotContext) -> None:
         return
     d.last_admin_alert = now
     summary = f"⚠️ alpaca-bot error: {type(context.error).__name__}: {context.error}"[:1000]
-    for admin in d.settings.admins:
+    await tell_admins(context.application, summary)
+
+
+async def tell_admins(application: AnyApplication, text: str) -> None:
+    """Send `text` to every configured admin (a failure to reach one is logged)."""
+    for admin in deps_of(application.bot_data).settings.admins:
         try:
-            await context.bot.send_message(admin, summary)
-        except TelegramError:
-            log.warning("could not alert admin %s", admin)
+            await application.bot.send_message(admin, text)
+        except TelegramError as exc:
+            log.warning("could not alert admin %s: %s", admin, exc)
+
+
+async def on_server_status(application: AnyApplication, status: ServerStatus) -> None:
+    """A model server went down or came back: the admins hear it."""
+    await tell_admins(application, server_status_text(status))
 
 
 def _disk_full(error: BaseException | None) -> bool:

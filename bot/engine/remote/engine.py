@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +31,9 @@ from bot.engine.base import (
     ModelInfo,
     Queued,
     Restarted,
+    ServerStatus,
     SlotReport,
+    StatusListener,
     StopReason,
     TextDelta,
 )
@@ -66,20 +68,6 @@ class RemoteOptions:
     """At start, how long to wait for a first server to answer."""
     patrol: float = 10.0
     """Seconds between health checks of the servers that are up and idle."""
-
-
-@dataclass(frozen=True)
-class BackendStatus:
-    """A server went down or came back: for the log and the bot's admins."""
-
-    label: str
-    up: bool
-    reason: str
-    servers_up: int
-    servers: int
-
-
-StatusListener = Callable[[BackendStatus], Awaitable[None]]
 
 
 class _Backend:
@@ -458,7 +446,7 @@ class RemoteEngine:
             log.error("every model server is down (the last, %s: %s); replies wait until one is "
                       "back", backend.spec.url, reason)
         self._watch(backend)
-        await self._tell(BackendStatus(backend.spec.url, False, reason, up, len(self._backends)))
+        await self._tell(ServerStatus(backend.spec.url, False, reason, up, len(self._backends)))
         self._dispatch()
 
     def _watch(self, backend: _Backend) -> None:
@@ -472,7 +460,7 @@ class RemoteEngine:
             if await self._check(backend):
                 log.info("model server %s is back (%d slots)", backend.spec.url,
                          backend.facts.slots if backend.facts else 0)
-                await self._tell(BackendStatus(backend.spec.url, True, "", self.servers_up,
+                await self._tell(ServerStatus(backend.spec.url, True, "", self.servers_up,
                                                len(self._backends)))
                 self._dispatch()
                 return
@@ -502,7 +490,7 @@ class RemoteEngine:
                 if job.request.cancel.cancelled and job.task is not None and not job.task.done():
                     job.task.cancel()
 
-    async def _tell(self, status: BackendStatus) -> None:
+    async def _tell(self, status: ServerStatus) -> None:
         for listener in self._listeners:
             try:
                 await listener(status)
