@@ -34,6 +34,22 @@ def _storable(value: str | None, length: int | None) -> str | None:
     return value[:length] if length else value
 
 
+class UtcDateTime(TypeDecorator[datetime]):
+    """A moment in UTC, read back aware on every database (SQLite keeps no time zone and
+    would give naive datetimes where PostgreSQL gives aware ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
+        return value.astimezone(UTC) if isinstance(value, datetime) and value.tzinfo else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if isinstance(value, datetime):
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value
+
+
 class UserText(TypeDecorator[str]):
     """Text written by users or the model, stored the same on every database: PostgreSQL
     refuses NUL characters (SQLite keeps them), so they become U+FFFD."""
@@ -78,9 +94,9 @@ class ChatRow(Base):
     system_prompt: Mapped[str | None] = mapped_column(UserText)
     window_start: Mapped[int] = mapped_column(Integer, default=0)
     """Turns with a smaller id were left behind by /reset."""
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+        UtcDateTime, default=utcnow, onupdate=utcnow
     )
 
 
@@ -111,8 +127,8 @@ class TurnRow(Base):
     delivered: Mapped[bool] = mapped_column(Boolean, default=False)
     stop_reason: Mapped[str | None] = mapped_column(String(16))
     n_tokens: Mapped[int | None] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class QuantizeJobRow(Base):
@@ -133,8 +149,8 @@ class QuantizeJobRow(Base):
     size_before: Mapped[int | None] = mapped_column(BigInteger)
     size_after: Mapped[int | None] = mapped_column(BigInteger)
     seconds: Mapped[float | None] = mapped_column(Float)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class BotStateRow(Base):

@@ -1,7 +1,10 @@
-"""The store keeps the same things on SQLite and on PostgreSQL, where SQLite is lenient and
-PostgreSQL is not: long names, NUL characters, a float for an integer knob, 64-bit ids."""
+"""The store keeps the same things on SQLite and on PostgreSQL where SQLite is lenient and
+PostgreSQL is not (long names, NUL characters, a float for an integer knob), and gives them back
+the same (times in aware UTC)."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 from bot.core.chats import ChatRef
 from bot.store import repository as repo
@@ -14,7 +17,7 @@ async def test_what_one_database_keeps_the_other_keeps_too(database_url: str) ->
     database = open_database(database_url)
     try:
         factory = sessions(database)
-        chat_id, big = -1_002_000_000_001, 2**40
+        chat_id, big, before = -1_002_000_000_001, 2**40, datetime.now(UTC)
         async with factory() as session:
             chat = await repo.get_or_create_chat(session, ChatRef(chat_id, "supergroup", "T" * 300))
             # A Telegram full name is up to 129 characters; the model may write a NUL.
@@ -33,5 +36,8 @@ async def test_what_one_database_keeps_the_other_keeps_too(database_url: str) ->
             assert (turn.text, turn.speaker) == ("a\ufffdb", "S" * 128)
             assert (turn.user_id, turn.message_id, turn.delivered) == (big, big, True)
             assert [t.id for t in await repo.unfinished_questions(session)] == [turn.id]
+            # Aware UTC from both (SQLite alone would give naive datetimes).
+            assert turn.created_at.utcoffset() == timedelta(0)
+            assert abs(turn.created_at - before) < timedelta(minutes=1)
     finally:
         await database.dispose()
