@@ -85,8 +85,9 @@ def test_cli_migrate_accepts_the_plain_and_the_async_url(database_url: str, tmp_
     from bot.cli import main
 
     plain = database_url.replace("+aiosqlite", "", 1).replace("+asyncpg", "", 1)
+    short = plain.replace("postgresql:", "postgres:", 1)  # Heroku's spelling
     monkeypatch.setenv("ALPACA_BOT_DATA", str(tmp_path / "data"))
-    for url in (plain, database_url):
+    for url in dict.fromkeys((plain, short, database_url)):
         monkeypatch.setenv("ALPACA_BOT_DB", url)
         assert main(["migrate"]) == 0
         assert "turns" in tables(database_url)
