@@ -122,7 +122,7 @@ async def test_a_chat_that_gave_its_slot_up_is_restored_from_the_servers_disk(
             first, _ = await reply(engine, request(engine, "a", a))
             b = [Turn("user", "What is two plus two?")]
             await reply(engine, request(engine, "b", b))  # "a" gives its only slot up
-            assert any(tmp_path.glob("alpaca-bot-a.bin"))
+            assert await asyncio.to_thread((tmp_path / "alpaca-bot-a.bin").is_file)
             a += [Turn("assistant", first.text), Turn("user", "And the sun?")]
             again, _ = await reply(engine, request(engine, "a", a))
             new = again.n_prompt_tokens - first.n_prompt_tokens - first.n_generated
