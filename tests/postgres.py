@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 SUPERUSER = "alpaca"
+SERVER_USER = "nobody"
+"""Who runs the server when the tests run as root."""
 SESSION_PID = "session.pid"
 """The file in a cluster's directory naming the test process it belongs to."""
 INSTALL_HINT = (
@@ -60,7 +62,12 @@ class PostgresCluster:
         self.root = Path(tempfile.mkdtemp(prefix="alpaca-pg-", dir="/tmp"))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
-        self._owner = pwd.getpwnam("nobody") if os.geteuid() == 0 else None
+        try:
+            self._owner = pwd.getpwnam(SERVER_USER) if os.geteuid() == 0 else None
+        except KeyError:
+            raise RuntimeError(
+                f"PostgreSQL will not run as root, and there is no user {SERVER_USER!r} to run it"
+            ) from None
         if self._owner is not None:
             os.chown(self.root, self._owner.pw_uid, self._owner.pw_gid)
         self._names = itertools.count(1)
