@@ -10,7 +10,7 @@ import pytest
 
 from bot.models.demo import find_demo_model
 from bot.settings import Settings, load_settings
-from tests.postgres import PostgresCluster, PostgresMissing, find_server_binaries
+from tests.postgres import POSTGRES_INSTALL_HINT, PostgresCluster, find_server_binaries
 
 pytest_plugins = ["tests.botrunner"]
 
@@ -37,10 +37,9 @@ DATABASES = ("sqlite", "postgresql")
 def postgres() -> Iterator[PostgresCluster]:
     """One PostgreSQL server for the session, started when a test first needs it. A machine
     without one fails those tests: `make test` installs it."""
-    try:
-        bindir = find_server_binaries()
-    except PostgresMissing as exc:
-        pytest.fail(str(exc), pytrace=False)
+    bindir = find_server_binaries()
+    if bindir is None:
+        pytest.fail(POSTGRES_INSTALL_HINT, pytrace=False)
     cluster = PostgresCluster(bindir)
     try:
         cluster.start()

@@ -22,7 +22,7 @@ SERVER_USER = "nobody"
 """Who runs the server when the tests run as root."""
 SESSION_PID = "session.pid"
 """The file in a cluster's directory naming the test process it belongs to."""
-INSTALL_HINT = (
+POSTGRES_INSTALL_HINT = (
     "PostgreSQL's server is not installed, and the tests need it: run `make system-packages` "
     "(as root: apt-get install -y --no-install-recommends postgresql)"
 )
@@ -33,11 +33,7 @@ SERVER_OPTIONS = (
 )
 
 
-class PostgresMissing(Exception):
-    """No PostgreSQL server binaries on this machine."""
-
-
-def find_server_binaries() -> Path:
+def find_server_binaries() -> Path | None:
     """The newest Debian server (/usr/lib/postgresql/<version>/bin), else `pg_ctl` on PATH."""
 
     def version(pg_ctl: Path) -> list[int]:
@@ -49,7 +45,7 @@ def find_server_binaries() -> Path:
     on_path = shutil.which("pg_ctl")
     if on_path and (Path(on_path).resolve().parent / "initdb").exists():
         return Path(on_path).resolve().parent
-    raise PostgresMissing(INSTALL_HINT)
+    return None
 
 
 class PostgresCluster:
