@@ -238,3 +238,47 @@ def test_settings_are_frozen() -> None:
     settings = load_settings()
     with pytest.raises(ValidationError, match="frozen"):
         settings.ctx = 1  # type: ignore[misc]
+
+
+def test_remote_backends_from_the_environment_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALPACA_BOT_ENGINE", "remote")
+    monkeypatch.setenv(
+        "ALPACA_BOT_BACKENDS",
+        '[{"url": "http://127.0.0.1:8080", "kind": "llama.cpp"},'
+        ' {"url": "https://gpu.example/v1/", "kind": "openai", "api_key": "sk-1", "model": "m",'
+        ' "weight": 2.5}]',
+    )
+    settings = load_settings(None)
+    assert settings.engine == "remote"
+    local, gpu = settings.backends
+    assert (local.url, local.kind, local.weight) == ("http://127.0.0.1:8080", "llama.cpp", 1.0)
+    assert gpu.url == "https://gpu.example"  # "/v1" and the slash are the API's, not the server's
+    assert gpu.api_key is not None and gpu.api_key.get_secret_value() == "sk-1"
+    assert "sk-1" not in repr(settings)
+    assert (gpu.kind, gpu.model, gpu.weight) == ("openai", "m", 2.5)
+
+
+def test_remote_backends_from_the_config_file(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        'engine = "remote"\nbackends = [\n  { url = "http://a:8080" },\n'
+        '  { url = "http://b:11434", kind = "openai", n_ctx = 8192, slots = 2 },\n]\n',
+    )
+    first, second = load_settings(path).backends
+    assert first.kind == "llama.cpp" and second.n_ctx == 8192 and second.slots == 2
+
+
+@pytest.mark.parametrize("backends, problem", [
+    ("[]", "needs at least one server"),
+    ('[{"url": "127.0.0.1:8080"}]', "http:// or https://"),
+    ('[{"url": "http://a", "kind": "vllm"}]', "kind"),
+    ('[{"url": "http://a", "weight": 0}]', "weight"),
+    ('[{"url": "http://a", "colour": "red"}]', "colour"),
+])
+def test_bad_backends_are_one_clear_error(
+    monkeypatch: pytest.MonkeyPatch, backends: str, problem: str
+) -> None:
+    monkeypatch.setenv("ALPACA_BOT_ENGINE", "remote")
+    monkeypatch.setenv("ALPACA_BOT_BACKENDS", backends)
+    with pytest.raises(ConfigError, match=problem):
+        load_settings(None)
