@@ -152,11 +152,24 @@ class QuantizeJobs:
                 f"✅ Quantized {request.source.name} ({format_bytes(result.size_before)}, "
                 f"{before}) → {result.output.name} ({format_bytes(result.size_after)}, "
                 f"{request.qtype.label}) in {format_duration(result.seconds)}.\n"
-                f"File: {result.output}\nSwitch to it with /model {result.output.name}"
+                f"File: {result.output}\n{self._next_step(result.output)}"
             )
         await self._record(job_id, values)
         self._running = None
         await finish(text)
+
+    def _next_step(self, output: Path) -> str:
+        if self._settings.engine == "remote":
+            return (f"The replies come from the model servers, so /model cannot load it: serve "
+                    f"it with llama-server -m {output} to use it.")
+        return f"Switch to it with /model {output.name}"
+
+    def queued_note(self) -> str:
+        """What /quantize adds to its first answer (under the remote engine: where it runs)."""
+        if self._settings.engine == "remote":
+            return (" This runs on this machine's files in "
+                    f"{self._settings.models_directory}, not on the model servers.")
+        return ""
 
     async def _record(self, job_id: int, values: dict[str, Any]) -> None:
         async with self._sessions() as session:

@@ -175,6 +175,7 @@ async def _quantize(chat: ChatService, front: Front, call: Invocation) -> str | 
     )
     await progress.update(
         f"Quantization #{job} queued: {request.source.name} → {request.qtype.label}…"
+        + jobs.queued_note()
     )
     return None
 

@@ -9,17 +9,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from bot.models.convert import convert_checkpoint
 from bot.models.gguf_file import read_gguf_info
 from bot.store.schema import QuantizeJobRow
 from tests.fakebotapi import FakeBotAPI
 from tests.fakeengine import ScriptedEngine
-from tests.models.checkpoints import (
-    TinyConfig,
-    random_weights,
-    train_tokenizer,
-    write_meta_checkpoint,
-)
+from tests.models.checkpoints import write_tiny_f16
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -33,16 +27,7 @@ def texts(fake: FakeBotAPI, chat: dict) -> list[str]:
 
 @pytest.fixture
 def f16_model(tmp_path: Path) -> Path:
-    """A tiny f16 GGUF made by our converter (wide enough rows for every legacy quant type)."""
-    cfg = TinyConfig(dim=128, n_layers=2, n_heads=4, n_kv_heads=4, n_ff=256)
-    folder = write_meta_checkpoint(
-        tmp_path / "ckpt", cfg, random_weights(cfg, seed=1), train_tokenizer(360)
-    )
-    models = tmp_path / "models"
-    models.mkdir()
-    out = models / "tiny-f16.gguf"
-    convert_checkpoint(folder, out, progress=False)
-    return out
+    return write_tiny_f16(tmp_path, tmp_path / "models")
 
 
 async def jobs_in_db(runner) -> list[QuantizeJobRow]:  # type: ignore[no-untyped-def]

@@ -472,3 +472,16 @@ def write_hf_checkpoint(
         (folder / index).write_text(json.dumps({"metadata": {"total_size": total},
                                                 "weight_map": weight_map}))
     return folder
+
+
+def write_tiny_f16(work: Path, models: Path) -> Path:
+    """A tiny f16 GGUF made by our converter in `models` (rows wide enough for every legacy
+    quant type), from a checkpoint written under `work`."""
+    from bot.models.convert import convert_checkpoint
+
+    cfg = TinyConfig(dim=128, n_layers=2, n_heads=4, n_kv_heads=4, n_ff=256)
+    folder = write_meta_checkpoint(work / "ckpt", cfg, random_weights(cfg, seed=1), train_tokenizer(360))
+    models.mkdir(parents=True, exist_ok=True)
+    out = models / "tiny-f16.gguf"
+    convert_checkpoint(folder, out, progress=False)
+    return out

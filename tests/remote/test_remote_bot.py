@@ -15,6 +15,7 @@ from bot.chat.sink import STALLED_NOTE
 from tests.botrunner import BotRunner
 from tests.fakebotapi import FakeBotAPI
 from tests.llamaserver import LlamaServer
+from tests.models.checkpoints import write_tiny_f16
 
 
 @pytest.fixture
@@ -165,4 +166,22 @@ async def test_the_openai_kind_answers_and_settings_say_which_knobs_apply(
         assert "model servers:" in settings
         fake.send_text(chat, alice, "/model")
         await fake.wait_for(lambda: any("model servers" in t and server.url in t
+                                        for t in texts(fake, chat)), timeout=10)
+
+
+async def test_quantize_works_on_local_files_and_says_so(
+    fake: FakeBotAPI, run_remote: Any, demo_model: Path, tmp_path: Path
+) -> None:
+    f16_model = write_tiny_f16(tmp_path, tmp_path / "models")
+    async with LlamaServer(demo_model, slots=1, ctx=1024, threads=1) as server:
+        root = fake.user("Root")
+        await run_remote(**remote(server, admins=[root["id"]], models_dir=f16_model.parent,
+                                  edit_interval_private=0.2))
+        chat = fake.private_chat(root)
+        fake.send_text(chat, root, "/quantize q4_0 tiny-f16.gguf")
+        await fake.wait_for(lambda: any(t.startswith("✅") for t in texts(fake, chat)), timeout=60)
+        [done] = [m for m in fake.bot_messages(chat) if m.text.startswith("✅")]
+        assert "llama-server -m" in done.text and "/model tiny" not in done.text
+        fake.send_text(chat, root, "/model tiny-q4_0.gguf")
+        await fake.wait_for(lambda: any("model servers choose the model" in t
                                         for t in texts(fake, chat)), timeout=10)
