@@ -2,6 +2,7 @@
 # Build llama.cpp's llama-server once per machine, from the llama.cpp vendored in the same
 # llama-cpp-python sdist as the wheel, so tests and benchmarks against it run the same code.
 # Usage: native/server.sh [PYTHON]   (PYTHON's pip downloads the sdist; default python3)
+#        native/server.sh --cached   (only print the cached binary's path; exit 1 when not built)
 # Prints the binary's path. It is cached next to the wheel (see native/cache.sh), keyed by the CPU
 # and by the version and flags below; it links llama.cpp statically, so the file alone runs.
 set -euo pipefail
@@ -32,7 +33,9 @@ SERVER_CMAKE_ARGS=(
 cache="$(native_cache_dir "$LLAMA_CPP_PYTHON_VERSION ${SERVER_CMAKE_ARGS[*]}")"
 binary="$cache/llama-server-$LLAMA_CPP_PYTHON_VERSION"
 
-if [ ! -x "$binary" ]; then
+if [ "$python" = --cached ]; then
+    [ -x "$binary" ] || { echo "llama-server is not built yet: run native/server.sh" >&2; exit 1; }
+elif [ ! -x "$binary" ]; then
     echo "Building llama-server from llama-cpp-python $LLAMA_CPP_PYTHON_VERSION (once per machine, a few minutes on 2 cores)..." >&2
     tmp="$(mktemp -d)"
     trap 'rm -rf "$tmp"' EXIT
