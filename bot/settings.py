@@ -6,9 +6,12 @@ is a field here and can be overridden by the environment variable `ALPACA_BOT_<K
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -25,6 +28,10 @@ from bot.engine.remote.spec import BackendSpec
 from bot.errors import ConfigError
 
 TELEGRAM_API_URL = "https://api.telegram.org/bot"
+TOKEN_CREDENTIAL = "alpaca-bot-token"
+"""The token's name under $CREDENTIALS_DIRECTORY (systemd's LoadCredential=)."""
+# Telegram's rule for setWebhook's secret_token: 1-256 characters of A-Z, a-z, 0-9, _ and -.
+_WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 
 def default_data_dir() -> Path:
@@ -43,6 +50,11 @@ class Settings(BaseSettings):
     token: SecretStr | None = None
     api_url: str = TELEGRAM_API_URL
     admins: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    # Webhook mode: Telegram POSTs updates to webhook_url (a TLS reverse proxy in front of the
+    # bot's own server on webhook_listen); unset, the bot polls with getUpdates.
+    webhook_url: str | None = None
+    webhook_listen: str = "127.0.0.1:8090"
+    webhook_secret: SecretStr | None = None
     # Storage
     data: Path = Field(default_factory=default_data_dir)
     db: str | None = None
@@ -98,6 +110,34 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_token(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("webhook_url", "webhook_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _check_webhook_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("webhook_url must be an https:// URL, e.g. https://bot.example.org/tg")
+        return value.strip()
+
+    @field_validator("webhook_listen")
+    @classmethod
+    def _check_webhook_listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _WEBHOOK_SECRET.fullmatch(value.get_secret_value()):
+            raise ValueError("webhook_secret must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
 
     @field_validator("api_url")
     @classmethod
@@ -162,6 +202,16 @@ class Settings(BaseSettings):
         return url
 
     @property
+    def webhook_address(self) -> tuple[str, int]:
+        """The host and port the bot's webhook server binds (from webhook_listen)."""
+        return parse_listen(self.webhook_listen)
+
+    @property
+    def webhook_path(self) -> str:
+        """The path the webhook server answers on: webhook_url's, as the proxy forwards it."""
+        return urlsplit(self.webhook_url or "").path or "/"
+
+    @property
     def models_directory(self) -> Path:
         return self.models_dir or self.data / "models"
 
@@ -178,8 +228,38 @@ class Settings(BaseSettings):
         return GenerationParams(**{knob.name: self.default_of(knob) for knob in KNOBS})
 
 
+def parse_listen(value: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:8090`` for IPv6) as a host and a port; ValueError if malformed."""
+    host, sep, port = value.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        ipaddress.IPv6Address(host)  # ValueError for a bad one
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port, e.g. 127.0.0.1:8090, not {value!r}")
+    return host, int(port)
+
+
+def credential_token(environ: Any = None) -> SecretStr | None:
+    """The bot token systemd passes with LoadCredential=alpaca-bot-token:FILE, if any."""
+    directory = (os.environ if environ is None else environ).get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        return None
+    path = Path(directory) / TOKEN_CREDENTIAL
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the credential {path}: {exc}") from None
+    return SecretStr(token) if token else None
+
+
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
-    """Read settings: `config` (or $ALPACA_BOT_CONFIG), then the environment, then overrides."""
+    """Read settings: `config` (or $ALPACA_BOT_CONFIG), then the environment, then overrides.
+
+    With no token from any of them, the one in $CREDENTIALS_DIRECTORY/alpaca-bot-token (systemd's
+    LoadCredential=) is used.
+    """
     from pydantic import ValidationError
 
     path = config or (Path(p) if (p := os.environ.get("ALPACA_BOT_CONFIG")) else None)
@@ -192,7 +272,7 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
             "FileSettings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": path}}
         )
     try:
-        return settings_cls(config=path, **values)
+        settings = settings_cls(config=path, **values)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in error['loc']) or 'config'}: {error['msg']}"
@@ -201,3 +281,6 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
         raise ConfigError(f"invalid configuration: {problems}") from None
     except ValueError as exc:  # a TOML syntax error
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    if settings.token is None and (token := credential_token()) is not None:
+        settings = settings.model_copy(update={"token": token})
+    return settings
