@@ -1,15 +1,17 @@
-"""Wiring the Telegram bot: one Application, its handlers, start-up checks, polling, shutdown."""
+"""Wiring the Telegram bot: one Application, its handlers, start-up checks, polling or the
+webhook, shutdown."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from functools import partial
 
 from telegram import BotCommand
-from telegram.error import InvalidToken, NetworkError, TelegramError
+from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
 from telegram.ext import AIORateLimiter, ApplicationBuilder
 
 from bot.chat import ChatService
@@ -17,11 +19,14 @@ from bot.chat.commands import menu
 from bot.engine.base import ServedElsewhere
 from bot.errors import ConfigError
 from bot.settings import Settings
+from bot.systemd import SystemdNotifier
 from bot.telegram import handlers
 from bot.telegram.front import DEPS_KEY, AnyApplication, BotDeps, deps_of
 from bot.telegram.ordering import ChatOrderedUpdateProcessor
 
 log = logging.getLogger(__name__)
+
+ALLOWED_UPDATES = ["message"]
 
 
 def build_application(settings: Settings, service: ChatService) -> AnyApplication:
@@ -76,8 +81,13 @@ async def run_telegram(
     stop: asyncio.Event,
     *,
     poll_timeout: int = 25,
+    notifier: SystemdNotifier | None = None,
 ) -> None:
-    """Run the bot until `stop` is set. Start-up problems raise ConfigError with one clear line."""
+    """Run the bot until `stop` is set. Start-up problems raise ConfigError with one clear line.
+
+    `notifier` hears READY once updates arrive (polling or the webhook started) and STOPPING.
+    """
+    notifier = notifier or SystemdNotifier()
     application = build_application(settings, service)
     async with _start_up_errors(settings):
         await application.initialize()
@@ -91,21 +101,19 @@ async def run_telegram(
         except TelegramError as exc:
             log.warning("could not set the command menu: %s", exc)
         await application.start()
-        assert application.updater is not None
-        await application.updater.start_polling(
-            poll_interval=0.0, timeout=poll_timeout, drop_pending_updates=False,
-            allowed_updates=["message"],
-        )
-        log.info("Telegram bot @%s is running", application.bot.username)
+        mode = await _start_updates(application, settings, poll_timeout)
+        log.info("Telegram bot @%s is running (%s)", application.bot.username, mode)
         if isinstance(service.engine, ServedElsewhere):
             service.engine.add_listener(partial(handlers.on_server_status, application))
         await handlers.report_interrupted_jobs(application)
         resumed = await handlers.resume_unfinished(application)
         if resumed:
             log.info("resuming %d replies interrupted by the last shutdown", resumed)
+        notifier.ready(f"serving @{application.bot.username} ({mode})")
         await stop.wait()
     finally:
         log.info("stopping the Telegram bot")
+        notifier.stopping("stopping: replies in progress are redone at the next start")
         # Replies in progress are cancelled without being stored as finished: their questions
         # stay pending and are answered again at the next start.
         await deps.cancel_all()
@@ -116,3 +124,56 @@ async def run_telegram(
         if application.running:
             await application.stop()
         await application.shutdown()
+
+
+async def _start_updates(application: AnyApplication, settings: Settings, poll_timeout: int) -> str:
+    """Start receiving updates: long polling, or the webhook server when webhook_url is set."""
+    updater = application.updater
+    assert updater is not None
+    if settings.webhook_url is None:
+        await _say_webhook_goes(application)
+        # start_polling deletes any webhook first (deleteWebhook), so polling just works after
+        # running in webhook mode.
+        await updater.start_polling(
+            poll_interval=0.0, timeout=poll_timeout, drop_pending_updates=False,
+            allowed_updates=ALLOWED_UPDATES,
+        )
+        return "polling"
+    # Always with a secret: the configured one, or a fresh one each start that only Telegram
+    # learns (through setWebhook). python-telegram-bot's server answers 403 to any POST without
+    # it in X-Telegram-Bot-Api-Secret-Token, before an update is parsed or a handler runs.
+    secret = (
+        settings.webhook_secret.get_secret_value()
+        if settings.webhook_secret is not None
+        else secrets.token_urlsafe(32)
+    )
+    host, port = settings.webhook_address
+    try:
+        await updater.start_webhook(
+            listen=host, port=port, url_path=settings.webhook_path,
+            webhook_url=settings.webhook_url, secret_token=secret,
+            allowed_updates=ALLOWED_UPDATES, drop_pending_updates=False,
+            # Telegram answers a second setWebhook within a second with retry_after 1 (a quick
+            # restart): retry instead of failing the start.
+            bootstrap_retries=2,
+        )
+    except BadRequest as exc:
+        raise ConfigError(
+            f"Telegram refused the webhook URL {settings.webhook_url}: {exc.message}"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen for the webhook on {settings.webhook_listen}: {exc.strerror or exc}"
+        ) from None
+    return f"webhook {settings.webhook_url}"
+
+
+async def _say_webhook_goes(application: AnyApplication) -> None:
+    """Log once that polling removes the webhook a run in webhook mode left behind."""
+    try:
+        info = await application.bot.get_webhook_info()
+    except TelegramError as exc:
+        log.debug("could not read the webhook info: %s", exc)
+        return
+    if info.url:
+        log.info("deleting the webhook %s: updates are polled from now on", info.url)
