@@ -10,12 +10,15 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot import __version__
 from bot.core.knobs import BY_NAME, KNOBS
 from bot.errors import AlpacaBotError, UserError
 from bot.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from bot.engine.base import Engine
 
 log = logging.getLogger("alpaca_bot")
 
@@ -162,22 +165,38 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(_run_console(settings, color=args.color, prompt_file=args.file, flags=args))
 
 
-async def _run_bot(settings: Settings) -> int:
+async def _run_bot(settings: Settings, *, engine: Engine | None = None) -> int:
+    """The Telegram bot until SIGINT/SIGTERM; `engine` serves instead of loading the model.
+
+    Under systemd (Type=notify) it reports its progress, READY once updates arrive, watchdog
+    pings from the event loop for as long as it runs, and STOPPING.
+    """
     from bot.runtime import open_runtime
     from bot.store.instance_lock import hold_instance_lock
+    from bot.systemd import SystemdNotifier
     from bot.telegram.app import check_telegram, run_telegram
 
+    notifier = SystemdNotifier.from_environment()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    handled: list[signal.Signals] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
-    # One bot per database, checked before the model loads: a second one stops at once.
-    async with hold_instance_lock(settings.database_url):
-        username = await check_telegram(settings)
-        log.info("connected to the Bot API as @%s", username)
-        async with open_runtime(settings) as runtime:
-            await run_telegram(settings, runtime.service, stop)
+            handled.append(signum)
+    try:
+        async with notifier.watchdog():
+            # One bot per database, checked before the model loads: a second one stops at once.
+            async with hold_instance_lock(settings.database_url):
+                notifier.status("connecting to the Telegram Bot API")
+                username = await check_telegram(settings)
+                log.info("connected to the Bot API as @%s", username)
+                notifier.status("loading the model")
+                async with open_runtime(settings, engine=engine) as runtime:
+                    await run_telegram(settings, runtime.service, stop, notifier=notifier)
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
     return 0
 
 
