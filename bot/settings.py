@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     # Storage
     data: Path = Field(default_factory=default_data_dir)
     db: str | None = None
+    retention_days: int = Field(default=0, ge=0)
+    """Turns older than this many days are deleted (0: kept until /forget)."""
     # Model
     model: Path | None = None
     models_dir: Path | None = None
