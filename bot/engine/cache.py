@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot.engine.slots import Slot, SlotContext, SlotState, common_prefix, plan_reuse
-from bot.engine.statestore import SavedState, StateStore
+from bot.engine.statestore import DamagedState, SavedState, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,11 @@ class SlotCache:
             return False
         seconds = time.monotonic() - started
         if seconds > 0:
+        except DamagedState as exc:
+            log.warning("refused the saved state of chat %s (%s); evaluating again", chat_key, exc)
+            self.store.delete(chat_key)
+            self._ctx.clear(slot)
+            return False
             self._read_rate = 0.5 * self._read_rate + 0.5 * saved.file_size / seconds
         log.info("chat %s restored from disk: %d tokens in %.3f s", chat_key, len(saved.tokens),
                  seconds)

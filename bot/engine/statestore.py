@@ -1,11 +1,13 @@
 """Saved KV states of chats on disk: one file per chat and model, bounded in total size.
 
-A file holds a header (the model identity and the chat it belongs to), the chat's evaluated
-tokens and the bytes of `llama_state_seq_get_data`. The model identity (file path, size,
-modification time and KV cache type) is part of the file name and checked again in the header,
-so a state computed by another model, or another build of the same file, is never loaded. When
-the directory grows past its bound, the least recently used files go first (loading a file
-refreshes its time). Pure file handling: the bytes come from and go to the worker pool.
+A file holds a header (the model identity, the chat it belongs to and a checksum of the rest),
+the chat's evaluated tokens and the bytes of `llama_state_seq_get_data`. The model identity (file
+path, size, modification time and KV cache type) is part of the file name and checked again in
+the header, so a state computed by another model, or another build of the same file, is never
+loaded; a file whose bytes changed on disk is refused (`DamagedState`), and so is a file of the
+first format, which carried no checksum. When the directory grows past its bound, the least
+recently used files go first (loading a file refreshes its time). Pure file handling: the bytes
+come from and go to the worker pool.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import struct
 import sys
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,9 +30,28 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"ALPACA-BOT-KV\x01"
+MAGIC = b"ALPACA-BOT-KV\x02"
+"""The second format: the header carries a CRC-32 of the tokens and the state bytes."""
+OLD_MAGIC = b"ALPACA-BOT-KV\x01"
 SUFFIX = ".kvstate"
 _HEADER_LEN = struct.Struct("<I")
+
+
+class DamagedState(ValueError):
+    """A state file whose bytes are not the ones written: it must not be loaded."""
+
+
+def checksum(*parts: Any, start: int = 0) -> int:
+    """CRC-32 over buffers, in order (continuing from `start`).
+
+    It detects bytes changed on disk (a bad sector, a partial overwrite, a copy gone wrong),
+    not tampering: whoever can write the file can write its header too. CRC-32 runs at about
+    twice the speed of SHA-256 here, and eviction waits for it on the worker thread.
+    """
+    value = start
+    for part in parts:
+        value = zlib.crc32(part, value)
+    return value
 
 
 def model_identity(model_path: Path, *extra: object) -> str:
@@ -48,6 +70,10 @@ class SavedState:
     tokens: list[int]
     data_offset: int
     data_size: int
+    checksum: int
+    """CRC-32 of the token list's bytes and the data, as written."""
+    tokens_checksum: int
+    """CRC-32 of the token list's bytes alone (the data's check continues from it)."""
 
     @property
     def file_size(self) -> int:
@@ -73,13 +99,14 @@ class StateStore:
         `data` is any object with the buffer protocol (a ctypes array is not copied again).
         Returns 0 when the state alone is larger than the bound (nothing is kept).
         """
-        header = json.dumps(
-            {"model": self.identity, "chat": chat_key, "n_tokens": len(tokens)}
-        ).encode()
         packed = array.array("i", tokens)
         if sys.byteorder != "little":
             packed.byteswap()
         view = memoryview(data).cast("B")
+        header = json.dumps({
+            "model": self.identity, "chat": chat_key, "n_tokens": len(tokens),
+            "crc32": checksum(packed, view),
+        }).encode()
         size = len(MAGIC) + _HEADER_LEN.size + len(header) + len(packed) * 4 + view.nbytes
         target = self.path_for(chat_key)
         if size > self.max_bytes:
@@ -103,49 +130,67 @@ class StateStore:
         return size
 
     def find(self, chat_key: str) -> SavedState | None:
-        """The chat's saved state of this model, or None (a damaged file is deleted)."""
+        """The chat's saved state of this model, or None (an unusable file is deleted).
+
+        Only the header and tokens are read here; the data's checksum is checked when the
+        data is read (`mapped`, `read_into`).
+        """
         path = self.path_for(chat_key)
         try:
             with path.open("rb") as handle:
-                if handle.read(len(MAGIC)) != MAGIC:
+                magic = handle.read(len(MAGIC))
+                if magic == OLD_MAGIC:
+                    raise ValueError("written without a checksum by an older version")
+                if magic != MAGIC:
                     raise ValueError("not a state file")
                 (length,) = _HEADER_LEN.unpack(handle.read(_HEADER_LEN.size))
                 header = json.loads(handle.read(length))
                 if header.get("model") != self.identity or header.get("chat") != chat_key:
                     raise ValueError("state of another model or chat")
                 n_tokens = int(header["n_tokens"])
+                crc = int(header["crc32"])
                 packed = array.array("i")
                 packed.frombytes(handle.read(4 * n_tokens))
                 if len(packed) != n_tokens:
                     raise ValueError("truncated token list")
+                tokens_crc = checksum(packed)  # over the tokens as stored (little-endian)
                 if sys.byteorder != "little":
                     packed.byteswap()
                 offset = handle.tell()
             size = path.stat().st_size - offset
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, struct.error) as exc:
+        except (OSError, ValueError, KeyError, TypeError, struct.error) as exc:
             log.warning("dropping unusable state file %s: %s", path, exc)
             path.unlink(missing_ok=True)
             return None
-        return SavedState(path=path, tokens=packed.tolist(), data_offset=offset, data_size=size)
+        return SavedState(path=path, tokens=packed.tolist(), data_offset=offset, data_size=size,
+                          checksum=crc, tokens_checksum=tokens_crc)
+
+    def verify(self, saved: SavedState, data: Any) -> None:
+        """Raise DamagedState unless `data` (the state's bytes) matches the file's checksum."""
+        if checksum(data, start=saved.tokens_checksum) != saved.checksum:
+            raise DamagedState(f"state file {saved.path.name} does not match its checksum")
 
     def read_into(self, saved: SavedState, buffer: Any) -> None:
-        """Read the state's data into `buffer` (writable, `saved.data_size` bytes)."""
+        """Read the state's data into `buffer` (writable, `saved.data_size` bytes) and check it
+        (DamagedState)."""
         view = memoryview(buffer).cast("B")
         with saved.path.open("rb") as handle:
             handle.seek(saved.data_offset)
             if handle.readinto(view) != saved.data_size:
                 raise OSError(f"state file {saved.path} is truncated")
+        self.verify(saved, view)
         os.utime(saved.path)  # recently used: dropped last
 
     @contextmanager
     def mapped(self, saved: SavedState) -> Iterator[memoryview]:
-        """The state's data mapped from its file: nothing is read or copied until touched.
+        """The state's data mapped from its file, checked against its checksum (DamagedState).
 
         The mapping is copy-on-write (writable for ctypes, never written back) and lives
         until the block ends. A restore that reads the file into a buffer first spends as
-        long filling the buffer as llama.cpp spends loading the state.
+        long filling the buffer as llama.cpp spends loading the state; the checksum reads the
+        pages once, and llama.cpp then finds them in memory.
         """
         with saved.path.open("rb") as handle:
             size = os.fstat(handle.fileno()).st_size
@@ -156,6 +201,7 @@ class StateStore:
                     mapping.madvise(mmap.MADV_WILLNEED)
                 view = memoryview(mapping)[saved.data_offset :]
                 try:
+                    self.verify(saved, view)
                     yield view
                 finally:
                     view.release()
