@@ -37,15 +37,19 @@ class BotRunner:
 
     async def start(self) -> BotRunner:
         self._stop = asyncio.Event()
-        polls = len(self.fake.requests("getUpdates"))
+        polls = self._receiving()
         self._task = asyncio.create_task(self._main())
         await self.fake.wait_for(
-            lambda: self._task.done() or len(self.fake.requests("getUpdates")) > polls,
-            timeout=30, what="the bot to start polling",
+            lambda: self._task.done() or self._receiving() > polls,
+            timeout=30, what="the bot to start polling or set its webhook",
         )
         if self._task.done():
             self._task.result()
         return self
+
+    def _receiving(self) -> int:
+        """How often the bot began receiving updates: getUpdates calls and setWebhook calls."""
+        return len(self.fake.requests("getUpdates")) + len(self.fake.requests("setWebhook"))
 
     async def _main(self) -> None:
         load = self.load or (lambda path: ScriptedEngine())

@@ -62,6 +62,8 @@ class ScriptedEngine:
         self._busy = False
         self.hang = False
         """When set, a reply never finishes on its own (only cancellation ends it)."""
+        self.forgotten: list[str] = []
+        """Chats whose cache `forget` was asked to drop, in order."""
 
     @property
     def info(self) -> ModelInfo:
@@ -140,6 +142,9 @@ class ScriptedEngine:
             self.running -= 1
             if holding:
                 self._busy = False
+
+    async def forget(self, chat_key: str) -> None:
+        self.forgotten.append(chat_key)
 
     def memory_report(self) -> MemoryReport:
         return MemoryReport(kv_type="none", kv_bytes_allocated=0, kv_bytes_used=0, slots=())

@@ -75,6 +75,16 @@ class SlotCache:
         self._ctx.clear(slot)
         slot.reset()
 
+    def forget(self, chat_key: str) -> None:
+        """Drop the chat's cache: the tokens of its idle slot and its saved state file (a slot
+        writing a reply is left alone; the chat side forgets a chat only when it is quiet)."""
+        for slot in self.slots:
+            if slot.chat_key == chat_key and not slot.busy:
+                self._ctx.clear(slot)
+                slot.reset()
+        if self.store is not None:
+            self.store.delete(chat_key)
+
     def evict_all(self) -> None:
         for slot in self.slots:
             if slot.chat_key is not None:
@@ -128,6 +138,11 @@ class SlotCache:
         try:
             with self.store.mapped(saved) as data:
                 loaded = self._ctx.load_state(slot, data, saved.tokens)
+        except DamagedState as exc:
+            log.warning("refused the saved state of chat %s (%s); evaluating again", chat_key, exc)
+            self.store.delete(chat_key)
+            self._ctx.clear(slot)
+            return False
         except OSError:
             log.exception("cannot read the saved state of chat %s", chat_key)
             self._ctx.clear(slot)
@@ -138,11 +153,6 @@ class SlotCache:
             return False
         seconds = time.monotonic() - started
         if seconds > 0:
-        except DamagedState as exc:
-            log.warning("refused the saved state of chat %s (%s); evaluating again", chat_key, exc)
-            self.store.delete(chat_key)
-            self._ctx.clear(slot)
-            return False
             self._read_rate = 0.5 * self._read_rate + 0.5 * saved.file_size / seconds
         log.info("chat %s restored from disk: %d tokens in %.3f s", chat_key, len(saved.tokens),
                  seconds)

@@ -10,12 +10,14 @@ which also frees its place in the queue bound.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from bot.engine.base import (
     Finished,
@@ -57,6 +59,20 @@ class Ticket:
     @property
     def chat_key(self) -> str:
         return self.request.chat_key
+
+
+@dataclass(eq=False)
+class _Call:
+    """Work for the worker thread between requests (`Intake.on_worker`)."""
+
+    work: Callable[[], Any]
+    result: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
+
+    def run(self) -> None:
+        try:
+            self.result.set_result(self.work())
+        except BaseException as exc:  # handed to the caller, who raises it
+            self.result.set_exception(exc)
 
 
 def _deliver(items: list[tuple[Ticket, GenerationEvent | BaseException]]) -> None:
@@ -124,6 +140,15 @@ class Intake:
             if not finished:
                 request.cancel.cancel()
 
+    async def on_worker(self, work: Callable[[], Any]) -> Any:
+        """Run `work` on the worker thread between requests (it may edit what the worker owns,
+        such as a chat's cache) and return its result. Raises ModelError once closing."""
+        if self.closed:
+            raise ModelError("the model was unloaded")
+        call = _Call(work)
+        self._inbox.put(call)
+        return await asyncio.wrap_future(call.result)
+
     def close(self) -> None:
         """No more requests; the worker's next `take` returns None."""
         self.closed = True
@@ -143,11 +168,15 @@ class Intake:
                 for ticket in taken:
                     self.end(ticket, _cancelled(ticket))
                 return None
+            if isinstance(item, _Call):
+                item.run()
+                continue
             assert isinstance(item, Ticket)
             taken.append(item)
 
     def drain(self) -> None:
-        """At shutdown: end every request still in the inbox as cancelled."""
+        """At shutdown: end every request still in the inbox as cancelled (and run the calls
+        that came with them, before the pool saves its chats' states)."""
         while True:
             try:
                 item = self._inbox.get_nowait()
@@ -155,6 +184,8 @@ class Intake:
                 return
             if isinstance(item, Ticket):
                 self.end(item, _cancelled(item))
+            elif isinstance(item, _Call):
+                item.run()
 
     def emit(self, ticket: Ticket, event: TextDelta) -> None:
         """A piece of reply text (the first of a reply goes out at once)."""

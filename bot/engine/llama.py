@@ -109,6 +109,16 @@ class LlamaEngine(LocalEngine):
         return MemoryReport(kv_type="f16", kv_bytes_allocated=per_token * self._info.n_ctx,
                             kv_bytes_used=slot.kv_bytes, slots=(slot,))
 
+    async def forget(self, chat_key: str) -> None:
+        """Drop the context's tokens if they are the chat's (the simple engine saves nothing)."""
+        await self._intake.on_worker(lambda: self._forget(chat_key))
+
+    def _forget(self, chat_key: str) -> None:  # on the worker thread, between requests
+        if self._chat_key == chat_key:
+            self._llama.reset()
+            self._llama._ctx.kv_cache_clear()
+            self._chat_key = None
+
     def _free(self) -> None:
         self._llama.close()
 

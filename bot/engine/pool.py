@@ -145,6 +145,10 @@ class PoolEngine(LocalEngine):
             saved_bound=store.max_bytes if store else 0,
         )
 
+    async def forget(self, chat_key: str) -> None:
+        """Drop what the pool keeps of a chat: its slot's tokens and its saved state file."""
+        await self._intake.on_worker(lambda: self._cache.forget(chat_key))
+
     # -- diagnostics ----------------------------------------------------------------------
 
     def cached_tokens(self, chat_key: str) -> list[int] | None:
