@@ -2,6 +2,7 @@
 
 A real HTTP server on 127.0.0.1 speaking Telegram's wire format, so the real bot (python-telegram-bot
 with ``base_url`` pointed here) runs unchanged while tests drive chats and assert on what it sent.
+Updates reach the bot by getUpdates or, once it set a webhook, as Telegram's POSTs to that URL.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import copy
 import email.parser
 import email.policy
+import http.client
 import json
 import math
 import re
@@ -20,10 +22,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 MAX_TEXT_UTF16 = 4096
 MAX_POLL_TIMEOUT = 50.0
+WEBHOOK_RETRY_DELAY = 0.1  # Telegram backs off for longer; tests want a quick second try
+WEBHOOK_PORTS = (80, 88, 443, 8443)
+# Telegram's own texts (telegram-bot-api's Client.cpp and WebhookActor.cpp).
+HTTPS_REQUIRED = "Bad Request: bad webhook: An HTTPS URL must be provided for webhook"
+WEBHOOK_PORT_FORBIDDEN = "Bad Request: bad webhook: Webhook can be set up only on ports 80, 88, 443 or 8443"
+WEBHOOK_ACTIVE = (
+    "Conflict: can't use getUpdates method while webhook is active; "
+    "use deleteWebhook to delete the webhook first"
+)
 NOT_MODIFIED = (
     "Bad Request: message is not modified: specified new message content and reply markup are "
     "exactly the same as a current content and reply markup of the message"
@@ -383,6 +394,53 @@ class _Chat:
     members: set[int] = field(default_factory=set)
 
 
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One POST of an update to the bot's webhook: the HTTP status, or None and why not."""
+
+    update_id: int
+    status: int | None
+    at: float
+    error: str | None = None
+
+
+@dataclass
+class _Webhook:
+    url: str
+    secret: str
+    max_connections: int
+    last_error_date: int | None = None
+    last_error_message: str | None = None
+
+
+def post_update(
+    url: str, update: dict[str, Any], secret: str | None, *, timeout: float = 10.0
+) -> tuple[int | None, str]:
+    """POST an update the way Telegram delivers it: JSON, the secret in a header.
+
+    Returns (HTTP status, reason), or (None, the error) when nothing answered. http.client, not
+    urllib, so no proxy from the environment gets between the fake and the bot.
+    """
+    parts = urlsplit(url)
+    connection_class = (
+        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    )
+    connection = connection_class(parts.hostname or "", parts.port, timeout=timeout)
+    headers = {"Content-Type": "application/json"}
+    if secret is not None:
+        headers["X-Telegram-Bot-Api-Secret-Token"] = secret
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        connection.request("POST", target, body=json.dumps(update).encode(), headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return response.status, response.reason
+    except OSError as exc:
+        return None, exc.strerror or str(exc)
+    finally:
+        connection.close()
+
+
 @dataclass
 class _Failure:
     method: str
@@ -529,7 +587,10 @@ class FakeBotAPI:
         self._last_send: dict[int | str, float] = {}
         self._drafts: list[tuple[int, int, str]] = []
         self._commands: dict[str, list[dict[str, Any]]] = {}
-        self._webhook_url = ""
+        self._webhook: _Webhook | None = None
+        self._next_set_webhook = 0.0
+        self._deliveries: list[WebhookDelivery] = []
+        self._delivery_thread: threading.Thread | None = None
         self._stopping = False
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -567,6 +628,8 @@ class FakeBotAPI:
         self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._delivery_thread is not None:
+            self._delivery_thread.join(timeout=15)
         self._server = None
 
     def __enter__(self) -> FakeBotAPI:
@@ -634,7 +697,8 @@ class FakeBotAPI:
     ) -> dict[str, Any]:
         """A user writes ``text`` in ``chat``; queues the update and returns its Message dict.
 
-        Entities default to what a client adds: a leading /command and @mentions.
+        Entities default to what a client adds: a leading /command and @mentions. With a webhook
+        set, the update is POSTed to it (see :meth:`deliveries`) instead of waiting for getUpdates.
         """
         with self._cond:
             state = self._chat_state(chat)
@@ -656,6 +720,36 @@ class FakeBotAPI:
             payload = self._message_json(state, message)
             self._queue({"message": payload})
             return copy.deepcopy(payload)
+
+    def forged_update(
+        self, chat: dict[str, Any] | int, user: dict[str, Any], text: str
+    ) -> dict[str, Any]:
+        """A message update that looks real but that Telegram never sent: not stored, not queued.
+
+        For :meth:`post_to_webhook` with a wrong secret.
+        """
+        with self._lock:
+            state = self._chat_state(chat)
+            message = StoredMessage(
+                chat_id=state.info["id"], message_id=state.next_message_id, from_user=dict(user),
+                text=text, entities=detect_entities(text), date=int(time.time()),
+            )
+            state.next_message_id += 1
+            update_id = self._next_update_id
+            self._next_update_id += 1
+            return {"update_id": update_id, "message": self._message_json(state, message)}
+
+    def post_to_webhook(
+        self, update: dict[str, Any], *, secret: str | None, url: str | None = None
+    ) -> int | None:
+        """POST ``update`` to the webhook (or ``url``) as anyone on the network could, with this
+        secret header (None: none); returns the HTTP status (None: no answer)."""
+        with self._lock:
+            target = url or (self._webhook.url if self._webhook is not None else None)
+        if target is None:
+            raise RuntimeError("no webhook is set and no url given")
+        status, _ = post_update(target, update, secret)
+        return status
 
     def push_update(self, update: dict[str, Any]) -> int:
         """Queue any update (e.g. ``{"callback_query": {...}}``); returns its update_id."""
@@ -728,9 +822,19 @@ class FakeBotAPI:
             return list(self._violations)
 
     def pending_updates(self) -> list[dict[str, Any]]:
-        """Updates not yet confirmed by a getUpdates offset."""
+        """Updates not yet confirmed by a getUpdates offset (or delivered to the webhook)."""
         with self._lock:
             return copy.deepcopy(self._updates)
+
+    def deliveries(self) -> list[WebhookDelivery]:
+        """Every POST of a queued update to the webhook, in order, failed ones included."""
+        with self._lock:
+            return list(self._deliveries)
+
+    def webhook_info(self) -> dict[str, Any]:
+        """What getWebhookInfo answers (the url is empty when no webhook is set)."""
+        with self._lock:
+            return self._api_getWebhookInfo({})
 
     def describe(self) -> str:
         """Every chat's messages and the last requests, for failure messages."""
@@ -965,29 +1069,98 @@ class FakeBotAPI:
         return True
 
     def _api_setWebhook(self, p: dict[str, Any]) -> bool:
-        self._webhook_url = str(p.get("url") or "")
+        url = str(p.get("url") or "")
+        if not url:
+            return self._api_deleteWebhook(p)
+        now = time.monotonic()
+        if now < self._next_set_webhook:
+            raise _ApiError(429, "Too Many Requests: retry after 1", 1)
+        self._next_set_webhook = now + 1
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise _bad("invalid webhook URL specified")
+        secret = str(p.get("secret_token") or "")
+        if len(secret) > 256:
+            raise _bad("secret token is too long")
+        if not re.fullmatch(r"[A-Za-z0-9_-]*", secret):
+            raise _bad("secret token contains unallowed characters")
+        if parts.scheme == "http":
+            # Telegram wants HTTPS. Test-only allowance: plain http to loopback, as a self-hosted
+            # telegram-bot-api in --local mode accepts, so the bot's own server can be reached.
+            if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+                raise _ApiError(400, HTTPS_REQUIRED)
+        elif (parts.port or 443) not in WEBHOOK_PORTS:
+            raise _ApiError(400, WEBHOOK_PORT_FORBIDDEN)
+        if p.get("drop_pending_updates"):
+            self._updates.clear()
+        if p.get("allowed_updates") is not None:
+            self._allowed_updates = set(p["allowed_updates"]) or None
+        max_connections = min(max(int(p.get("max_connections") or 40), 1), 100)
+        self._webhook = _Webhook(url, secret, max_connections)
+        self._cond.notify_all()  # a long poll in progress ends, as on Telegram
+        if self._delivery_thread is None or not self._delivery_thread.is_alive():
+            self._delivery_thread = threading.Thread(
+                target=self._deliver, name="FakeBotAPI webhook", daemon=True
+            )
+            self._delivery_thread.start()
         return True
 
     def _api_deleteWebhook(self, p: dict[str, Any]) -> bool:
-        self._webhook_url = ""
+        self._webhook = None
         if p.get("drop_pending_updates"):
             self._updates.clear()
+        self._cond.notify_all()
         return True
 
     def _api_getWebhookInfo(self, p: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "url": self._webhook_url,
+        webhook = self._webhook
+        info: dict[str, Any] = {
+            "url": webhook.url if webhook else "",
             "has_custom_certificate": False,
             "pending_update_count": len(self._updates),
         }
+        if webhook is not None:
+            info["max_connections"] = webhook.max_connections
+            if self._allowed_updates is not None:
+                info["allowed_updates"] = sorted(self._allowed_updates)
+            if webhook.last_error_date is not None:
+                info["last_error_date"] = webhook.last_error_date
+                info["last_error_message"] = webhook.last_error_message
+        return info
+
+    def _deliver(self) -> None:
+        """The webhook's delivery loop: POST queued updates in order, each until it gets a 2xx."""
+        while True:
+            with self._cond:
+                while not self._stopping and self._webhook is not None and not self._updates:
+                    self._cond.wait(0.5)
+                webhook = self._webhook
+                if self._stopping or webhook is None:
+                    return
+                update = self._updates[0]
+                if not self._wanted(update):
+                    self._updates.pop(0)  # Telegram never sends what allowed_updates excludes
+                    continue
+            status, reason = post_update(webhook.url, update, webhook.secret or None)
+            with self._cond:
+                error = None
+                if status is None:
+                    error = reason
+                elif not 200 <= status < 300:
+                    error = f"Wrong response from the webhook: {status} {reason}"
+                self._deliveries.append(
+                    WebhookDelivery(update["update_id"], status, time.monotonic(), error)
+                )
+                if error is None:
+                    if self._updates and self._updates[0] is update:
+                        self._updates.pop(0)
+                    continue
+                webhook.last_error_date, webhook.last_error_message = int(time.time()), error
+                self._cond.wait(WEBHOOK_RETRY_DELAY)
 
     def _api_getUpdates(self, p: dict[str, Any]) -> list[dict[str, Any]]:
-        if self._webhook_url:
-            raise _ApiError(
-                409,
-                "Conflict: can't use getUpdates method while webhook is active; "
-                "use deleteWebhook to delete the webhook first",
-            )
+        if self._webhook is not None:
+            raise _ApiError(409, WEBHOOK_ACTIVE)
         offset = int(p.get("offset") or 0)
         limit = min(max(int(p.get("limit") or 100), 1), 100)
         deadline = time.monotonic() + min(max(float(p.get("timeout") or 0), 0.0), MAX_POLL_TIMEOUT)
@@ -1002,6 +1175,8 @@ class FakeBotAPI:
         generation = self._poll_generation
         self._cond.notify_all()
         while True:
+            if self._webhook is not None:
+                raise _ApiError(409, "Conflict: terminated by setWebhook request")
             ready = [u for u in self._updates if self._wanted(u)][:limit]
             if ready or self._stopping:
                 return copy.deepcopy(ready)
