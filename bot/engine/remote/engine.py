@@ -257,6 +257,22 @@ class RemoteEngine:
 
     # -- what the chat side may ask besides -------------------------------------------------
 
+    async def forget(self, chat_key: str) -> None:
+        """Erase the chat's idle slot on its `llama-server` and stop restoring its saved cache
+        (the server's slot files are the server's: nothing else is deleted)."""
+        self._saved.pop(chat_key, None)
+        # Held busy while it is erased, so no other chat is given (or saves) it meanwhile.
+        claim = self._placement.take(chat_key) if self._placement.home(chat_key) else None
+        if claim is None:
+            return  # no slot, or a reply of the chat is being written on it
+        try:
+            server = self._backends[claim.backend].server
+            if isinstance(server, LlamaServer):
+                await server.erase_slot(claim.slot)
+        finally:
+            self._placement.give_up(chat_key)
+            self._dispatch()
+
     def add_listener(self, listener: StatusListener) -> None:
         """Call `listener` whenever a server goes down or comes back."""
         self._listeners.append(listener)

@@ -166,6 +166,10 @@ class LlamaServer:
         self.can_save_slots = True
         return True
 
+    async def erase_slot(self, slot: int) -> None:
+        """Empty the slot's cache on the server (its saved files stay the server's)."""
+        await self.connection.post(f"/slots/{slot}?action=erase", {}, wait=30.0)
+
     async def restore_slot(self, slot: int, chat_key: str) -> int:
         """Load a chat's saved cache into `slot`; the tokens restored (0: nothing saved)."""
         try:
