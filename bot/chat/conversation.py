@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -34,6 +35,11 @@ log = logging.getLogger(__name__)
 
 MODEL_FAILED = "⚠️ The model failed while answering; the error was logged. Try again."
 STOPPED_EARLY = "⏹ stopped before it started."
+QUESTION_GONE = "⏹ not answered: the message was deleted (/forget) before I got to it."
+
+
+class TurnGone(LookupError):
+    """The question to answer was deleted meanwhile (/forget)."""
 
 
 @dataclass(frozen=True)
@@ -150,13 +156,20 @@ class Conversation:
             token.cancel()
         return len(tokens)
 
+    @asynccontextmanager
+    async def quiet(self, chat_id: int) -> AsyncIterator[None]:
+        """Stop the chat's replies and hold the chat: none runs or starts until the block ends."""
+        self.stop(chat_id)
+        async with self._activity[chat_id].lock:
+            yield
+
     async def _prepare(self, accepted: Accepted, cancel: CancelToken) -> _Prepared:
         """Build the window and start the reply row (raises InputTooLong, question failed)."""
         async with self._sessions() as session:
             chat = await session.get(ChatRow, accepted.chat_id)
             question = await session.get(TurnRow, accepted.turn_id)
             if chat is None or question is None:
-                raise LookupError(f"turn {accepted.turn_id} of chat {accepted.chat_id} is gone")
+                raise TurnGone(f"turn {accepted.turn_id} of chat {accepted.chat_id} is gone")
             rows = await repo.conversation(session, chat, up_to=accepted.turn_id)
             params = self._chat_settings.params_of(chat)
             try:
@@ -188,6 +201,11 @@ class Conversation:
             prepared = await self._prepare(accepted, cancel)
         except InputTooLong as exc:
             await sink.fail(str(exc))
+            return None
+        except TurnGone:
+            log.info("turn %d of chat %d was deleted before its answer", accepted.turn_id,
+                     accepted.chat_id)
+            await sink.fail(QUESTION_GONE)
             return None
         text = ""
         finished: Finished | None = None

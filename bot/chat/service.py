@@ -13,7 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.chat.chat_settings import ChatSettings
 from bot.chat.conversation import Accepted, Conversation, ReplyOutcome
+from bot.chat.forgetting import ChatForgetting
 from bot.chat.recovery import Recovery, RecoveryItem
+from bot.chat.retention import Retention
 from bot.chat.running import EngineLoader, RunningModel
 from bot.chat.sink import MessageRecorder, ReplySink
 from bot.chat.switching import ModelSwitch
@@ -50,6 +52,12 @@ class ChatService:
             chat_settings=self.chat_settings,
         )
         self.recovery = Recovery(sessions=sessions)
+        self.forgetting = ChatForgetting(
+            sessions=sessions, model=self.model, conversation=self.conversation
+        )
+        self.retention = Retention(
+            sessions=sessions, model=self.model, days=settings.retention_days
+        )
         self.models: ModelSwitch | None = None
         if load is not None:
             self.models = ModelSwitch(

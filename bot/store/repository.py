@@ -157,16 +157,14 @@ async def conversation(
     )
     rows = list((await session.execute(query)).scalars())
     if up_to is not None:
-        rows = [
-            row for row in rows
-            if (row.id if row.role == "user" else (row.reply_to or row.id)) <= up_to
-        ]
+        rows = [row for row in rows if conversation_order(row)[0] <= up_to]
+    return sorted(rows, key=conversation_order)
 
-    def order(row: TurnRow) -> tuple[int, int]:
-        anchor = row.id if row.role == "user" else (row.reply_to or row.id)
-        return (anchor, 0 if row.role == "user" else 1)
 
-    return sorted(rows, key=order)
+def conversation_order(row: TurnRow) -> tuple[int, int]:
+    """Sort key of turns as a conversation reads: a reply right after its question."""
+    anchor = row.id if row.role == "user" else (row.reply_to or row.id)
+    return (anchor, 0 if row.role == "user" else 1)
 
 
 async def reset_conversation(session: AsyncSession, chat_id: int) -> int:

@@ -1,0 +1,95 @@
+"""What the bot stores of a chat, as a whole: counted and deleted for /forget, read for
+`alpaca-bot export`, and turns pruned past the retention period. Each function takes the
+session it works in and commits nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Table, delete, exists, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from bot.store.repository import conversation_order
+from bot.store.schema import Base, ChatRow, TurnRow
+
+CHAT_DATA_COLUMNS = ("summary",)
+"""Columns of `chats` that hold conversation rather than settings: /forget empties those the
+schema has (a running summary of the conversation, say)."""
+
+
+@dataclass(frozen=True)
+class StoredChat:
+    """How much is stored of one chat's conversation."""
+
+    turns: int
+    first: datetime | None
+    """When the oldest stored turn was written (None: no turns)."""
+
+
+async def stored_chat(session: AsyncSession, chat_id: int) -> StoredChat:
+    count, first = (await session.execute(
+        select(func.count(TurnRow.id), func.min(TurnRow.created_at)).where(TurnRow.chat_id == chat_id)
+    )).one()
+    if isinstance(first, str):  # SQLite gives an aggregate's value back as text
+        first = datetime.fromisoformat(first)
+    return StoredChat(int(count), first)
+
+
+def _chat_data_tables() -> list[Table]:
+    """Tables other than `turns` whose rows belong to a chat (a foreign key to `chats`): all
+    conversation data, since a chat's settings live in its own row."""
+    chats = ChatRow.__table__
+    turns = TurnRow.__table__
+    return [
+        table for table in reversed(Base.metadata.sorted_tables)
+        if table is not turns and any(fk.column.table is chats for fk in table.foreign_keys)
+    ]
+
+
+async def forget_chat(session: AsyncSession, chat_id: int) -> int:
+    """Delete the chat's turns and everything else of its conversation; its row and settings
+    stay. Returns the turns deleted."""
+    for table in _chat_data_tables():
+        columns = [fk.parent for fk in table.foreign_keys if fk.column.table is ChatRow.__table__]
+        for column in columns:
+            await session.execute(delete(table).where(column == chat_id))
+    cleared = {name: None for name in CHAT_DATA_COLUMNS if name in ChatRow.__table__.c}
+    if cleared:
+        await session.execute(update(ChatRow).where(ChatRow.id == chat_id).values(**cleared))
+    # Replies first: they refer to their questions.
+    replies = await session.execute(
+        delete(TurnRow).where(TurnRow.chat_id == chat_id, TurnRow.reply_to.is_not(None))
+    )
+    questions = await session.execute(delete(TurnRow).where(TurnRow.chat_id == chat_id))
+    return int(replies.rowcount or 0) + int(questions.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def prune_turns(session: AsyncSession, *, before: datetime) -> set[int]:
+    """Delete the turns written before `before`, except those of a reply in progress: a reply
+    being written or not yet delivered, its question, and questions waiting for an answer.
+    Returns the chats that lost turns."""
+    old = TurnRow.created_at < before
+    in_progress_reply = (TurnRow.state == "streaming") | (
+        (TurnRow.state == "complete") & TurnRow.delivered.is_(False)
+    )
+    reply = aliased(TurnRow)
+    has_reply = exists().where(reply.reply_to == TurnRow.id)
+    replies = TurnRow.role != "user"
+    questions = (TurnRow.role == "user") & (TurnRow.state != "pending") & ~has_reply
+    chats: set[int] = set()
+    for doomed in (old & replies & ~in_progress_reply, old & questions):
+        found = await session.execute(select(TurnRow.chat_id).where(doomed).distinct())
+        chats.update(int(chat_id) for chat_id in found.scalars())
+        await session.execute(delete(TurnRow).where(doomed))
+    return chats
+
+
+async def chat_with_turns(session: AsyncSession, chat_id: int) -> tuple[ChatRow, list[TurnRow]] | None:
+    """A chat and every turn it stores, as the conversation reads (None: no such chat)."""
+    chat = await session.get(ChatRow, chat_id)
+    if chat is None:
+        return None
+    rows = list((await session.execute(select(TurnRow).where(TurnRow.chat_id == chat_id))).scalars())
+    return chat, sorted(rows, key=conversation_order)
