@@ -125,6 +125,10 @@ async def _reset(chat: ChatService, front: Front, call: Invocation) -> str:
     return await chat.chat_settings.reset(call.ref)
 
 
+async def _forget(chat: ChatService, front: Front, call: Invocation) -> str:
+    return await chat.forgetting.request(call.ref, call.argument)
+
+
 async def _settings(chat: ChatService, front: Front, call: Invocation) -> str:
     return await chat.chat_settings.overview(call.ref)
 
@@ -198,6 +202,9 @@ COMMANDS: tuple[Command, ...] = (
             denied="Only the group's admins can change the system prompt."),
     Command(name="reset", help="start a fresh conversation", run=_reset, access="chat_admins",
             denied="Only the group's admins can reset the conversation."),
+    Command(name="forget", args="[yes]", help="delete this chat's stored messages",
+            run=_forget, access="chat_admins",
+            denied="Only the group's admins can make me forget this chat."),
     Command(name="settings", help="all values and how full the context is", run=_settings),
     Command(name="stop", help="stop the reply being written", run=_stop),
     Command(name="help", aliases=("start",), help="how to use this bot", run=_help),
@@ -230,7 +237,7 @@ def help_text(front: FrontName, intro: str, *, group: bool) -> str:
     lines += [f"{c.usage} — {c.help}" for c in shown if c.access != "bot_admins" and not c.menu]
     lines.append("Without a value a command shows the current value and its range.")
     if group:
-        lines.append("In groups, only admins may change settings, /system and /reset.")
+        lines.append("In groups, only admins may change settings, /system, /reset and /forget.")
     admin = [f"{c.usage} {c.help}" for c in shown if c.access == "bot_admins"]
     if admin and front == "telegram":
         lines.append(f"Bot admins: {', '.join(admin)}.")
