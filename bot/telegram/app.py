@@ -109,6 +109,8 @@ async def run_telegram(
         resumed = await handlers.resume_unfinished(application)
         if resumed:
             log.info("resuming %d replies interrupted by the last shutdown", resumed)
+        if service.retention.days:
+            deps.spawn(service.retention.run(), "retention")  # cancelled with the rest at stop
         notifier.ready(f"serving @{application.bot.username} ({mode})")
         await stop.wait()
     finally:
