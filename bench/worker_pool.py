@@ -51,7 +51,7 @@ from bot.core.prompt import Prompt, Turn  # noqa: E402
 from bot.core.templates import ChatFormat, choose_format  # noqa: E402
 from bot.engine.base import Engine, Finished, GenerationRequest, SamplingParams, TextDelta  # noqa: E402
 from bot.engine.llama import EngineOptions, LlamaEngine  # noqa: E402
-from bot.engine.native import route_llama_log  # noqa: E402
+from bot.engine.native import model_params, route_llama_log  # noqa: E402
 from bot.engine.pool import PoolEngine, PoolOptions  # noqa: E402
 from bot.models.demo import find_demo_model  # noqa: E402
 
@@ -133,8 +133,7 @@ def bare_context(model_path: Path, threads: int, flash_attn: bool | None) -> tup
 
     route_llama_log()
     logging.getLogger("llama.cpp").setLevel(logging.CRITICAL)
-    model = llama_cpp.llama_model_load_from_file(str(model_path).encode(),
-                                                 llama_cpp.llama_model_default_params())
+    model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), model_params())
     params = llama_cpp.llama_context_default_params()
     params.n_ctx, params.n_batch, params.n_ubatch = 2048, 512, 512
     params.n_threads = params.n_threads_batch = threads

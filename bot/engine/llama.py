@@ -24,6 +24,7 @@ from bot.engine.local import LocalEngine
 from bot.engine.native import (
     check_model_file,
     describe_model,
+    high_level_model_params,
     kv_bytes_per_token,
     physical_cores,
     route_llama_log,
@@ -89,14 +90,15 @@ class LlamaEngine(LocalEngine):
 
     @staticmethod
     def _load(llama_cpp: Any, options: EngineOptions, n_ctx: int, threads: int) -> Any:
-        return llama_cpp.Llama(
-            model_path=str(options.model_path),
-            n_ctx=n_ctx,
-            n_threads=threads,
-            n_threads_batch=threads,
-            n_batch=min(options.batch, n_ctx),
-            verbose=False,
-        )
+        with high_level_model_params():
+            return llama_cpp.Llama(
+                model_path=str(options.model_path),
+                n_ctx=n_ctx,
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_batch=min(options.batch, n_ctx),
+                verbose=False,
+            )
 
     # -- the Engine protocol (the rest is LocalEngine's) ---------------------------------
 

@@ -3,9 +3,12 @@ llama.cpp's log routed to logging, the thread count, and the facts of a loaded m
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,58 @@ def route_llama_log() -> None:
 
     _callback = forward
     llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))
+
+
+def cpu_has_amx() -> bool:
+    """Whether the CPU has Intel AMX tiles (Sapphire Rapids and later)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return "amx_tile" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+def model_params() -> Any:
+    """llama.cpp's default model parameters, as every model this process loads uses them.
+
+    On a CPU with AMX, llama.cpp repacks weights into its AMX buffer type, and its AMX matrix
+    kernel crashes (SIGSEGV in ggml_backend_amx_mul_mat) on a batch of prompt tokens of the
+    demo model, in the wheel and in llama-server alike (single tokens are fine; an AMX program
+    of our own ran correctly on the same machine). There the extra buffer types are turned off,
+    as `llama-server --no-repack` does: the plain CPU kernels are used for every weight.
+    """
+    import llama_cpp
+
+    return _safe(llama_cpp.llama_model_default_params)
+
+
+def _safe(default: Callable[[], Any]) -> Any:
+    params = default()
+    if cpu_has_amx():
+        params.use_extra_bufts = False
+    return params
+
+
+_PATCH_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def high_level_model_params() -> Iterator[None]:
+    """While loading a high-level `Llama`: it builds its parameters from
+    `llama_model_default_params()` and has no argument for the buffer types, so that function
+    answers with `model_params()` meanwhile."""
+    import llama_cpp.llama_cpp as low_level
+
+    with _PATCH_LOCK:
+        original = low_level.llama_model_default_params
+        low_level.llama_model_default_params = lambda: _safe(original)
+        try:
+            yield
+        finally:
+            low_level.llama_model_default_params = original
 
 
 def physical_cores() -> int:

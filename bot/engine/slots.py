@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bot.engine.native import kv_bytes_per_token
+from bot.engine.native import kv_bytes_per_token, model_params
 from bot.errors import ModelError
 
 
@@ -130,9 +130,7 @@ class SlotContext:
         self.model: Any = None
         self.ctx: Any = None
         self._batch: Any = None
-        self.model = llama_cpp.llama_model_load_from_file(
-            str(model_path).encode(), llama_cpp.llama_model_default_params()
-        )
+        self.model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), model_params())
         if not self.model:
             raise ModelError(
                 f"cannot load model {model_path} (is it a complete GGUF file of a supported "

@@ -135,7 +135,7 @@ class _Evaluator:
         check_gguf_magic(model_path)
         import llama_cpp
 
-        from bot.engine.native import physical_cores, route_llama_log
+        from bot.engine.native import model_params, physical_cores, route_llama_log
 
         route_llama_log()  # keep llama.cpp's chatter out of the terminal
         llama_cpp.llama_backend_init()
@@ -146,7 +146,7 @@ class _Evaluator:
         self._ctx: Any = None
         self._batch: Any = None
         self._model = llama_cpp.llama_model_load_from_file(
-            str(model_path).encode(), llama_cpp.llama_model_default_params()
+            str(model_path).encode(), model_params()
         )
         if not self._model:
             raise ModelError(f"llama.cpp cannot load {model_path} (is it a supported model?)")

@@ -98,11 +98,12 @@ class LogitRecorder:
 def reference(demo_model: Path) -> Iterator[Any]:
     import llama_cpp
 
-    from bot.engine.native import route_llama_log
+    from bot.engine.native import high_level_model_params, route_llama_log
 
     route_llama_log()
-    llama = llama_cpp.Llama(model_path=str(demo_model), n_ctx=2048, n_threads=2,
-                            logits_all=True, verbose=False)
+    with high_level_model_params():
+        llama = llama_cpp.Llama(model_path=str(demo_model), n_ctx=2048, n_threads=2,
+                                logits_all=True, verbose=False)
     yield llama
     llama.close()
 

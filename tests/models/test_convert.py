@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 import bot.models.convert as convert_module
 from bot.core.prompt import Turn, prompt_text
 from bot.core.templates import AlpacaFormat, JinjaFormat
+from bot.engine.native import high_level_model_params
 from bot.errors import ConversionError
 from bot.models.convert import ALPACA_CHAT_TEMPLATE, convert_checkpoint
 from bot.models.lazy_tensor import FileRange, LazyTensor
@@ -55,8 +56,9 @@ def llama_logits(model: Path, tokens: Sequence[int], *, f32_cache: bool = False,
     llama_cpp = pytest.importorskip("llama_cpp")
     # The KV cache is f16 by default; f32 lets an all-f32 model be compared tightly.
     cache = {"type_k": llama_cpp.GGML_TYPE_F32, "type_v": llama_cpp.GGML_TYPE_F32} if f32_cache else {}
-    llm = llama_cpp.Llama(str(model), logits_all=True, n_ctx=64, n_threads=2, verbose=False,
-                          **cache)
+    with high_level_model_params():
+        llm = llama_cpp.Llama(str(model), logits_all=True, n_ctx=64, n_threads=2, verbose=False,
+                              **cache)
     try:
         llm.eval(list(tokens))
         return np.array(llm.scores[: len(tokens)], dtype=np.float64)

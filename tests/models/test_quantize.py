@@ -20,6 +20,7 @@ import gguf
 import numpy as np
 import pytest
 
+from bot.engine.native import high_level_model_params
 from bot.errors import QuantizeError
 from bot.models.gguf_file import read_gguf_info
 from bot.models.quant_types import QUANT_TYPES, QuantType, parse_quant_type
@@ -192,7 +193,8 @@ def test_requantized_demo_model_loads_and_generates(
     assert result.size_after <= estimate_output_size(read_gguf_info(demo_model), name)
     assert names_in(result.output.parent) >= {result.output.name}
     assert not [p for p in result.output.parent.iterdir() if p.name.endswith(".part")]
-    llama = llama_cpp.Llama(str(result.output), n_ctx=128, n_threads=2, verbose=False)
+    with high_level_model_params():
+        llama = llama_cpp.Llama(str(result.output), n_ctx=128, n_threads=2, verbose=False)
     try:
         completion = llama.create_completion("The capital of France is", max_tokens=4,
                                              temperature=0.0)
