@@ -32,8 +32,6 @@ async def stored_chat(session: AsyncSession, chat_id: int) -> StoredChat:
     count, first = (await session.execute(
         select(func.count(TurnRow.id), func.min(TurnRow.created_at)).where(TurnRow.chat_id == chat_id)
     )).one()
-    if isinstance(first, str):  # SQLite gives an aggregate's value back as text
-        first = datetime.fromisoformat(first)
     return StoredChat(int(count), first)
 
 
