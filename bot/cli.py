@@ -74,6 +74,60 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy.engine import make_url
+
+    from bot.models.progress import format_bytes
+    from bot.store.backup import backup_sqlite, pg_dump_command, sqlite_path
+
+    url = settings.database_url
+    source = sqlite_path(url)
+    if source is None:
+        if make_url(url).get_backend_name() == "postgresql":
+            raise UserError("the database is PostgreSQL, which alpaca-bot does not copy itself; "
+                            f"back it up with: {pg_dump_command(url, args.file)}")
+        raise UserError(f"cannot back up {_safe_url(url)}: only a SQLite file is copied")
+    report = backup_sqlite(source, args.file, force=args.force)
+    print(f"backed up {source} to {report.target} ({format_bytes(report.size)}): "
+          f"{report.chats} chats, {report.turns} turns")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    text = asyncio.run(_export(settings, args.chat_id, args.format))
+    if args.output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return 0
+    try:
+        args.output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot write {args.output}: {exc.strerror}") from None
+    print(f"wrote chat {args.chat_id} to {args.output} ({args.format})", file=sys.stderr)
+    return 0
+
+
+async def _export(settings: Settings, chat_id: int, fmt: Any) -> str:
+    from sqlalchemy.exc import DBAPIError
+
+    from bot.chat.export import export_chat
+    from bot.store.backup import sqlite_path
+    from bot.store.database import open_database, sessions
+
+    url = settings.database_url
+    source = sqlite_path(url)
+    if source is not None and not source.is_file():
+        raise UserError(f"no database at {source}")
+    database = open_database(url)
+    try:
+        return await export_chat(sessions(database), chat_id, fmt)
+    except (DBAPIError, OSError) as exc:
+        raise UserError(f"cannot read {_safe_url(url)}: {getattr(exc, 'orig', exc)} "
+                        "(alpaca-bot migrate brings an older database up to date)") from None
+    finally:
+        await database.dispose()
+
+
 def cmd_convert(args: argparse.Namespace, settings: Settings) -> int:
     from bot.models.convert import convert_checkpoint
     from bot.models.progress import format_bytes
@@ -254,6 +308,17 @@ def build_parser() -> argparse.ArgumentParser:
                                       "when no token is set); the default")
     commands.add_parser("run", help="run the Telegram bot")
     commands.add_parser("migrate", help="upgrade the database to the newest schema")
+    backup = commands.add_parser(
+        "backup", help="copy the SQLite database, also while the bot runs (PostgreSQL: says "
+                       "how to use pg_dump)",
+    )
+    backup.add_argument("file", type=Path, help="the copy to write")
+    backup.add_argument("--force", action="store_true", help="replace an existing file")
+    export = commands.add_parser("export", help="print one chat's stored conversation")
+    export.add_argument("chat_id", type=int, help="the chat's id (groups are negative)")
+    export.add_argument("--format", choices=("jsonl", "md"), default="jsonl",
+                        help="jsonl: one JSON object a turn (default); md: readable Markdown")
+    export.add_argument("-o", "--output", type=Path, help="write to this file, not stdout")
 
     convert = commands.add_parser(
         "convert", help="convert a Meta (consolidated.*.pth) or Hugging Face LLaMA checkpoint "
@@ -326,6 +391,8 @@ HANDLERS = {
     "run": cmd_run,
     "chat": cmd_chat,
     "migrate": cmd_migrate,
+    "backup": cmd_backup,
+    "export": cmd_export,
     "convert": cmd_convert,
     "quantize": cmd_quantize,
     "perplexity": cmd_perplexity,
