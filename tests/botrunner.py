@@ -48,8 +48,9 @@ class BotRunner:
         return self
 
     def _receiving(self) -> int:
-        """How often the bot began receiving updates: getUpdates calls and setWebhook calls."""
-        return len(self.fake.requests("getUpdates")) + len(self.fake.requests("setWebhook"))
+        """How often the bot began receiving updates: getUpdates calls, webhooks set."""
+        webhooks = [r for r in self.fake.requests("setWebhook") if r.status == 200]
+        return len(self.fake.requests("getUpdates")) + len(webhooks)
 
     async def _main(self) -> None:
         load = self.load or (lambda path: ScriptedEngine())
