@@ -589,6 +589,8 @@ class FakeBotAPI:
         self._commands: dict[str, list[dict[str, Any]]] = {}
         self._webhook: _Webhook | None = None
         self._next_set_webhook = 0.0
+        self.set_webhook_interval = 1.0
+        """Telegram takes one setWebhook a second; tests of other rules may lower it."""
         self._deliveries: list[WebhookDelivery] = []
         self._delivery_thread: threading.Thread | None = None
         self._stopping = False
@@ -743,7 +745,10 @@ class FakeBotAPI:
         self, update: dict[str, Any], *, secret: str | None, url: str | None = None
     ) -> int | None:
         """POST ``update`` to the webhook (or ``url``) as anyone on the network could, with this
-        secret header (None: none); returns the HTTP status (None: no answer)."""
+        secret header (None: none); returns the HTTP status (None: no answer).
+
+        It blocks: a test on the bot's event loop calls it through ``asyncio.to_thread``.
+        """
         with self._lock:
             target = url or (self._webhook.url if self._webhook is not None else None)
         if target is None:
@@ -1075,7 +1080,7 @@ class FakeBotAPI:
         now = time.monotonic()
         if now < self._next_set_webhook:
             raise _ApiError(429, "Too Many Requests: retry after 1", 1)
-        self._next_set_webhook = now + 1
+        self._next_set_webhook = now + self.set_webhook_interval
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise _bad("invalid webhook URL specified")
