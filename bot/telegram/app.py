@@ -156,8 +156,8 @@ async def _start_updates(application: AnyApplication, settings: Settings, poll_t
             webhook_url=settings.webhook_url, secret_token=secret,
             allowed_updates=ALLOWED_UPDATES, drop_pending_updates=False,
             # Telegram answers a second setWebhook within a second with retry_after 1 (a quick
-            # restart): retry instead of failing the start.
-            bootstrap_retries=2,
+            # restart): one retry instead of failing the start.
+            bootstrap_retries=1,
         )
     except BadRequest as exc:
         raise ConfigError(
