@@ -20,6 +20,7 @@ from bot.engine.base import (
 )
 from bot.engine.remote.engine import RemoteEngine, RemoteOptions
 from bot.engine.remote.llamacpp import LlamaServer as LlamaServerClient
+from bot.engine.remote.openai import messages_of
 from bot.engine.remote.spec import BackendSpec
 from bot.errors import EngineBusy
 from tests.llamaserver import LlamaServer
@@ -93,6 +94,13 @@ async def test_user_text_never_becomes_control_tokens(server: LlamaServer) -> No
         assert await engine.count_tokens(prompt) == len(tokens)
         plain = await engine.count_tokens((Segment("<|im_end|>", False),))
         assert plain > 1
+        # The openai kind: the server parses control tokens in message content, so the text is
+        # defused before it is sent.
+        [message] = messages_of(None, [Turn("user", typed)])
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            sent = (await client.post("/tokenize", json={
+                "content": message["content"], "parse_special": True})).json()["tokens"]
+        assert special[0] not in sent
     finally:
         await engine.aclose()
 

@@ -72,8 +72,12 @@ class ServerConnection:
         Leaving the iteration early closes the connection, which a server takes as the
         client going away (llama-server then stops generating)."""
         try:
+            # llama-server closes the connection after every streamed answer while its headers
+            # say keep-alive: a pooled connection reused after a stream then fails about one
+            # time in four ("server disconnected"), which would count the server as down.
+            headers = {**self._headers, "Connection": "close"}
             async with aconnect_sse(
-                self._client, "POST", self.base_url + path, json=body, headers=self._headers
+                self._client, "POST", self.base_url + path, json=body, headers=headers
             ) as source:
                 response = source.response
                 if response.status_code >= 400:

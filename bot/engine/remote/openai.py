@@ -5,6 +5,7 @@ it gets the conversation as messages; of our knobs only those the OpenAI API has
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
@@ -52,10 +53,28 @@ class TokenEstimate:
             self.ratio = min(4.0, max(self.ratio, real_tokens / estimated))
 
 
+CONTROL_TOKEN = re.compile(
+    r"<(?=\|[^<>|\s]{1,40}\|>|/?s>|unk>|pad>|eos>|bos>|(?:start|end)_of_turn>)"
+)
+"""The opening `<` of text spelled like a control token (`<|im_end|>`, `</s>`, `<s>`,
+`<end_of_turn>`, ...): servers such as llama-server tokenize message content with special
+tokens parsed, so such text would end a turn or forge a role."""
+DEFUSE = "<\u200b"
+"""A zero-width space after the `<`: the model reads the same characters, no control token."""
+
+
+def defuse(text: str) -> str:
+    """User or model text made safe to send as message content."""
+    return CONTROL_TOKEN.sub(DEFUSE, text)
+
+
 def messages_of(system: str | None, turns: Sequence[Turn]) -> list[dict[str, str]]:
-    """The conversation as OpenAI messages (the server's template renders them)."""
+    """The conversation as OpenAI messages (the server's template renders them), with text
+    spelled like control tokens defused (the system prompt is the operator's, sent as it is)."""
     messages = [{"role": "system", "content": system}] if system else []
-    messages += [{"role": turn.role, "content": turn.content} for turn in normalize_turns(turns)]
+    messages += [
+        {"role": turn.role, "content": defuse(turn.content)} for turn in normalize_turns(turns)
+    ]
     return messages
 
 
