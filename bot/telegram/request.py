@@ -1,0 +1,28 @@
+"""The Bot API's HTTP requests, counted: python-telegram-bot's httpx request class with every
+call's method and HTTP status recorded in the bot's metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from telegram.request import HTTPXRequest
+
+from bot.metrics import Metrics
+
+
+class MeteredRequest(HTTPXRequest):
+    """`HTTPXRequest` that records each call (`alpaca_bot_bot_api_calls_total`)."""
+
+    def __init__(self, metrics: Metrics, **options: Any) -> None:
+        super().__init__(**options)
+        self._metrics = metrics
+
+    async def do_request(self, url: str, method: str, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        api_method = url.rstrip("/").rsplit("/", 1)[-1] or "unknown"
+        try:
+            code, payload = await super().do_request(url, method, *args, **kwargs)
+        except Exception:
+            self._metrics.bot_api_call(api_method, None)
+            raise
+        self._metrics.bot_api_call(api_method, code)
+        return code, payload
