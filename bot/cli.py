@@ -128,6 +128,12 @@ async def _export(settings: Settings, chat_id: int, fmt: Any) -> str:
         await database.dispose()
 
 
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.doctor import run_doctor
+
+    return run_doctor(settings, sys.stdout)
+
+
 def cmd_convert(args: argparse.Namespace, settings: Settings) -> int:
     from bot.models.convert import convert_checkpoint
     from bot.models.progress import format_bytes
@@ -308,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "when no token is set); the default")
     commands.add_parser("run", help="run the Telegram bot")
     commands.add_parser("migrate", help="upgrade the database to the newest schema")
+    commands.add_parser("doctor", help="check the config, model, database, disk and token; "
+                                       "say what is wrong and how to fix it")
     backup = commands.add_parser(
         "backup", help="copy the SQLite database, also while the bot runs (PostgreSQL: says "
                        "how to use pg_dump)",
@@ -391,6 +399,7 @@ HANDLERS = {
     "run": cmd_run,
     "chat": cmd_chat,
     "migrate": cmd_migrate,
+    "doctor": cmd_doctor,
     "backup": cmd_backup,
     "export": cmd_export,
     "convert": cmd_convert,
