@@ -194,16 +194,10 @@ async def check_token(settings: Settings) -> Finding:
 
 
 def check_listen(settings: Settings) -> list[Finding]:
-    from bot.health import parse_listen
-
-    listen = getattr(settings, "metrics_listen", "")
-    if not listen:
-        return []
-    try:
-        parse_listen(listen)
-    except AlpacaBotError as exc:
-        return [Finding("metrics_listen", "", str(exc), "set it to host:port, or empty for none")]
-    return [Finding("metrics_listen", f"http://{listen} (/healthz, /readyz, /metrics)")]
+    if settings.metrics_address is None:
+        return [Finding("metrics_listen", "empty: no /healthz, /readyz or /metrics", warning=True)]
+    return [Finding("metrics_listen", f"http://{settings.metrics_listen} (/healthz, /readyz, "
+                    "/metrics)")]
 
 
 # -- the command ----------------------------------------------------------------------------------

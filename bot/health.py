@@ -35,14 +35,6 @@ ReadinessCheck = Callable[[], Coroutine[Any, Any, list[str]]]
 """Returns what keeps the bot from being ready (nothing: ready)."""
 
 
-def parse_listen(value: str) -> tuple[str, int]:
-    """`host:port` (IPv6 as `[::1]:9464`) into its parts."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ConfigError(f"metrics_listen must be host:port, e.g. 127.0.0.1:9464 (got {value!r})")
-    return host.strip("[]") or "0.0.0.0", int(port)
-
-
 class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
@@ -53,13 +45,14 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class HealthServer:
-    """/healthz, /readyz and /metrics on `listen`, answered from a thread."""
+    """/healthz, /readyz and /metrics on `address` (host, port; port 0: any free one),
+    answered from a thread."""
 
     def __init__(
-        self, listen: str, *, metrics: Metrics, loop: asyncio.AbstractEventLoop,
+        self, address: tuple[str, int], *, metrics: Metrics, loop: asyncio.AbstractEventLoop,
         ready: ReadinessCheck,
     ) -> None:
-        self._address = parse_listen(listen)
+        self._address = address
         self._metrics = metrics
         self._loop = loop
         self._ready = ready

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     webhook_url: str | None = None
     webhook_listen: str = "127.0.0.1:8090"
     webhook_secret: SecretStr | None = None
+    # The operator's HTTP endpoint (/healthz, /readyz, /metrics); empty turns it off.
+    metrics_listen: str = "127.0.0.1:9464"
     # Storage
     data: Path = Field(default_factory=default_data_dir)
     db: str | None = None
@@ -134,6 +136,14 @@ class Settings(BaseSettings):
         parse_listen(value)
         return value
 
+    @field_validator("metrics_listen")
+    @classmethod
+    def _check_metrics_listen(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            parse_listen(value)
+        return value
+
     @field_validator("webhook_secret")
     @classmethod
     def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
@@ -207,6 +217,11 @@ class Settings(BaseSettings):
     def webhook_address(self) -> tuple[str, int]:
         """The host and port the bot's webhook server binds (from webhook_listen)."""
         return parse_listen(self.webhook_listen)
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """Where /healthz, /readyz and /metrics are served (None: nowhere)."""
+        return parse_listen(self.metrics_listen) if self.metrics_listen else None
 
     @property
     def webhook_path(self) -> str:

@@ -13,16 +13,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.engine.base import Finished
 from bot.errors import ConfigError
-from bot.health import HealthServer, check_ready, parse_listen
+from bot.health import HealthServer, check_ready
 from bot.metrics import Metrics
+from bot.settings import load_settings
 
 
-def test_listen_addresses() -> None:
-    assert parse_listen("127.0.0.1:9464") == ("127.0.0.1", 9464)
-    assert parse_listen("[::1]:80") == ("::1", 80)
+def test_metrics_listen_is_host_and_port_or_empty() -> None:
+    assert load_settings(None).metrics_address == ("127.0.0.1", 9464)
+    assert load_settings(None, metrics_listen="[::1]:80").metrics_address == ("::1", 80)
+    assert load_settings(None, metrics_listen="").metrics_address is None
     for bad in ("9464", "host:", "host:99999", "host:x"):
-        with pytest.raises(ConfigError, match="host:port"):
-            parse_listen(bad)
+        with pytest.raises(ConfigError, match="metrics_listen"):
+            load_settings(None, metrics_listen=bad)
 
 
 def scrape(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -40,7 +42,7 @@ async def test_the_endpoints_answer_from_their_own_thread() -> None:
     async def ready() -> list[str]:
         return list(problems)
 
-    server = HealthServer("127.0.0.1:0", metrics=metrics, loop=asyncio.get_running_loop(),
+    server = HealthServer(("127.0.0.1", 0), metrics=metrics, loop=asyncio.get_running_loop(),
                           ready=ready)
     server.start()
     try:
@@ -84,7 +86,7 @@ def test_healthz_fails_when_the_event_loop_is_stuck() -> None:
     async def never() -> list[str]:
         return []
 
-    server = HealthServer("127.0.0.1:0", metrics=Metrics(), loop=loop, ready=never)
+    server = HealthServer(("127.0.0.1", 0), metrics=Metrics(), loop=loop, ready=never)
     server.start()
     try:
         loop.call_soon_threadsafe(stuck)
