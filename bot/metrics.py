@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from bot.engine.base import Engine, Finished, StopReason
@@ -64,7 +64,6 @@ class Metrics:
         self.quantize_jobs = Counter("alpaca_bot_quantize_jobs",
                                      "Quantization jobs by how they ended.", ["outcome"],
                                      registry=r)
-        self.model = Info("alpaca_bot_model", "The model the bot runs.", registry=r)
         self.last_bot_api_answer = 0.0
         """time.monotonic() of the Bot API's last answer (any HTTP status): /readyz reads it."""
 
@@ -96,30 +95,29 @@ class Metrics:
                 self.flood_bans.labels(method).inc()
         self.bot_api_calls.labels(method, result).inc()
 
-    def describe_model(self, engine: Engine, engine_kind: str) -> None:
-        info = engine.info
-        self.model.info({
-            "name": info.name, "file": info.path.name, "type": info.file_type or "",
-            "engine": engine_kind, "n_ctx": str(info.n_ctx),
-        })
-
-    def watch_engine(self, current: Callable[[], Engine]) -> None:
-        """Read the engine's queue, slots and saved states at every scrape (`current()` is
-        the running engine, which /model may replace)."""
-        self.registry.register(_EngineState(current))
+    def watch_engine(self, current: Callable[[], Engine], *, kind: str) -> None:
+        """Read the engine's model, queue, slots and saved states at every scrape (`current()`
+        is the running engine, which /model may replace; `kind` the configured engine)."""
+        self.registry.register(_EngineState(current, kind))
 
 
 class _EngineState(Collector):
     """Gauges read off the running engine when /metrics is scraped."""
 
-    def __init__(self, current: Callable[[], Engine]) -> None:
+    def __init__(self, current: Callable[[], Engine], kind: str) -> None:
         self._current = current
+        self._kind = kind
 
     def describe(self) -> list[Metric]:
         return []
 
     def collect(self) -> Iterator[Metric]:
         engine = self._current()
+        info = engine.info
+        yield InfoMetricFamily("alpaca_bot_model", "The model the bot runs.", value={
+            "name": info.name, "file": info.path.name, "type": info.file_type or "",
+            "engine": self._kind, "n_ctx": str(info.n_ctx),
+        })
         report = engine.memory_report()
         busy = sum(1 for slot in report.slots if slot.state not in ("idle", "free", "empty"))
         pending = int(getattr(engine, "queued", 0))

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.errors import ModelError, QuantizeError, UserError
+from bot.metrics import Metrics
 from bot.models.gguf_file import read_gguf_info
 from bot.models.library import find_model
 from bot.models.progress import format_bytes
@@ -61,9 +62,13 @@ def progress_text(request: JobRequest, progress: QuantizeProgress) -> str:
 class QuantizeJobs:
     """Starts, tracks and records quantization jobs."""
 
-    def __init__(self, *, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, *, settings: Settings, sessions: async_sessionmaker[AsyncSession],
+        metrics: Metrics | None = None,
+    ) -> None:
         self._settings = settings
         self._sessions = sessions
+        self._metrics = metrics
         self._running: tuple[int, JobRequest] | None = None
         self._last: QuantizeProgress | None = None
         self._task: asyncio.Task[None] | None = None
@@ -172,6 +177,8 @@ class QuantizeJobs:
         return ""
 
     async def _record(self, job_id: int, values: dict[str, Any]) -> None:
+        if self._metrics is not None:
+            self._metrics.quantize_jobs.labels(values["state"]).inc()
         async with self._sessions() as session:
             await finish_quantize_job(session, job_id, **values)
             await session.commit()

@@ -17,6 +17,7 @@ from bot.chat.service import ChatService
 from bot.chat.switching import REMOTE_SWITCH, chosen_model
 from bot.engine.base import Engine
 from bot.errors import ConfigError, ModelError, UserError
+from bot.metrics import Metrics
 from bot.models.demo import INSTALL_HINT, find_demo_model, link_into
 from bot.quantize_jobs import QuantizeJobs
 from bot.settings import Settings
@@ -121,10 +122,12 @@ async def open_runtime(
         if engine is None:
             model = await chosen_model(session_factory, configured)
             engine = await asyncio.to_thread(load_engine, settings, model)
+        metrics = Metrics()
         service = ChatService(
             settings=settings, sessions=session_factory, engine=engine,
             load=load or partial(load_engine, settings), configured_model=configured,
-            jobs=QuantizeJobs(settings=settings, sessions=session_factory),
+            jobs=QuantizeJobs(settings=settings, sessions=session_factory, metrics=metrics),
+            metrics=metrics,
         )
         yield Runtime(settings, database, engine, service, session_factory)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -27,6 +28,7 @@ from bot.engine.base import (
     TextDelta,
 )
 from bot.errors import EngineBusy, InputTooLong, UserError
+from bot.metrics import Metrics
 from bot.settings import Settings
 from bot.store import repository as repo
 from bot.store.schema import ChatRow, TurnRow
@@ -82,11 +84,13 @@ class Conversation:
         sessions: async_sessionmaker[AsyncSession],
         model: RunningModel,
         chat_settings: ChatSettings,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
         self._sessions = sessions
         self._model = model
         self._chat_settings = chat_settings
+        self._metrics = metrics or Metrics()
         self._activity: defaultdict[int, _ChatActivity] = defaultdict(_ChatActivity)
 
     async def accept(
@@ -209,9 +213,13 @@ class Conversation:
             return None
         text = ""
         finished: Finished | None = None
+        started = time.monotonic()
+        first_text: float | None = None
         try:
             async for event in self._model.engine.generate(prepared.request):
                 if isinstance(event, TextDelta):
+                    if first_text is None:
+                        first_text = time.monotonic() - started
                     text += event.text
                     await sink.update(text)
                 elif isinstance(event, Queued):
@@ -223,14 +231,17 @@ class Conversation:
             if finished is None:
                 raise RuntimeError("the engine ended a reply without Finished")
         except EngineBusy as exc:
+            self._metrics.reply_failed()
             await self._fail(accepted.turn_id)
             await sink.fail(str(exc))
             return None
         except Exception:
             log.exception("reply to turn %d failed", accepted.turn_id)
+            self._metrics.reply_failed()
             await self._fail(accepted.turn_id)
             await sink.fail(MODEL_FAILED)
             return None
+        self._metrics.reply_finished(finished, first_text)
         final = finished.text.strip()
         async with self._sessions() as session:
             reply_row = await session.get(TurnRow, prepared.reply_id)

@@ -24,6 +24,7 @@ from bot.core.knobs import BY_COMMAND
 from bot.core.params import GenerationParams, ParamLimits
 from bot.core.templates import ChatFormat
 from bot.engine.base import Engine
+from bot.metrics import Metrics
 from bot.settings import Settings
 
 if TYPE_CHECKING:
@@ -43,13 +44,15 @@ class ChatService:
         load: EngineLoader | None = None,
         configured_model: Path | None = None,
         jobs: QuantizeJobs | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.model = RunningModel(settings=settings, engine=engine, chat_format=chat_format)
         self.chat_settings = ChatSettings(settings=settings, sessions=sessions, model=self.model)
         self.conversation = Conversation(
             settings=settings, sessions=sessions, model=self.model,
-            chat_settings=self.chat_settings,
+            chat_settings=self.chat_settings, metrics=self.metrics,
         )
         self.recovery = Recovery(sessions=sessions)
         self.forgetting = ChatForgetting(
@@ -66,6 +69,7 @@ class ChatService:
                 configured=configured_model or engine.info.path,
             )
         self.jobs = jobs
+        self.metrics.watch_engine(lambda: self.model.engine, kind=settings.engine)
 
     # -- the running model ----------------------------------------------------------------
 
