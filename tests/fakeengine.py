@@ -7,6 +7,7 @@ word limit, stop strings, cancellation between tokens, and a bounded queue.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -61,6 +62,9 @@ class ScriptedEngine:
         self._line: list[object] = []
         self._busy = False
         self.hang = False
+        self.cached: dict[str, int] = {}
+        """Per chat, the tokens of its last prompt and reply: a follow-up whose prompt is at
+        least as long evaluates only the rest (a KV cache's arithmetic, not its checks)."""
         """When set, a reply never finishes on its own (only cancellation ends it)."""
         self.forgotten: list[str] = []
         """Chats whose cache `forget` was asked to drop, in order."""
@@ -103,6 +107,7 @@ class ScriptedEngine:
                 self._busy = holding = True
             self.history.append(request)
             self.started.set()
+            began = time.monotonic()
             text = self.replies.popleft() if self.replies else self.default_reply
             words = text.split(" ")
             reply = ReplyText(request.stop)
@@ -134,9 +139,14 @@ class ScriptedEngine:
             tail = reply.finish()
             if tail:
                 yield TextDelta(tail)
+            n_prompt = await self.count_tokens(request.prompt)
+            cached = self.cached.get(request.chat_key, 0)
+            cached = cached if cached <= n_prompt else 0
+            self.cached[request.chat_key] = n_prompt + generated
             yield Finished(
-                reason=reason, text=reply.text, n_prompt_tokens=await self.count_tokens(request.prompt),
-                n_evaluated=0, n_generated=generated, seconds=0.0,
+                reason=reason, text=reply.text, n_prompt_tokens=n_prompt,
+                n_evaluated=n_prompt - cached, n_generated=generated,
+                seconds=time.monotonic() - began,
             )
         finally:
             self.running -= 1
