@@ -48,14 +48,19 @@ class Retention:
                      len(chats))
         return chats
 
+    async def prune_logged(self) -> None:
+        """`prune`, a failure logged (the next pass tries again)."""
+        try:
+            await self.prune()
+        except Exception:
+            log.exception("retention: deleting old turns failed; trying again in %.0f s",
+                          PRUNE_EVERY)
+
     async def run(self, every: float = PRUNE_EVERY) -> None:
-        """Prune now and every `every` seconds until cancelled; a failed pass is logged."""
+        """Prune every `every` seconds until cancelled (the first pass is the caller's, at
+        start, before interrupted replies resume)."""
         if self.days <= 0:
             return
         while True:
-            try:
-                await self.prune()
-            except Exception:
-                log.exception("retention: deleting old turns failed; trying again in %.0f s",
-                              every)
             await asyncio.sleep(every)
+            await self.prune_logged()

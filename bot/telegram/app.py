@@ -106,11 +106,13 @@ async def run_telegram(
         if isinstance(service.engine, ServedElsewhere):
             service.engine.add_listener(partial(handlers.on_server_status, application))
         await handlers.report_interrupted_jobs(application)
+        if service.retention.days:
+            # The first pass before replies resume: none is written from turns past the period.
+            await service.retention.prune_logged()
+            deps.spawn(service.retention.run(), "retention")  # cancelled with the rest at stop
         resumed = await handlers.resume_unfinished(application)
         if resumed:
             log.info("resuming %d replies interrupted by the last shutdown", resumed)
-        if service.retention.days:
-            deps.spawn(service.retention.run(), "retention")  # cancelled with the rest at stop
         notifier.ready(f"serving @{application.bot.username} ({mode})")
         await stop.wait()
     finally:
