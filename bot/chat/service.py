@@ -26,6 +26,7 @@ from bot.core.templates import ChatFormat
 from bot.engine.base import Engine
 from bot.metrics import Metrics
 from bot.settings import Settings
+from bot.store.database import ping
 
 if TYPE_CHECKING:
     from bot.quantize_jobs import QuantizeJobs
@@ -48,6 +49,7 @@ class ChatService:
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
+        self._sessions = sessions
         self.model = RunningModel(settings=settings, engine=engine, chat_format=chat_format)
         self.chat_settings = ChatSettings(settings=settings, sessions=sessions, model=self.model)
         self.conversation = Conversation(
@@ -70,6 +72,10 @@ class ChatService:
             )
         self.jobs = jobs
         self.metrics.watch_engine(lambda: self.model.engine, kind=settings.engine)
+
+    async def ping_database(self) -> None:
+        """Raise unless the database answers (for /readyz)."""
+        await ping(self._sessions)
 
     # -- the running model ----------------------------------------------------------------
 

@@ -82,3 +82,11 @@ def migrate(url: str, revision: str = "head") -> None:
 async def migrate_async(url: str, revision: str = "head") -> None:
     """`migrate` from async code: Alembic's async env needs a thread of its own."""
     await asyncio.to_thread(migrate, url, revision)
+
+
+async def ping(sessions: Sessions) -> None:
+    """Raise unless the database answers a trivial query (for /readyz)."""
+    from sqlalchemy import text
+
+    async with sessions() as session:
+        await session.execute(text("SELECT 1"))

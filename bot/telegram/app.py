@@ -18,11 +18,13 @@ from bot.chat import ChatService
 from bot.chat.commands import menu
 from bot.engine.base import ServedElsewhere
 from bot.errors import ConfigError
+from bot.health import HealthServer, check_ready, engine_problems
 from bot.settings import Settings
 from bot.systemd import SystemdNotifier
 from bot.telegram import handlers
 from bot.telegram.front import DEPS_KEY, AnyApplication, BotDeps, deps_of
 from bot.telegram.ordering import ChatOrderedUpdateProcessor
+from bot.telegram.request import MeteredRequest
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,12 @@ def build_application(settings: Settings, service: ChatService) -> AnyApplicatio
         .base_file_url(file_base)
         .rate_limiter(AIORateLimiter(max_retries=0))
         .concurrent_updates(ChatOrderedUpdateProcessor())
-        .get_updates_read_timeout(35)
+        # Every Bot API call is counted (alpaca_bot_bot_api_calls_total); the pool sizes and the
+        # long poll's read timeout are what ApplicationBuilder would choose.
+        .request(MeteredRequest(service.metrics, connection_pool_size=256))
+        .get_updates_request(
+            MeteredRequest(service.metrics, connection_pool_size=1, read_timeout=35)
+        )
         .build()
     )
     application.bot_data[DEPS_KEY] = BotDeps(settings=settings, service=service)
@@ -93,6 +100,7 @@ async def run_telegram(
         await application.initialize()
     deps = deps_of(application.bot_data)
     jobs = service.jobs
+    health = _health_server(settings, service, application)
     try:
         try:
             await application.bot.set_my_commands(
@@ -128,6 +136,29 @@ async def run_telegram(
         if application.running:
             await application.stop()
         await application.shutdown()
+        if health is not None:
+            health.stop()
+
+
+def _health_server(
+    settings: Settings, service: ChatService, application: AnyApplication
+) -> HealthServer | None:
+    """/healthz, /readyz and /metrics on metrics_listen, from now until the bot stops."""
+    address = settings.metrics_address
+    if address is None:
+        return None
+
+    async def ready() -> list[str]:
+        return await check_ready(
+            engine_ready=lambda: engine_problems(service.engine),
+            database=service.ping_database, metrics=service.metrics,
+            ask_bot_api=application.bot.get_me,
+        )
+
+    server = HealthServer(address, metrics=service.metrics, loop=asyncio.get_running_loop(),
+                          ready=ready)
+    server.start()
+    return server
 
 
 async def _start_updates(application: AnyApplication, settings: Settings, poll_timeout: int) -> str:
