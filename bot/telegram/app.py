@@ -109,8 +109,6 @@ async def run_telegram(
         except TelegramError as exc:
             log.warning("could not set the command menu: %s", exc)
         await application.start()
-        mode = await _start_updates(application, settings, poll_timeout)
-        log.info("Telegram bot @%s is running (%s)", application.bot.username, mode)
         if isinstance(service.engine, ServedElsewhere):
             service.engine.add_listener(partial(handlers.on_server_status, application))
         await handlers.report_interrupted_jobs(application)
@@ -118,9 +116,13 @@ async def run_telegram(
             # The first pass before replies resume: none is written from turns past the period.
             await service.retention.prune_logged()
             deps.spawn(service.retention.run(), "retention")  # cancelled with the rest at stop
+        # What the last shutdown interrupted is found before updates arrive: a question sent
+        # meanwhile would otherwise be found pending too, and answered twice.
         resumed = await handlers.resume_unfinished(application)
         if resumed:
             log.info("resuming %d replies interrupted by the last shutdown", resumed)
+        mode = await _start_updates(application, settings, poll_timeout)
+        log.info("Telegram bot @%s is running (%s)", application.bot.username, mode)
         notifier.ready(f"serving @{application.bot.username} ({mode})")
         await stop.wait()
     finally:
