@@ -8,7 +8,7 @@ text, so a user who types `</s>` or `<|im_end|>` cannot end a turn or forge a ro
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 Role = Literal["user", "assistant"]
@@ -16,11 +16,16 @@ Role = Literal["user", "assistant"]
 
 @dataclass(frozen=True)
 class Turn:
-    """One message of a conversation. `speaker` names the person in group chats."""
+    """One message of a conversation. `speaker` names the person in group chats.
+
+    `unfinished` marks a last assistant turn the model is to continue: chat formats render it
+    open, without the markup that ends a turn.
+    """
 
     role: Role
     text: str
     speaker: str | None = None
+    unfinished: bool = field(default=False, kw_only=True)
 
     @property
     def content(self) -> str:
@@ -64,7 +69,8 @@ def normalize_turns(turns: Sequence[Turn]) -> list[Turn]:
 
     Several user messages in a row (a group talking, or a reply that failed) are joined into one
     turn, because many chat templates refuse two user turns in a row. A leading assistant turn is
-    dropped: a window must start with a question.
+    dropped: a window must start with a question. A turn keeps `unfinished` only if it is the
+    last, an assistant's, with text: anything else is a closed turn.
     """
     result: list[Turn] = []
     for turn in turns:
@@ -72,7 +78,17 @@ def normalize_turns(turns: Sequence[Turn]) -> list[Turn]:
             continue
         if result and result[-1].role == turn.role:
             previous = result[-1]
-            result[-1] = Turn(turn.role, previous.content + "\n" + turn.content)
+            result[-1] = Turn(turn.role, previous.content + "\n" + turn.content,
+                              unfinished=turn.unfinished)
         else:
-            result.append(Turn(turn.role, turn.content))
+            result.append(Turn(turn.role, turn.content, unfinished=turn.unfinished))
+    for index, turn in enumerate(result):
+        last = index == len(result) - 1
+        if turn.unfinished and not (last and turn.role == "assistant" and turn.text.strip()):
+            result[index] = Turn(turn.role, turn.text)
     return result
+
+
+def is_open(turns: Sequence[Turn]) -> bool:
+    """Whether normalized `turns` end with an unfinished assistant turn (rendered open)."""
+    return bool(turns) and turns[-1].unfinished

@@ -16,7 +16,7 @@ from typing import Protocol
 import jinja2
 import jinja2.sandbox
 
-from bot.core.prompt import Prompt, Segment, Turn, merge_segments, normalize_turns
+from bot.core.prompt import Prompt, Segment, Turn, is_open, merge_segments, normalize_turns
 
 ALPACA_PREAMBLE = (
     "Below is an instruction that describes a task. "
@@ -39,7 +39,12 @@ class ChatFormat(Protocol):
     def stop(self) -> tuple[str, ...]: ...
 
     def render(self, system: str | None, turns: Sequence[Turn]) -> Prompt:
-        """Render `turns` (ending with the user's turn) followed by the reply's opening."""
+        """Render `turns` (ending with the user's turn) followed by the reply's opening.
+
+        If they end with an `unfinished` assistant turn instead, that reply is left open: its
+        text is the end of the prompt, without the markup that closes a turn, so the model
+        continues it.
+        """
         ...
 
 
@@ -59,7 +64,7 @@ class AlpacaFormat:
     {assistant}
     ```
     Every later turn repeats the Instruction/Response pair; generation stops when the model
-    starts a new `### Instruction:` of its own.
+    starts a new `### Instruction:` of its own. An unfinished last reply ends the prompt.
     """
 
     name: str = "alpaca"
@@ -78,7 +83,8 @@ class AlpacaFormat:
                 segments.append(Segment(f"\n\n{ALPACA_RESPONSE}\n\n", True))
             else:
                 segments.append(Segment(turn.text.strip(), False))
-                segments.append(Segment("\n\n", True))
+                if not turn.unfinished:
+                    segments.append(Segment("\n\n", True))
         return merge_segments(segments)
 
 
@@ -122,17 +128,24 @@ class JinjaFormat:
         if chosen and chosen.strip():
             messages.append({"role": "system", "content": chosen.strip()})
             contents.append(chosen.strip())
-        for turn in normalize_turns(turns):
+        normalized = normalize_turns(turns)
+        for turn in normalized:
             # Stripped like AlpacaFormat does: the same conversation renders the same either way.
             messages.append({"role": turn.role, "content": turn.text.strip()})
             contents.append(turn.text.strip())
+        if is_open(normalized):
+            return self._render_with_placeholders(messages, contents, generation_prompt=False,
+                                                  open_last=True)
         return self._render_with_placeholders(messages, contents, generation_prompt=True)
 
     def _render_with_placeholders(
-        self, messages: list[dict[str, str]], contents: list[str], *, generation_prompt: bool
+        self, messages: list[dict[str, str]], contents: list[str], *, generation_prompt: bool,
+        open_last: bool = False,
     ) -> Prompt:
         # Every content is replaced by a random marker, the template rendered, and the result
         # cut at the markers: what lies between them is markup, the markers become plain text.
+        # `open_last`: the prompt ends with the last message's text (the markup after it closes
+        # the turn the model is to continue).
         tag = secrets.token_hex(8)
         marked = [
             {"role": m["role"], "content": f"\x00{tag}:{i}\x00"} for i, m in enumerate(messages)
@@ -140,11 +153,16 @@ class JinjaFormat:
         text = self._render_raw(marked, generation_prompt)
         segments: list[Segment] = []
         position = 0
+        last = -1
         for match in re.finditer(f"\x00{tag}:(\\d+)\x00", text):
             segments.append(Segment(text[position : match.start()], True))
-            segments.append(Segment(contents[int(match.group(1))], False))
+            last = int(match.group(1))
+            segments.append(Segment(contents[last], False))
             position = match.end()
-        segments.append(Segment(text[position:], True))
+        if not open_last:
+            segments.append(Segment(text[position:], True))
+        elif last != len(messages) - 1:
+            raise TemplateError("the model's chat template cannot continue a reply")
         return merge_segments(segments)
 
     def _render_raw(self, messages: list[dict[str, str]], generation_prompt: bool) -> str:

@@ -500,3 +500,67 @@ def test_gguf_templates_get_stripped_text_like_alpaca() -> None:
     text = prompt_text(JinjaFormat(chatml).render(" Be kind. ", [Turn("user", "  hi \n")]))
     assert "<|im_start|>system\nBe kind.<|im_end|>" in text
     assert "<|im_start|>user\nhi<|im_end|>" in text
+
+
+# -- an unfinished reply, rendered open for the model to continue ---------------------------------
+
+UNFINISHED = [Turn("user", "Count to five."), Turn("assistant", "One, two, ", unfinished=True)]
+
+
+def test_alpaca_leaves_an_unfinished_reply_open() -> None:
+    prompt = AlpacaFormat().render("Be brief.", UNFINISHED)
+    assert prompt_text(prompt) == (
+        "Be brief.\n\n### Instruction:\n\nCount to five.\n\n### Response:\n\nOne, two,"
+    )
+    assert prompt[-1] == Segment("One, two,", False)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        (CHATML, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nCount to five."
+                 "<|im_end|>\n<|im_start|>assistant\nOne, two,"),
+        (LLAMA2, "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nCount to five. [/INST] One, two,"),
+        (QWEN25, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nCount to five."
+                 "<|im_end|>\n<|im_start|>assistant\nOne, two,"),
+    ],
+)
+def test_jinja_formats_leave_an_unfinished_reply_open(source: str, expected: str) -> None:
+    chat_format = JinjaFormat(source, bos_token="<s>", eos_token="</s>")
+    prompt = chat_format.render("Be brief.", UNFINISHED)
+    assert prompt_text(prompt) == expected
+    # The reply's text is plain text, never markup, and nothing follows it.
+    assert prompt[-1] == Segment("One, two,", False)
+
+
+@pytest.mark.parametrize("source", [CHATML, LLAMA2, QWEN25])
+def test_an_open_reply_is_the_closed_one_without_its_end_of_turn(source: str) -> None:
+    chat_format = JinjaFormat(source, bos_token="<s>", eos_token="</s>")
+    closed = [Turn("user", "Count to five."), Turn("assistant", "One, two,"),
+              Turn("user", "More?")]
+    opened = prompt_text(chat_format.render(None, UNFINISHED))
+    assert prompt_text(chat_format.render(None, closed)).startswith(opened)
+
+
+def test_an_unfinished_flag_counts_only_on_a_last_reply_with_text() -> None:
+    chatml = JinjaFormat(CHATML)
+    # Not last: a closed turn; empty: the usual generation prompt; a user turn: never open.
+    assert normalize_turns([*UNFINISHED, Turn("user", "Go on")])[1].unfinished is False
+    empty = [Turn("user", "Hi"), Turn("assistant", "  ", unfinished=True)]
+    assert not normalize_turns(empty)[-1].unfinished
+    assert prompt_text(chatml.render(None, [Turn("user", "Hi", unfinished=True)])).endswith(
+        "<|im_start|>assistant\n"
+    )
+    # Merged into the turn before it, the flag stays with the (last) merged turn.
+    merged = normalize_turns([Turn("user", "Hi"), Turn("assistant", "A"),
+                              Turn("assistant", "B", unfinished=True)])
+    assert merged == [Turn("user", "Hi"), Turn("assistant", "A\nB", unfinished=True)]
+
+
+def test_a_template_that_drops_the_last_reply_cannot_continue_it() -> None:
+    only_users = (
+        "{% for m in messages %}{% if m['role'] == 'user' %}U:{{ m['content'] }}\n{% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}A:{% endif %}"
+    )
+    with pytest.raises(TemplateError, match="cannot continue"):
+        JinjaFormat(only_users).render(None, UNFINISHED)
