@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=32, ge=1)
     edit_interval_private: float = Field(default=1.0, ge=0.0)
     edit_interval_group: float = Field(default=3.0, ge=0.0)
+    # How a reply streams: "auto" as a live draft (sendMessageDraft) in private chats and by
+    # editing a message elsewhere, "draft" as a draft wherever Telegram allows one, "edit" never
+    # as a draft. A chat where Telegram refuses drafts streams by edits from then on.
+    stream_mode: Literal["auto", "draft", "edit"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     config: Path | None = None
     """The TOML file these settings were read from (set by `load_settings`)."""
