@@ -84,6 +84,7 @@ def bot_settings(make_settings, fake: FakeBotAPI):  # type: ignore[no-untyped-de
         values.setdefault("api_url", f"{fake.base_url}/bot")
         values.setdefault("edit_interval_private", 0.3)
         values.setdefault("edit_interval_group", 0.5)
+        values.setdefault("metrics_listen", "")  # on only where a test asks for it
         return make_settings(**values)
 
     return build

@@ -37,13 +37,18 @@ class ChatSettings:
     def params_of(self, chat: ChatRow) -> GenerationParams:
         """The chat's values: its own where stored, the configured defaults elsewhere, fitted
         into the running model's limits."""
-        values = {**self._settings.generation_defaults().as_dict(), **repo.stored_knobs(chat)}
+        values = self._settings.generation_defaults().as_dict()
+        if chat.parent is not None:  # a forum topic: the group's values, then its own
+            values.update(repo.stored_knobs(chat.parent))
+        values.update(repo.stored_knobs(chat))
         params, _ = clamp_to_limits(GenerationParams(**values), self._model.limits)
         return params
 
     def system_of(self, chat: ChatRow) -> str | None:
         if chat.system_prompt is not None:
             return chat.system_prompt
+        if chat.parent is not None and chat.parent.system_prompt is not None:
+            return chat.parent.system_prompt
         return self._settings.system_prompt
 
     async def window_of(
@@ -140,8 +145,8 @@ class ChatSettings:
 
     async def reset(self, ref: ChatRef) -> str:
         async with self._sessions() as session:
-            await repo.get_or_create_chat(session, ref)
-            left = await repo.reset_conversation(session, ref.chat_id)
+            chat = await repo.get_or_create_chat(session, ref)
+            left = await repo.reset_conversation(session, chat.id)
             await session.commit()
         return (
             f"Started a fresh conversation ({left} earlier messages left the context window; "

@@ -134,7 +134,7 @@ async def _settings(chat: ChatService, front: Front, call: Invocation) -> str:
 
 
 async def _stop(chat: ChatService, front: Front, call: Invocation) -> str | None:
-    if chat.conversation.stop(call.ref.chat_id):
+    if chat.conversation.stop(await chat.conversation.conversation_id(call.ref)):
         return None  # the stopped reply says so itself
     return "Nothing to stop: no reply is being written here."
 

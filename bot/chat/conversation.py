@@ -114,13 +114,22 @@ class Conversation:
                 "Send a shorter message or split it."
             )
         async with self._sessions() as session:
-            await repo.get_or_create_chat(session, ref)
+            chat = await repo.get_or_create_chat(session, ref)
             turn = await repo.add_user_turn(
-                session, ref.chat_id, text, speaker=speaker, user_id=user_id,
+                session, chat.id, text, speaker=speaker, user_id=user_id,
                 message_id=message_id, thread_id=thread_id,
             )
             await session.commit()
-        return Accepted(ref.chat_id, turn.id)
+        return Accepted(chat.id, turn.id)
+
+    async def conversation_id(self, ref: ChatRef) -> int:
+        """The id of the conversation `ref` names (a forum topic's row, else the chat's)."""
+        if ref.thread_id is None:
+            return ref.chat_id
+        async with self._sessions() as session:
+            chat = await repo.get_or_create_chat(session, ref)
+            await session.commit()
+            return chat.id
 
     def recorder(self, accepted: Accepted) -> MessageRecorder:
         """What a sink calls with the message ids of the reply to `accepted` as they grow."""

@@ -19,6 +19,8 @@ class RecoveryItem:
     question: TurnRow
     reply: TurnRow | None
     chat_kind: str
+    telegram_chat_id: int
+    """Where the reply goes (a forum topic's conversation is in its group)."""
 
     @property
     def needs_generation(self) -> bool:
@@ -46,11 +48,11 @@ class Recovery:
         async with self._sessions() as session:
             for question in await repo.unfinished_questions(session):
                 reply = await repo.reply_for(session, question.id)
-                items.append(RecoveryItem(question, reply, await _kind(session, question.chat_id)))
+                items.append(RecoveryItem(question, reply, *await _where(session, question.chat_id)))
             for reply in await repo.undelivered_replies(session):
                 asked = await session.get(TurnRow, reply.reply_to) if reply.reply_to else None
                 if asked is not None:
-                    items.append(RecoveryItem(asked, reply, await _kind(session, reply.chat_id)))
+                    items.append(RecoveryItem(asked, reply, *await _where(session, reply.chat_id)))
         return items
 
     async def deliver_stored(self, item: RecoveryItem, sink: ReplySink) -> None:
@@ -62,6 +64,7 @@ class Recovery:
             await session.commit()
 
 
-async def _kind(session: AsyncSession, chat_id: int) -> str:
+async def _where(session: AsyncSession, chat_id: int) -> tuple[str, int]:
+    """The chat's kind and its Telegram id."""
     chat = await session.get(ChatRow, chat_id)
-    return chat.kind if chat else "private"
+    return (chat.kind, chat.telegram_id) if chat else ("private", chat_id)

@@ -14,11 +14,13 @@ def is_group_kind(kind: str) -> bool:
 
 @dataclass(frozen=True)
 class ChatRef:
-    """Who and where: enough to create a chat row on first contact."""
+    """Who and where: enough to create a chat row on first contact. `thread_id`: the topic of
+    a forum group, which is a conversation of its own (None: the chat itself)."""
 
     chat_id: int
     kind: str
     title: str | None = None
+    thread_id: int | None = None
 
     @property
     def is_group(self) -> bool:

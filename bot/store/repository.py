@@ -28,12 +28,43 @@ def decode_message_ids(text: str | None) -> list[int]:
     return [int(part) for part in (text or "").split(",") if part]
 
 
+TOPIC_IDS_BELOW = -(1 << 62)
+"""Topic rows get ids below this, where no Telegram chat id lies (those fit in 52 bits)."""
+
+
 async def get_or_create_chat(session: AsyncSession, ref: ChatRef) -> ChatRow:
+    """The conversation `ref` names: the chat's row, or its topic's (created on first contact)."""
+    if ref.thread_id is not None:
+        return await _get_or_create_topic(session, ref)
+    return await _get_or_create_row(session, ref)
+
+
+async def _get_or_create_topic(session: AsyncSession, ref: ChatRef) -> ChatRow:
+    parent = await _get_or_create_row(session, ChatRef(ref.chat_id, ref.kind, ref.title))
+    query = select(ChatRow).where(ChatRow.parent_id == parent.id, ChatRow.thread_id == ref.thread_id)
+    for _ in range(5):
+        topic = (await session.execute(query)).scalar_one_or_none()
+        if topic is not None:
+            return topic
+        lowest = await session.scalar(select(func.min(ChatRow.id)).where(ChatRow.id < TOPIC_IDS_BELOW))
+        try:
+            async with session.begin_nested():
+                topic = ChatRow(id=(lowest or TOPIC_IDS_BELOW) - 1, kind=ref.kind, title=ref.title,
+                                window_start=0, parent=parent, thread_id=ref.thread_id)
+                session.add(topic)
+            return topic
+        except IntegrityError:  # another topic took the id (or this one was just created)
+            continue
+    raise RuntimeError(f"could not create a row for topic {ref.thread_id} of chat {ref.chat_id}")
+
+
+async def _get_or_create_row(session: AsyncSession, ref: ChatRef) -> ChatRow:
     chat = await session.get(ChatRow, ref.chat_id)
     if chat is None:
         try:
             async with session.begin_nested():
-                chat = ChatRow(id=ref.chat_id, kind=ref.kind, title=ref.title, window_start=0)
+                chat = ChatRow(id=ref.chat_id, kind=ref.kind, title=ref.title, window_start=0,
+                               parent=None)
                 session.add(chat)
         except IntegrityError:  # created at the same moment by another task
             chat = await session.get(ChatRow, ref.chat_id, populate_existing=True)

@@ -17,8 +17,9 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from bot.core.knobs import KNOBS
 
@@ -97,10 +98,30 @@ class ChatRow(Base):
     system_prompt: Mapped[str | None] = mapped_column(UserText)
     window_start: Mapped[int] = mapped_column(Integer, default=0)
     """Turns with a smaller id were left behind by /reset."""
+    parent_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("chats.id", ondelete="CASCADE", name="fk_chats_parent_id")
+    )
+    """For a topic of a forum group: the group's row (its id is then not Telegram's, see
+    `telegram_id`); the topic's knobs and system prompt left NULL follow the group's."""
+    thread_id: Mapped[int | None] = mapped_column(BigInteger)
+    """For a topic: Telegram's message_thread_id."""
+    parent: Mapped[ChatRow | None] = relationship(remote_side=[id], lazy="joined", join_depth=1)
+    summary: Mapped[str | None] = mapped_column(UserText)
+    """What the model wrote of the turns that left the window (up to `summary_upto`)."""
+    summary_upto: Mapped[int | None] = mapped_column(Integer)
+    summary_on: Mapped[bool | None] = mapped_column(Boolean)
+    """/summary off|on (NULL: on)."""
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         UtcDateTime, default=utcnow, onupdate=utcnow
     )
+
+    __table_args__ = (UniqueConstraint("parent_id", "thread_id", name="uq_chats_parent_thread"),)
+
+    @property
+    def telegram_id(self) -> int:
+        """The Telegram chat this conversation is in (a topic's is its group's)."""
+        return self.parent_id if self.parent_id is not None else self.id
 
 
 class TurnRow(Base):

@@ -93,8 +93,10 @@ def deps_of(bot_data: dict[Any, Any]) -> BotDeps:
     return value
 
 
-def chat_ref(chat: Chat) -> ChatRef:
-    return ChatRef(chat.id, chat.type, chat.title or chat.full_name or chat.username)
+def chat_ref(chat: Chat, message: Message | None = None) -> ChatRef:
+    """The conversation a message belongs to: its chat, or in a forum group its topic."""
+    thread = thread_of(message) if message is not None and chat.is_forum else None
+    return ChatRef(chat.id, chat.type, chat.title or chat.full_name or chat.username, thread)
 
 
 def thread_of(message: Message) -> int | None:
@@ -160,7 +162,8 @@ class TelegramFront:
             ) or "someone"
         try:
             accepted = await self.deps.service.accept(
-                chat_ref(chat), text, speaker=speaker, user_id=user.id if user else None,
+                chat_ref(chat, message), text, speaker=speaker,
+                user_id=user.id if user else None,
                 message_id=message.message_id, thread_id=thread_of(message),
             )
         except UserError as exc:

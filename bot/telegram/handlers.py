@@ -56,7 +56,7 @@ async def on_command(update: Update, context: BotContext) -> None:
     front = TelegramFront(update, context, message, chat)
     replied = message.reply_to_message
     call = Invocation(
-        ref=chat_ref(chat), argument=command_argument(message),
+        ref=chat_ref(chat, message), argument=command_argument(message),
         replied_text=(replied.text or "") if replied is not None else "",
         user_id=user.id if user else None,
     )
@@ -137,7 +137,7 @@ async def resume_unfinished(application: AnyApplication) -> int:
         question = item.question
         accepted: Accepted = item.accepted
         streamer = d.streamer(
-            application.bot, question.chat_id, item.chat_kind, reply_to=question.message_id,
+            application.bot, item.telegram_chat_id, item.chat_kind, reply_to=question.message_id,
             thread_id=question.thread_id, existing_ids=item.message_ids, accepted=accepted,
         )
         if item.needs_generation:
