@@ -12,7 +12,7 @@ from functools import partial
 
 from telegram import BotCommand
 from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
-from telegram.ext import AIORateLimiter, ApplicationBuilder
+from telegram.ext import ApplicationBuilder
 
 from bot.chat import ChatService
 from bot.chat.commands import menu
@@ -24,6 +24,7 @@ from bot.systemd import SystemdNotifier
 from bot.telegram import handlers
 from bot.telegram.front import DEPS_KEY, AnyApplication, BotDeps, deps_of
 from bot.telegram.ordering import ChatOrderedUpdateProcessor
+from bot.telegram.ratelimit import FloodLimiter
 from bot.telegram.request import MeteredRequest
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def build_application(settings: Settings, service: ChatService) -> AnyApplicatio
         .token(settings.token.get_secret_value())
         .base_url(base)
         .base_file_url(file_base)
-        .rate_limiter(AIORateLimiter(max_retries=0))
+        .rate_limiter(FloodLimiter(max_retries=0))
         .concurrent_updates(ChatOrderedUpdateProcessor())
         # Every Bot API call is counted (alpaca_bot_bot_api_calls_total); the pool sizes and the
         # long poll's read timeout are what ApplicationBuilder would choose.
