@@ -20,7 +20,8 @@ from bot.chat.commands import Access, FrontName
 from bot.core.chats import ChatRef, is_group_kind
 from bot.errors import UserError
 from bot.settings import Settings
-from bot.telegram.streamer import FloodGate, ReplyStreamer, retry_seconds
+from bot.telegram.ratelimit import retry_seconds
+from bot.telegram.streamer import FloodGate, ReplyStreamer
 
 log = logging.getLogger(__name__)
 
