@@ -10,7 +10,6 @@ sent again as plain text. "Message is not modified" is never an error.
 from __future__ import annotations
 
 import asyncio
-import datetime as dtm
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,19 +21,12 @@ from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, Time
 
 from bot.chat.sink import STALLED_NOTE, MessageRecorder
 from bot.core.markup import RenderedMessage, render_reply
+from bot.telegram.ratelimit import retry_seconds
 
 log = logging.getLogger(__name__)
 
 TYPING_REPEAT = 4.0
 FINAL_NETWORK_RETRIES = 5
-
-
-def retry_seconds(exc: RetryAfter) -> float:
-    value: Any = getattr(exc, "_retry_after", None)
-    if isinstance(value, dtm.timedelta):
-        return value.total_seconds()
-    return float(exc.retry_after if not isinstance(exc.retry_after, dtm.timedelta)
-                 else exc.retry_after.total_seconds())
 
 
 class FloodGate:
@@ -261,7 +253,8 @@ class ReplyStreamer:
             except RetryAfter as exc:
                 seconds = retry_seconds(exc)
                 self._gate.banned(started, seconds)
-                log.info("chat %s: flood control, retry after %.0f s", self._chat_id, seconds)
+                # FloodLimiter logged the ban; the streamer only waits it out.
+                log.debug("chat %s: flood control, retry after %.0f s", self._chat_id, seconds)
                 if not final:
                     return None
             except BadRequest as exc:
