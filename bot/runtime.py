@@ -133,6 +133,8 @@ async def open_runtime(
     finally:
         # /model may have replaced the engine: close whichever is current, unless the caller
         # lent it to us.
+        if service is not None:
+            await service.summaries.aclose()
         current = service.engine if service is not None else engine
         if current is not None and current is not injected:
             await current.aclose()

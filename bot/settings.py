@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     # Limits and behaviour
     max_input_chars: int = Field(default=4000, ge=1)
     max_queue: int = Field(default=32, ge=1)
+    # Memory past the window: the running summary of turns that left it (0: no summaries).
+    summary_tokens: int = Field(default=256, ge=0, le=4096)
     edit_interval_private: float = Field(default=1.0, ge=0.0)
     edit_interval_group: float = Field(default=3.0, ge=0.0)
     # How a reply streams: "auto" as a live draft (sendMessageDraft) in private chats and by

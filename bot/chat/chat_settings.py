@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.chat.running import RunningModel
+from bot.chat.summaries import summary_on, system_with_summary
 from bot.core.chats import ChatRef
 from bot.core.knobs import KNOBS, Knob
 from bot.core.params import GenerationParams, clamp_to_limits, parse_value, with_value
@@ -51,11 +52,29 @@ class ChatSettings:
             return chat.parent.system_prompt
         return self._settings.system_prompt
 
+    def window_system(self, chat: ChatRow) -> str | None:
+        """The system text of the chat's window: its system prompt, then its summary."""
+        system = self.system_of(chat)
+        if chat.summary and summary_on(chat) and self._settings.summary_tokens:
+            return system_with_summary(system, self._model.chat_format.default_system,
+                                       chat.summary)
+        return system
+
     async def window_of(
         self, chat: ChatRow, params: GenerationParams, turns: list[Turn]
     ) -> Window:
-        """The prompt of the chat's next reply: system prompt and the turns that fit."""
+        """The prompt of the chat's next reply: system prompt (and summary) and the turns that
+        fit. Where the summary leaves no room for the question, the window goes without it."""
         engine: Engine = self._model.engine
+        system = self.window_system(chat)
+        try:
+            return await fit_window(
+                self._model.chat_format, system, turns,
+                budget=params.prompt_budget, count_tokens=engine.count_tokens,
+            )
+        except InputTooLong:
+            if system == self.system_of(chat):
+                raise
         return await fit_window(
             self._model.chat_format, self.system_of(chat), turns,
             budget=params.prompt_budget, count_tokens=engine.count_tokens,
@@ -174,12 +193,51 @@ class ChatSettings:
             system = self._model.chat_format.default_system or NO_SYSTEM
         lines.append(f"/system = {_shorten(system, 200)}")
         lines.append(f"Memory: {engine.memory_report().summary()}")
+        people = {row.speaker or "someone" for row in turns[dropped:] if row.role == "user"}
+        from_people = f" from {len(people)} {'person' if len(people) == 1 else 'people'}" \
+            if chat.kind not in ("private", "console") and people else ""
         lines.append(
             f"Context: {used}/{params.n_ctx} tokens "
-            f"({len(turns) - dropped} of {len(turns)} messages in the window, "
+            f"({len(turns) - dropped} of {len(turns)} messages in the window{from_people}, "
             f"{params.n_predict} reserved for the reply)"
         )
+        lines.append(self._summary_line(chat))
         return "\n".join(lines)
+
+    def _summary_line(self, chat: ChatRow) -> str:
+        if not self._settings.summary_tokens:
+            return "Summary: off (summary_tokens = 0)"
+        if not summary_on(chat):
+            return "Summary: off for this chat (/summary on)"
+        if not chat.summary:
+            return "Summary: none yet (written when messages leave the window)"
+        return f"Summary of older messages (/summary): {_shorten(chat.summary, 200)}"
+
+    async def show_summary(self, ref: ChatRef) -> str:
+        """/summary: the chat's summary of the messages that left its window."""
+        async with self._sessions() as session:
+            chat = await repo.get_or_create_chat(session, ref)
+            await session.commit()
+        state = "on" if summary_on(chat) else "off"
+        if not self._settings.summary_tokens:
+            return "Summaries are turned off on this bot (summary_tokens = 0)."
+        if not chat.summary:
+            return (f"No summary yet (summaries are {state} here): one is written when messages "
+                    "leave the context window. /summary off|on changes it.")
+        return (f"Summary of the messages that left the window ({state}; /summary off|on):\n"
+                f"{chat.summary}")
+
+    async def set_summary(self, ref: ChatRef, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in ("on", "off"):
+            raise InvalidParameter("Use /summary to see it, /summary on or /summary off.")
+        async with self._sessions() as session:
+            chat = await repo.get_or_create_chat(session, ref)
+            await repo.set_chat_values(session, chat.id, summary_on=value == "on")
+            await session.commit()
+        if value == "off":
+            return "Summaries off for this chat: messages that leave the window are forgotten."
+        return "Summaries on for this chat: messages that leave the window are summarised."
 
     async def _context_use(
         self, chat: ChatRow, params: GenerationParams, rows: list[TurnRow]

@@ -121,6 +121,12 @@ async def _system(chat: ChatService, front: Front, call: Invocation) -> str:
     return await chat.chat_settings.show_system(call.ref)
 
 
+async def _summary(chat: ChatService, front: Front, call: Invocation) -> str:
+    if call.argument:
+        return await chat.chat_settings.set_summary(call.ref, call.argument)
+    return await chat.chat_settings.show_summary(call.ref)
+
+
 async def _reset(chat: ChatService, front: Front, call: Invocation) -> str:
     return await chat.chat_settings.reset(call.ref)
 
@@ -200,6 +206,9 @@ COMMANDS: tuple[Command, ...] = (
     Command(name="system", args="[TEXT|default]", help="system prompt", run=_system,
             access="chat_admins", guard_reading=False,
             denied="Only the group's admins can change the system prompt."),
+    Command(name="summary", args="[on|off]", help="the summary of older messages", run=_summary,
+            access="chat_admins", guard_reading=False,
+            denied="Only the group's admins can turn the summary on or off."),
     Command(name="reset", help="start a fresh conversation", run=_reset, access="chat_admins",
             denied="Only the group's admins can reset the conversation."),
     Command(name="forget", args="[yes]", help="delete this chat's stored messages",

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.chat.chat_settings import ChatSettings, turn_of
 from bot.chat.running import RunningModel
 from bot.chat.sink import EMPTY_NOTE, STOP_NOTES, MessageRecorder, ReplySink
+from bot.chat.summaries import Summaries, anchor
 from bot.core.chats import ChatRef
 from bot.core.window import Window
 from bot.engine.base import (
@@ -85,12 +86,14 @@ class Conversation:
         model: RunningModel,
         chat_settings: ChatSettings,
         metrics: Metrics | None = None,
+        summaries: Summaries | None = None,
     ) -> None:
         self._settings = settings
         self._sessions = sessions
         self._model = model
         self._chat_settings = chat_settings
         self._metrics = metrics or Metrics()
+        self._summaries = summaries
         self._activity: defaultdict[int, _ChatActivity] = defaultdict(_ChatActivity)
 
     async def accept(
@@ -192,6 +195,8 @@ class Conversation:
                 await repo.fail_user_turn(session, accepted.turn_id)
                 await session.commit()
                 raise
+            if window.first_turn and self._summaries is not None:
+                self._summaries.left_window(chat.id, anchor(rows[window.first_turn]))
             reply = await repo.start_reply(session, question)
             await session.commit()
         request = GenerationRequest(
@@ -202,7 +207,7 @@ class Conversation:
             ),
             stop=self._model.chat_format.stop,
             cancel=cancel,
-            system=self._chat_settings.system_of(chat),
+            system=self._chat_settings.window_system(chat),
             turns=tuple(turns[window.first_turn:]),
         )
         return _Prepared(reply.id, window, request)

@@ -18,6 +18,7 @@ from bot.chat.recovery import Recovery, RecoveryItem
 from bot.chat.retention import Retention
 from bot.chat.running import EngineLoader, RunningModel
 from bot.chat.sink import MessageRecorder, ReplySink
+from bot.chat.summaries import Summaries
 from bot.chat.switching import ModelSwitch
 from bot.core.chats import ChatRef
 from bot.core.knobs import BY_COMMAND
@@ -52,9 +53,12 @@ class ChatService:
         self._sessions = sessions
         self.model = RunningModel(settings=settings, engine=engine, chat_format=chat_format)
         self.chat_settings = ChatSettings(settings=settings, sessions=sessions, model=self.model)
+        self.summaries = Summaries(
+            sessions=sessions, model=self.model, summary_tokens=settings.summary_tokens
+        )
         self.conversation = Conversation(
             settings=settings, sessions=sessions, model=self.model,
-            chat_settings=self.chat_settings, metrics=self.metrics,
+            chat_settings=self.chat_settings, metrics=self.metrics, summaries=self.summaries,
         )
         self.recovery = Recovery(sessions=sessions)
         self.forgetting = ChatForgetting(
