@@ -28,8 +28,11 @@ class RunningModel:
         self._fixed_format = chat_format
         self.chat_format = chat_format or self._format_for(engine)
         self._running = 0
+        self.replies = 0
+        """Holders of `serving()` writing a reply (background work not counted)."""
         self._switching = False
         self._idle = asyncio.Condition()
+        self._reply_starts: list[Callable[[], None]] = []
 
     @property
     def engine(self) -> Engine:
@@ -51,17 +54,34 @@ class RunningModel:
         )
 
     @asynccontextmanager
-    async def serving(self) -> AsyncIterator[Engine]:
-        """Hold the model for one reply: a switch waits until every holder is done."""
+    async def serving(self, *, background: bool = False) -> AsyncIterator[Engine]:
+        """Hold the model for one reply: a switch waits until every holder is done.
+
+        `background` work (a summary) yields to replies: a reply's start calls the callbacks
+        given to `on_reply_start`, and `until_no_replies` waits for a moment without replies."""
         async with self._idle:
             await self._idle.wait_for(lambda: not self._switching)
             self._running += 1
+            if not background:
+                self.replies += 1
+        if not background:
+            for callback in list(self._reply_starts):
+                callback()
         try:
             yield self._engine
         finally:
             async with self._idle:
                 self._running -= 1
+                if not background:
+                    self.replies -= 1
                 self._idle.notify_all()
+
+    def on_reply_start(self, callback: Callable[[], None]) -> None:
+        self._reply_starts.append(callback)
+
+    async def until_no_replies(self) -> None:
+        async with self._idle:
+            await self._idle.wait_for(lambda: self.replies == 0)
 
     async def replace(self, load: EngineLoader, model: Path) -> None:
         """Load `model` in place of the running one.

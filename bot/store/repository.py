@@ -97,9 +97,13 @@ async def set_state(session: AsyncSession, key: str, value: str) -> None:
         row.value = value
 
 
+CHAT_FIELDS = frozenset({"system_prompt", "title", "summary", "summary_upto", "summary_on"})
+"""The chat columns besides the knobs that `set_chat_values` may change."""
+
+
 async def set_chat_values(session: AsyncSession, chat_id: int, **values: object) -> None:
-    """Change a chat's stored knobs (by knob name) or its system prompt."""
-    unknown = set(values) - set(BY_NAME) - {"system_prompt", "title"}
+    """Change a chat's stored knobs (by knob name), its system prompt or its summary."""
+    unknown = set(values) - set(BY_NAME) - CHAT_FIELDS
     if unknown:
         raise KeyError(f"not a chat setting: {', '.join(sorted(unknown))}")
     for name, value in values.items():
@@ -212,6 +216,7 @@ async def reset_conversation(session: AsyncSession, chat_id: int) -> int:
         )
     ).scalar_one()
     chat.window_start = highest + 1
+    chat.summary = chat.summary_upto = None
     return int(left)
 
 
