@@ -75,6 +75,7 @@ class Summaries:
         self._task: asyncio.Task[None] | None = None
         self.written = 0
         """Summaries written so far (for tests and logs)."""
+        self._wrote = asyncio.Condition()
 
     # -- what the conversation tells it -------------------------------------------------------
 
@@ -89,6 +90,11 @@ class Summaries:
     def _yield_to_reply(self) -> None:
         if self._current is not None:
             self._current.cancel()
+
+    async def until_written(self, count: int) -> None:
+        """Until `count` summaries have been written in all."""
+        async with self._wrote:
+            await self._wrote.wait_for(lambda: self.written >= count)
 
     async def aclose(self) -> None:
         if self._current is not None:
@@ -145,7 +151,9 @@ class Summaries:
                 await repo.set_chat_values(session, chat_id, summary=summary,
                                            summary_upto=anchor(chunk[-1]))
                 await session.commit()
-            self.written += 1
+            async with self._wrote:
+                self.written += 1
+                self._wrote.notify_all()
             log.info("chat %d: %d turns folded into its summary (%d characters)", chat_id,
                      len(chunk), len(summary))
         return True

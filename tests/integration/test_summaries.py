@@ -73,7 +73,7 @@ async def test_turns_that_leave_the_window_are_summarised_without_delaying_repli
         assert sink.final == "Right away."
         assert sink.first is not None and sink.first - asked < 0.5
         # The interrupted summary is written again once the bot is idle, and bounded.
-        await wait_for(lambda: service.summaries.written >= 1, seconds=30)
+        await asyncio.wait_for(service.summaries.until_written(1), timeout=30)
         row = await stored(runtime, 5)
         assert row.summary and row.summary_upto
         assert await engine.count_tokens((Segment(row.summary, False),)) <= 64
