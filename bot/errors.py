@@ -11,6 +11,7 @@
      │         └── BackendDown        it is unreachable, timed out or failed (5xx): try another
      ├── ConversionError      a checkpoint cannot be converted (sizes disagree, unsafe pickle, ...)
      └── QuantizeError        quantization failed or was refused (disk, input type, ...)
+          └── QuantizeCancelled   stopped on request (`/quantize cancel`, Ctrl+C)
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ class ConversionError(AlpacaBotError):
 
 class QuantizeError(AlpacaBotError):
     """Quantization failed or was refused."""
+
+
+class QuantizeCancelled(QuantizeError):
+    """A quantization or a measurement of its output was stopped on request."""
 
 
 class EngineBusy(UserError):

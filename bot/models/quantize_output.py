@@ -30,6 +30,14 @@ def default_output_path(source: Path, qtype: str | int | QuantType) -> Path:
     return source.with_name(f"{stem}.gguf")
 
 
+def model_stem(source: Path) -> str:
+    """The name of a model file without `.gguf` and without a type suffix:
+    `ggml-model-f16.gguf` -> `ggml-model`, `model.Q4_1.gguf` -> `model`."""
+    stem = source.name[: -len(".gguf")] if source.name.lower().endswith(".gguf") else source.stem
+    match = _TYPE_SUFFIX.search(stem)
+    return stem[: match.start(1)] if match and match.start(1) > 0 else stem
+
+
 _TYPE_SUFFIX = re.compile(
     r"([-._])(" + "|".join(sorted(map(re.escape, QUANT_TYPES), key=len, reverse=True))
     + r"|q4_1_some_f16)$",
@@ -39,6 +47,12 @@ _TYPE_SUFFIX = re.compile(
 
 def estimate_output_size(info: GGUFInfo, qtype: str | int | QuantType) -> int:
     """A generous estimate of the output file's size in bytes (for the free-space check)."""
+    return int(expected_output_size(info, qtype) * 1.05) + (16 << 20)
+
+
+def expected_output_size(info: GGUFInfo, qtype: str | int | QuantType) -> int:
+    """The output file's size in bytes as llama.cpp's type rules make it, without a margin
+    (within a few percent for the legacy types and the k-quant mixes)."""
     qtype = parse_quant_type(qtype)
     fallback_bits = qtype.fallback_bits_per_weight
     total = info.data_offset + 4096  # the header, plus the keys llama.cpp adds
@@ -52,7 +66,7 @@ def estimate_output_size(info: GGUFInfo, qtype: str | int | QuantType) -> int:
         elif fallback_bits is not None and tensor.shape[0] % 256:
             bits = max(bits, fallback_bits)
         total += math.ceil(tensor.n_elements * bits / 8) + 32  # + alignment padding
-    return int(total * 1.05) + (16 << 20)
+    return total
 
 
 def check_output_path(src: Path, dst: Path) -> None:

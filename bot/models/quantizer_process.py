@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from bot.errors import QuantizeError
+from bot.errors import QuantizeCancelled, QuantizeError
 from bot.models.gguf_file import GGUFInfo
 from bot.models.quant_types import QuantType
 
@@ -111,7 +111,7 @@ class QuantizerProcess:
         first: tuple[float, int] | None = None
         while True:
             if self._cancel is not None and self._cancel.is_set():
-                raise QuantizeError("quantization cancelled")
+                raise QuantizeCancelled("quantization cancelled")
             try:
                 message = self._messages.get(timeout=0.05)
             except queue.Empty:

@@ -1,0 +1,394 @@
+"""`quantize --auto`: quantize a source to several types, measure each one here, keep the best.
+
+For each type: skip it when its file plus the KV cache of `slots × max_ctx` would not fit the
+memory budget; else quantize it (`quantize_model`: child process, disk checked, atomic), then
+load it once to measure its perplexity on the text (llama.cpp's method) and its generation
+speed (llama-bench's tg). The rule of `bot.models.auto_report` chooses; only the chosen file is
+kept unless `keep_all`. The table is written as JSON next to the models, with a PNG chart when
+matplotlib is installed.
+
+Candidates are written into a hidden work directory next to the outputs and moved into place
+at the end, so a cancel, a failure or a crash leaves nothing but that directory, which the run
+(or, after a crash, the bot's next start) removes. Blocking: run it on a worker thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from bot.errors import ModelError, QuantizeCancelled, QuantizeError, UserError
+from bot.models.auto_report import AutoQuantizeReport, Candidate, mark_choice
+from bot.models.auto_timing import (
+    SPEED_SHARE,
+    MachineSpeed,
+    RunClock,
+    StepEstimate,
+    estimate_steps,
+    measure_machine,
+)
+from bot.models.evaluator import Evaluator
+from bot.models.generation_speed import measure_generation
+from bot.models.gguf_file import GGUFInfo, read_gguf_info
+from bot.models.memory_budget import KVCacheSize, kv_cache_size
+from bot.models.perplexity import check_perplexity_args, perplexity_on
+from bot.models.progress import format_bytes
+from bot.models.quant_chart import ChartUnavailable, draw_chart
+from bot.models.quant_types import QuantType, parse_quant_type
+from bot.models.quantize import quantize_model
+from bot.models.quantize_output import default_output_path, expected_output_size, model_stem
+from bot.models.quantizer_process import QuantizeProgress
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TYPES: tuple[str, ...] = (
+    "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k_m", "q5_k_m", "q6_k",
+)
+WORK_DIR_PREFIX = ".auto-"
+WORK_DIR_SUFFIX = ".work"
+
+Stage = Literal["probe", "quantize", "perplexity", "speed"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AutoQuantizeOptions:
+    """What to try and how to measure; `slots`, `max_ctx` and `kv_type` size the KV cache."""
+
+    types: tuple[QuantType, ...] = tuple(parse_quant_type(t) for t in DEFAULT_TYPES)
+    budget_bytes: int
+    text: str
+    text_name: str = "the shipped sample text"
+    n_ctx: int = 512
+    chunks: int | None = None
+    threads: int | None = None
+    slots: int = 4
+    max_ctx: int = 2048
+    kv_type: str = "f16"
+    keep_all: bool = False
+    allow_requantize: bool = False
+    replace: bool = False
+    """Replace existing output files (otherwise refuse to start)."""
+    output_dir: Path | None = None
+    """Where the kept files, the JSON and the chart go (default: next to the source)."""
+
+
+@dataclass(frozen=True)
+class PlannedType:
+    qtype: QuantType
+    target: Path
+    expected_bytes: int
+    ram_bytes: int
+    fits: bool
+
+
+@dataclass(frozen=True)
+class AutoPlan:
+    source: GGUFInfo
+    options: AutoQuantizeOptions
+    kv: KVCacheSize
+    types: tuple[PlannedType, ...]
+    output_dir: Path
+    work_dir: Path
+    json_path: Path
+    chart_path: Path
+
+    @property
+    def fitting(self) -> list[PlannedType]:
+        return [t for t in self.types if t.fits]
+
+    @property
+    def steps(self) -> int:
+        """Quantize + measure for each type that fits."""
+        return 2 * len(self.fitting)
+
+
+def plan_auto_quantize(source: Path, options: AutoQuantizeOptions) -> AutoPlan:
+    """Check everything that can be checked before the run, and size each type."""
+    source = Path(source).absolute()
+    try:
+        info = read_gguf_info(source)
+    except ModelError as exc:
+        raise QuantizeError(f"cannot quantize: {exc}") from exc
+    if info.quantized_types and not options.allow_requantize:
+        raise QuantizeError(
+            f"{source.name} is already quantized ({info.file_type_name}); measuring types "
+            "requantized from it says little about the original. Use the F16/F32 original, or "
+            "pass --allow-requantize to do it anyway."
+        )
+    if not options.types:
+        raise UserError("no quantization types to try")
+    check_perplexity_args(options.n_ctx, options.n_ctx, options.chunks)
+    output_dir = (options.output_dir or source.parent).absolute()
+    if not output_dir.is_dir():
+        raise QuantizeError(f"the output directory {output_dir} does not exist")
+    kv = kv_cache_size(info, slots=options.slots, max_ctx=options.max_ctx,
+                       kv_type=options.kv_type)
+    planned: list[PlannedType] = []
+    seen: set[QuantType] = set()
+    for qtype in options.types:
+        if qtype in seen:
+            continue
+        seen.add(qtype)
+        target = output_dir / default_output_path(source, qtype).name
+        if target.resolve() == source.resolve():
+            raise UserError(f"{source.name} is already {qtype.label}: leave it out of the types")
+        if target.exists() and not options.replace:
+            raise UserError(f"{target} exists; pass --force to replace it")
+        expected = expected_output_size(info, qtype)
+        ram = expected + kv.bytes
+        planned.append(PlannedType(qtype, target, expected, ram, ram <= options.budget_bytes))
+    stem = model_stem(source)
+    work_dir = output_dir / f"{WORK_DIR_PREFIX}{stem}.{secrets.token_hex(4)}{WORK_DIR_SUFFIX}"
+    return AutoPlan(
+        source=info, options=options, kv=kv, types=tuple(planned), output_dir=output_dir,
+        work_dir=work_dir, json_path=output_dir / f"{stem}-auto.json",
+        chart_path=output_dir / f"{stem}-auto.png",
+    )
+
+
+@dataclass(frozen=True)
+class AutoProgress:
+    """Where an auto run is: step `step` of `steps` (0 while it measures the machine)."""
+
+    step: int
+    steps: int
+    qtype: str | None
+    stage: Stage
+    done: int
+    total: int
+    detail: str
+    elapsed: float
+    remaining: float | None
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 0.0
+
+
+ProgressCallback = Callable[[AutoProgress], object]
+EstimateCallback = Callable[[float, MachineSpeed], object]
+
+
+@dataclass
+class _Run:
+    plan: AutoPlan
+    on_progress: ProgressCallback | None
+    cancel: threading.Event | None
+    clock: RunClock = field(init=False)
+    step: int = 0
+
+    def report(self, stage: Stage, qtype: QuantType | None, done: int, total: int,
+               detail: str) -> None:
+        if self.on_progress is None:
+            return
+        fraction = done / total if total else 0.0
+        if stage in ("perplexity", "speed"):  # the measure step: perplexity, then a short test
+            fraction = fraction * (1 - SPEED_SHARE) if stage == "perplexity" else 1 - SPEED_SHARE
+        remaining = self.clock.remaining(fraction) if stage != "probe" else None
+        self.on_progress(AutoProgress(
+            step=self.step, steps=self.plan.steps, qtype=qtype.label if qtype else None,
+            stage=stage, done=done, total=total, detail=detail, elapsed=self.clock.elapsed,
+            remaining=remaining,
+        ))
+
+
+def run_auto_quantize(
+    plan: AutoPlan,
+    *,
+    on_progress: ProgressCallback | None = None,
+    on_estimate: EstimateCallback | None = None,
+    cancel: threading.Event | None = None,
+    draw: bool = True,
+) -> AutoQuantizeReport:
+    """Run the plan: measure the machine, estimate, then quantize and measure each type.
+
+    `on_estimate(seconds, speed)` is called once, before the first quantization. Setting
+    `cancel` stops the step in progress and raises QuantizeCancelled; the work directory is
+    removed on any way out. `draw=False` leaves the chart out.
+    """
+    run = _Run(plan, on_progress, cancel)
+    options = plan.options
+    source = plan.source
+    started = time.monotonic()
+    run.clock = RunClock([], started=started)
+    run.report("probe", None, 0, 1, f"measuring this machine's speed on {source.path.name}")
+    speed = measure_machine(
+        source.path, options.text, n_ctx=options.n_ctx, parameters=source.parameter_count,
+        source_bytes=source.size_bytes, threads=options.threads, cancel=cancel,
+    )
+    fitting = plan.fitting
+    estimates = estimate_steps(
+        speed, [t.qtype for t in fitting], expected_sizes=[t.expected_bytes for t in fitting],
+        n_ctx=options.n_ctx, chunks=options.chunks,
+    )
+    planned = [s for e in estimates for s in (e.quantize, e.measure)]
+    total_estimate = speed.seconds + sum(planned)
+    if on_estimate is not None:
+        on_estimate(total_estimate, speed)
+    run.clock = RunClock(planned, started=started)
+    plan.work_dir.mkdir()
+    try:
+        candidates = _run_types(run, estimates)
+        candidates = mark_choice(candidates)
+        candidates = _keep_files(plan, candidates)
+    finally:
+        shutil.rmtree(plan.work_dir, ignore_errors=True)
+    report = AutoQuantizeReport(
+        source=source.path, source_bytes=source.size_bytes, source_type=source.file_type_name,
+        budget_bytes=options.budget_bytes, kv_bytes=plan.kv.bytes, kv_slots=plan.kv.slots,
+        kv_ctx=plan.kv.n_ctx, text_name=options.text_name, n_ctx=options.n_ctx,
+        chunks=options.chunks, threads=options.threads or _default_threads(),
+        candidates=tuple(candidates), seconds=time.monotonic() - started,
+        estimated_seconds=total_estimate, json_path=plan.json_path,
+        extra={"machine": {
+            "prompt_tokens_per_second_f16": round(speed.prompt_tokens_per_second, 2),
+            "generation_tokens_per_second_f16": round(speed.generation_tokens_per_second, 2),
+            "probe_seconds": round(speed.seconds, 3),
+        }},
+    )
+    if draw:
+        try:
+            report = replace(report, chart_path=draw_chart(report, plan.chart_path))
+        except ChartUnavailable as exc:
+            report = replace(report, chart_note=str(exc))
+    report = replace(report, seconds=time.monotonic() - started)
+    _write_json(plan.json_path, report)
+    log.info("auto quantization of %s: %s in %.1f s", source.path.name,
+             report.chosen.qtype if report.chosen else "nothing chosen", report.seconds)
+    return report
+
+
+def _run_types(run: _Run, estimates: Sequence[StepEstimate]) -> list[Candidate]:
+    plan, options = run.plan, run.plan.options
+    candidates: list[Candidate] = []
+    for planned in plan.types:
+        if not planned.fits:
+            candidates.append(Candidate(
+                qtype=planned.qtype.label, size_bytes=planned.expected_bytes,
+                ram_bytes=planned.ram_bytes, estimated=True,
+                skipped=f"skipped: needs ~{format_bytes(planned.ram_bytes)}, budget "
+                        f"{format_bytes(options.budget_bytes)}",
+            ))
+            continue
+        candidates.append(_run_type(run, planned))
+    return candidates
+
+
+def _run_type(run: _Run, planned: PlannedType) -> Candidate:
+    plan, options, qtype = run.plan, run.plan.options, planned.qtype
+    work_file = plan.work_dir / planned.target.name
+
+    def on_tensor(p: QuantizeProgress) -> None:
+        run.report("quantize", qtype, p.tensor_index, p.tensor_count,
+                   f"tensor {p.tensor_index}/{p.tensor_count}")
+
+    run.step += 1
+    run.clock.step_started()
+    run.report("quantize", qtype, 0, plan.source.tensor_count, "starting the quantizer")
+    try:
+        result = quantize_model(
+            plan.source.path, work_file, qtype, threads=options.threads,
+            allow_requantize=options.allow_requantize, on_progress=on_tensor, cancel=run.cancel,
+        )
+    except QuantizeCancelled:
+        raise
+    except QuantizeError as exc:  # llama.cpp refused this type for this model: try the others
+        log.warning("auto quantization: %s failed: %s", qtype.label, exc)
+        run.clock.step_finished()
+        run.clock.skip()
+        run.step += 1
+        return Candidate(qtype=qtype.label, size_bytes=planned.expected_bytes,
+                         ram_bytes=planned.ram_bytes, estimated=True,
+                         skipped=f"failed: {str(exc).splitlines()[0]}")
+    run.clock.step_finished()
+    ram = result.size_after + plan.kv.bytes
+    run.step += 1
+    if ram > options.budget_bytes:
+        work_file.unlink()
+        run.clock.skip()
+        return Candidate(qtype=qtype.label, size_bytes=result.size_after, ram_bytes=ram,
+                         skipped=f"skipped: needs {format_bytes(ram)}, budget "
+                                 f"{format_bytes(options.budget_bytes)}",
+                         quantize_seconds=result.seconds)
+    run.clock.step_started()
+    measured = time.monotonic()
+    run.report("perplexity", qtype, 0, 1, f"loading {work_file.name}")
+
+    def on_chunk(index: int, n_chunks: int, ppl: float) -> None:
+        run.report("perplexity", qtype, index, n_chunks, f"chunk {index}/{n_chunks}")
+
+    try:
+        with Evaluator(work_file, n_ctx=options.n_ctx, n_batch=options.n_ctx,
+                       threads=options.threads, cancel=run.cancel) as evaluator:
+            ppl = perplexity_on(evaluator, options.text, max_chunks=options.chunks,
+                                on_chunk=on_chunk)
+            run.report("speed", qtype, 0, 1, "generation speed")
+            so_far = result.seconds + (time.monotonic() - measured)
+            speed = measure_generation(evaluator, max_seconds=max(SPEED_SHARE * so_far, 0.2))
+    except ModelError as exc:  # this file cannot be evaluated: say so, measure the others
+        log.warning("auto quantization: measuring %s failed: %s", qtype.label, exc)
+        run.clock.step_finished()
+        work_file.unlink()
+        return Candidate(qtype=qtype.label, size_bytes=result.size_after, ram_bytes=ram,
+                         skipped=f"failed: {exc}", quantize_seconds=result.seconds)
+    run.clock.step_finished()
+    return Candidate(
+        qtype=qtype.label, size_bytes=result.size_after, ram_bytes=ram, ppl=ppl.ppl,
+        ppl_error=ppl.stderr, tokens_per_second=speed.tokens_per_second, path=work_file,
+        quantize_seconds=result.seconds, measure_seconds=time.monotonic() - measured,
+    )
+
+
+def _keep_files(plan: AutoPlan, candidates: Sequence[Candidate]) -> list[Candidate]:
+    """Move the chosen file (every measured one with keep_all) to its place; drop the rest."""
+    kept: list[Candidate] = []
+    for c in candidates:
+        if c.path is None:
+            kept.append(c)
+            continue
+        if c.chosen or plan.options.keep_all:
+            target = plan.output_dir / c.path.name
+            os.replace(c.path, target)
+            kept.append(replace(c, path=target))
+        else:
+            c.path.unlink()
+            kept.append(replace(c, path=None))
+    return kept
+
+
+def _write_json(path: Path, report: AutoQuantizeReport) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+    try:
+        tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        with suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def remove_work_dirs(directory: Path, work_dir: Path | None = None) -> list[Path]:
+    """Remove what a crashed auto run left in `directory`: `work_dir`, or every work directory."""
+    found = [work_dir] if work_dir is not None else list(
+        directory.glob(f"{WORK_DIR_PREFIX}*{WORK_DIR_SUFFIX}"))
+    removed = []
+    for path in found:
+        if path.is_dir() and path.name.startswith(WORK_DIR_PREFIX):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _default_threads() -> int:
+    from bot.engine.native import physical_cores
+
+    return physical_cores()

@@ -1,0 +1,149 @@
+"""How long an auto run will take here: this machine's speed, measured on the source model in
+about a second, turned into an estimate for each step, and refined as steps finish.
+
+The measurement loads the source and times one batch of prompt tokens and a few single-token
+decodes, which also checks that the text is long enough before anything is quantized.
+Perplexity is compute-bound, so its time follows from the prompt rate and the tokens it
+evaluates. The quantizer has no such probe; its rate is the one measured on a reference machine
+(two cores, llama.cpp's quantizer on an f16 file), scaled by how this machine's prompt rate
+compares with that machine's, since both are the CPU's arithmetic on the same weights.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.errors import UserError
+from bot.models.evaluator import Evaluator
+from bot.models.quant_types import QuantType
+
+# The reference machine (2 cores of a Xeon, f16 demo model): prompt throughput in
+# parameter-tokens per second, and the quantizer's speed in source bytes per second per type.
+_REFERENCE_PARAM_TOKENS_PER_S = 4.0e10
+_REFERENCE_QUANTIZE_BYTES_PER_S = 3.0e8
+_QUANTIZE_COST = {  # relative to q4_0 on the reference machine
+    QuantType.Q4_0: 1.0, QuantType.Q4_1: 1.0, QuantType.Q5_0: 1.1, QuantType.Q5_1: 1.1,
+    QuantType.Q8_0: 1.2, QuantType.Q4_K_M: 1.9, QuantType.Q5_K_M: 2.0, QuantType.Q6_K: 2.1,
+}
+_CHILD_START_SECONDS = 1.0  # a Python child importing llama_cpp, before the first tensor
+_LOAD_BYTES_PER_S = 1.0e9  # mapping a file from the page cache
+SPEED_SHARE = 0.05
+"""The generation-speed test takes at most this share of its type's other steps."""
+
+_PROBE_TOKENS = 64
+_PROBE_DECODES = 4
+
+
+@dataclass(frozen=True)
+class MachineSpeed:
+    """What the probe on the source measured."""
+
+    prompt_tokens_per_second: float
+    generation_tokens_per_second: float
+    parameters: int
+    source_bytes: int
+    text_tokens: int
+    seconds: float
+
+    @property
+    def param_tokens_per_second(self) -> float:
+        return self.prompt_tokens_per_second * self.parameters
+
+
+def measure_machine(source: Path, text: str, *, n_ctx: int, parameters: int, source_bytes: int,
+                    threads: int | None, cancel: threading.Event | None = None) -> MachineSpeed:
+    """Load the source, check the text has two chunks of `n_ctx`, time a batch and decodes."""
+    started = time.monotonic()
+    with Evaluator(source, n_ctx=n_ctx, n_batch=n_ctx, threads=threads,
+                   cancel=cancel) as evaluator:
+        tokens = evaluator.tokenize(text)
+        if len(tokens) < 2 * n_ctx:
+            raise UserError(
+                f"the text is too short for a context of {n_ctx}: perplexity needs at least "
+                f"{2 * n_ctx} tokens (two chunks), and the text has only {len(tokens)}"
+            )
+        evaluator.decode_one(tokens[0], 0)  # warm-up: pages every weight in
+        batch = tokens[:min(_PROBE_TOKENS, n_ctx)]
+        probe = time.perf_counter()
+        evaluator.evaluate(batch, len(batch) - 1)
+        prompt_seconds = time.perf_counter() - probe
+        evaluator.clear()
+        probe = time.perf_counter()
+        for pos in range(_PROBE_DECODES):
+            evaluator.decode_one(tokens[pos], pos)
+        decode_seconds = time.perf_counter() - probe
+    return MachineSpeed(
+        prompt_tokens_per_second=len(batch) / max(prompt_seconds, 1e-6),
+        generation_tokens_per_second=_PROBE_DECODES / max(decode_seconds, 1e-6),
+        parameters=parameters, source_bytes=source_bytes, text_tokens=len(tokens),
+        seconds=time.monotonic() - started,
+    )
+
+
+@dataclass(frozen=True)
+class StepEstimate:
+    quantize: float
+    measure: float
+
+
+def estimate_steps(speed: MachineSpeed, types: Sequence[QuantType], *, expected_sizes:
+                   Sequence[int], n_ctx: int, chunks: int | None) -> list[StepEstimate]:
+    """Seconds for each type's quantize step and measure step (perplexity + speed)."""
+    scale = speed.param_tokens_per_second / _REFERENCE_PARAM_TOKENS_PER_S
+    n_chunks = speed.text_tokens // n_ctx
+    if chunks is not None:
+        n_chunks = min(n_chunks, chunks)
+    perplexity = n_chunks * n_ctx / speed.prompt_tokens_per_second
+    estimates = []
+    for qtype, size in zip(types, expected_sizes, strict=True):
+        rate = _REFERENCE_QUANTIZE_BYTES_PER_S * scale / _QUANTIZE_COST.get(qtype, 2.0)
+        quantize = _CHILD_START_SECONDS + speed.source_bytes / rate
+        measure = size / _LOAD_BYTES_PER_S + perplexity
+        estimates.append(StepEstimate(quantize, measure + SPEED_SHARE * (quantize + measure)))
+    return estimates
+
+
+class RunClock:
+    """Elapsed time and the time left: the plan's estimates, scaled by how the finished steps
+    compared with theirs; within a step, the step's own rate once it is 5% done."""
+
+    def __init__(self, planned: Sequence[float], *, started: float | None = None,
+                 now: Callable[[], float] = time.monotonic) -> None:
+        self._planned = list(planned)
+        self._now = now
+        self._done = 0
+        self._actual = 0.0
+        self.started = now() if started is None else started
+        self._step_started = self.started
+
+    @property
+    def elapsed(self) -> float:
+        return self._now() - self.started
+
+    def step_started(self) -> None:
+        self._step_started = self._now()
+
+    def step_finished(self) -> None:
+        self._actual += self._now() - self._step_started
+        self._done += 1
+
+    def skip(self) -> None:
+        """The next planned step will not run (its type turned out not to fit)."""
+        if self._done < len(self._planned):
+            self._planned.pop(self._done)
+
+    def remaining(self, step_fraction: float = 0.0) -> float:
+        """Seconds left, the running step `step_fraction` done."""
+        planned_done = sum(self._planned[:self._done])
+        ratio = self._actual / planned_done if planned_done > 0 else 1.0
+        current = self._planned[self._done] if self._done < len(self._planned) else 0.0
+        in_step = self._now() - self._step_started
+        if step_fraction > 0.05:  # the step's own rate says more than the plan
+            current_left = in_step * (1 - step_fraction) / step_fraction
+        else:
+            current_left = max(current * ratio - in_step, 0.0)
+        return current_left + ratio * sum(self._planned[self._done + 1:])
