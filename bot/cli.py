@@ -157,6 +157,10 @@ def cmd_quantize(args: argparse.Namespace, settings: Settings) -> int:
     from bot.models.quantize import quantize_model
     from bot.models.quantizer_process import QuantizeProgress
 
+    if args.auto:
+        return cmd_quantize_auto(args, settings)
+    if args.outfile is None or args.type is None:
+        raise UserError("quantize needs IN.gguf OUT.gguf TYPE (or IN.gguf --auto)")
     qtype = parse_quant_type(args.type)
     if args.outfile.exists() and not args.force and args.outfile.resolve() != args.infile.resolve():
         raise UserError(f"{args.outfile} exists; pass --force to replace it")
@@ -185,6 +189,44 @@ def cmd_quantize(args: argparse.Namespace, settings: Settings) -> int:
         f"{format_bytes(result.size_after)} ({result.ratio:.0%}), {result.tensor_count} tensors "
         f"in {result.seconds:.1f} s"
     )
+    return 0
+
+
+def cmd_quantize_auto(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.models.auto_console import run_in_terminal
+    from bot.models.auto_quantize import DEFAULT_TYPES, AutoQuantizeOptions, plan_auto_quantize
+    from bot.models.memory_budget import default_budget
+    from bot.models.perplexity import load_sample_text
+    from bot.models.quant_types import parse_quant_type
+
+    if args.outfile is not None:
+        raise UserError("--auto names its outputs itself (next to the input); give only IN.gguf")
+    text, text_name = load_sample_text(), "the shipped sample text"
+    if args.text is not None:
+        try:
+            text, text_name = args.text.read_text(encoding="utf-8"), str(args.text)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read {args.text}: {exc}") from None
+    budget = default_budget() if args.budget_mb is None else args.budget_mb * 1_000_000
+    options = AutoQuantizeOptions(
+        types=tuple(parse_quant_type(t) for t in (args.types or DEFAULT_TYPES)),
+        budget_bytes=budget, text=text, text_name=text_name, n_ctx=args.ctx_size,
+        chunks=args.chunks, threads=args.threads or settings.threads,
+        slots=settings.slots if settings.engine == "pool" else 1, max_ctx=settings.max_ctx,
+        kv_type=settings.kv_type, keep_all=args.keep_all,
+        allow_requantize=args.allow_requantize, replace=args.force,
+    )
+    plan = plan_auto_quantize(args.infile, options)
+    # The table says what each step did: the log keeps to warnings unless -v.
+    quieted = [] if args.verbose else [logging.getLogger(n) for n in ("bot.models", "matplotlib")]
+    levels = [logger.level for logger in quieted]
+    for logger in quieted:
+        logger.setLevel(logging.WARNING)
+    try:
+        run_in_terminal(plan)
+    finally:
+        for logger, level in zip(quieted, levels, strict=True):
+            logger.setLevel(level)
     return 0
 
 
@@ -344,13 +386,27 @@ def build_parser() -> argparse.ArgumentParser:
         "quantize", help="quantize a GGUF file with llama.cpp's quantizer (q4_0, q4_1, q4_k_m, ...)"
     )
     quantize.add_argument("infile", type=Path, help="input GGUF (f16/f32/bf16)")
-    quantize.add_argument("outfile", type=Path, help="output GGUF")
-    quantize.add_argument("type", help="q4_0, q4_1, q5_0, q5_1, q8_0, q4_k_m, q5_k_m, q6_k, ... "
-                                       "or llama.cpp's number (2 = q4_0, 3 = q4_1)")
-    quantize.add_argument("-t", "--threads", type=int, help="threads (default: all)")
+    quantize.add_argument("outfile", type=Path, nargs="?", help="output GGUF")
+    quantize.add_argument("type", nargs="?",
+                          help="q4_0, q4_1, q5_0, q5_1, q8_0, q4_k_m, q5_k_m, q6_k, ... "
+                               "or llama.cpp's number (2 = q4_0, 3 = q4_1)")
+    quantize.add_argument("-t", "--threads", type=int,
+                          help="threads (default: all; --auto measures with `threads`)")
     quantize.add_argument("--allow-requantize", action="store_true",
                           help="allow an already quantized input (loses quality)")
     quantize.add_argument("--force", action="store_true", help="replace an existing output")
+    auto = quantize.add_argument_group(
+        "--auto", "try several types, measure each here, keep the best that fits the memory")
+    auto.add_argument("--auto", action="store_true", help="choose the type by measurement")
+    auto.add_argument("--types", nargs="+", metavar="TYPE",
+                      help="types to try (default: q4_0 q4_1 q5_0 q5_1 q8_0 q4_k_m q5_k_m q6_k)")
+    auto.add_argument("--budget-mb", type=int, metavar="MB",
+                      help="memory for the model and its KV cache (default: available minus 10%%)")
+    auto.add_argument("--text", type=Path, help="text for perplexity (default: the shipped sample)")
+    auto.add_argument("--chunks", type=int, metavar="N", help="at most N perplexity chunks")
+    auto.add_argument("-c", "--ctx-size", type=int, default=512, help="perplexity chunk size (512)")
+    auto.add_argument("--keep-all", action="store_true",
+                      help="keep every measured file, not only the chosen one")
 
     perplexity = commands.add_parser(
         "perplexity", help="measure a model's perplexity on a text (llama.cpp's method)"
