@@ -29,7 +29,7 @@ from bot.errors import ConversionError
 from bot.models.hf_layout import is_hf_checkpoint, open_hf
 from bot.models.layout import Checkpoint, ModelParams, Vocab
 from bot.models.meta_layout import is_meta_checkpoint, open_meta
-from bot.models.progress import ProgressBar, format_bytes
+from bot.models.progress import byte_progress, format_bytes
 from bot.models.rows import RowSource
 
 OUTTYPES = ("f16", "f32", "q8_0")
@@ -302,7 +302,7 @@ def _write_tensors(writer: gguf.GGUFWriter, plans: Sequence[_TensorPlan],
     writer.write_padding(out, out.tell())
 
     total = sum(plan.nbytes for plan in plans)
-    with ProgressBar(total, label="converting", enabled=progress) as bar:
+    with byte_progress(total, label="converting", enabled=progress) as bar:
         for plan in plans:
             written = 0
             for chunk in _encoded_chunks(plan):
