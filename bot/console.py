@@ -11,9 +11,11 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TextIO
 
-from bot.chat import ChatService, ReplySink
+from bot.chat import Accepted, ChatService, ReplySink
 from bot.chat.commands import BY_NAME, Access, FrontName, Invocation, commands_for, dispatch
-from bot.chat.sink import STALLED_NOTE
+from bot.chat.conversation import Redo
+from bot.chat.followups import RedoPlan
+from bot.chat.sink import STALLED_NOTE, ReplyAction
 from bot.core.chats import ChatRef
 from bot.errors import UserError
 
@@ -38,10 +40,11 @@ RESET = "\033[0m"
 class ConsoleSink:
     """Prints a reply as it streams."""
 
-    def __init__(self, out: TextIO, color: bool) -> None:
+    def __init__(self, out: TextIO, color: bool, *, printed: str = "") -> None:
+        """`printed`: the reply's text already on screen (a reply that goes on)."""
         self._out = out
         self._color = color
-        self._printed = ""
+        self._printed = printed.lstrip()
 
     def _write(self, text: str) -> None:
         self._out.write(text)
@@ -51,7 +54,7 @@ class ConsoleSink:
         note = f"({STALLED_NOTE})" if stalled else f"(waiting: {ahead} ahead)"
         self._write(f"{NOTE_COLOR if self._color else ''}{note}{RESET if self._color else ''}\n")
 
-    async def update(self, text: str) -> None:
+    async def update(self, text: str, *, complete: bool = False) -> None:
         text = text.lstrip()
         if text.startswith(self._printed):
             if not self._printed and self._color:
@@ -63,7 +66,9 @@ class ConsoleSink:
                         f"{MODEL_COLOR if self._color else ''}\n{text}")
             self._printed = text
 
-    async def finish(self, text: str, note: str | None = None) -> Sequence[int]:
+    async def finish(
+        self, text: str, note: str | None = None, *, actions: Sequence[ReplyAction] = ()
+    ) -> Sequence[int]:
         await self.update(text)
         if note:
             self._write(f"\n{NOTE_COLOR if self._color else ''}{note}"
@@ -145,9 +150,21 @@ class ConsoleFront:
         except UserError as exc:
             self._out.write(f"{exc}\n")
             return
+        await self._answer(accepted, ConsoleSink(self._out, self._color))
+
+    async def redo(self, plan: RedoPlan) -> None:
+        """/retry prints the new reply; /continue prints what follows the last one."""
+        printed = ""
+        if plan.redo == "continue":
+            printed = plan.shown
+            self._out.write("…")
+        await self._answer(plan.accepted, ConsoleSink(self._out, self._color, printed=printed),
+                           redo=plan.redo)
+
+    async def _answer(self, accepted: Accepted, sink: ConsoleSink, redo: Redo | None = None) -> None:
         self.generating = True
         try:
-            await self._service.answer(accepted, ConsoleSink(self._out, self._color))
+            await self._service.answer(accepted, sink, redo=redo)
         finally:
             self.generating = False
 

@@ -16,6 +16,8 @@ from bot.core.knobs import KNOBS, Knob
 from bot.errors import ModelError, QuantizeError, UserError
 
 if TYPE_CHECKING:
+    from bot.chat.conversation import Redo
+    from bot.chat.followups import RedoPlan
     from bot.chat.service import ChatService
     from bot.chat.sink import ReplySink
 
@@ -59,6 +61,14 @@ class Front(Protocol):
 
     def intro(self, ref: ChatRef) -> str:
         """The first lines of /help: how to talk to the bot here."""
+        ...
+
+    async def redo(self, plan: RedoPlan) -> None:
+        """Write a stored reply again where it is shown (in the background where it can)."""
+        ...
+
+    async def allowed(self, access: Access) -> bool:
+        """Whether the person running the command passes this access rule here."""
         ...
 
 
@@ -145,6 +155,23 @@ async def _stop(chat: ChatService, front: Front, call: Invocation) -> str | None
     return "Nothing to stop: no reply is being written here."
 
 
+async def _retry(chat: ChatService, front: Front, call: Invocation) -> str | None:
+    return await _redo(chat, front, call, "regenerate")
+
+
+async def _continue(chat: ChatService, front: Front, call: Invocation) -> str | None:
+    return await _redo(chat, front, call, "continue")
+
+
+async def _redo(chat: ChatService, front: Front, call: Invocation, redo: Redo) -> str | None:
+    conversation_id = await chat.conversation.conversation_id(call.ref)
+    plan = await chat.followups.for_last(conversation_id, redo)  # UserError: why not
+    if plan.asker != call.user_id and not await front.allowed("chat_admins"):
+        return NOT_YOUR_REPLY
+    await front.redo(plan)
+    return None  # the reply is written again where it stands
+
+
 async def _help(chat: ChatService, front: Front, call: Invocation) -> str:
     return help_text(front.name, front.intro(call.ref), group=call.ref.is_group)
 
@@ -195,6 +222,7 @@ async def _quit(chat: ChatService, front: Front, call: Invocation) -> None:
 
 
 CHANGE_SETTINGS = "Only the group's admins can change settings."
+NOT_YOUR_REPLY = "Only the person who asked, or the group's admins, can have that reply redone."
 
 COMMANDS: tuple[Command, ...] = (
     Command(name="ask", args="TEXT", help="ask a question", run=_ask),
@@ -216,6 +244,8 @@ COMMANDS: tuple[Command, ...] = (
             denied="Only the group's admins can make me forget this chat."),
     Command(name="settings", help="all values and how full the context is", run=_settings),
     Command(name="stop", help="stop the reply being written", run=_stop),
+    Command(name="retry", help="write the last reply again", run=_retry),
+    Command(name="continue", help="go on with the last reply (cut off at /n)", run=_continue),
     Command(name="help", aliases=("start",), help="how to use this bot", run=_help),
     Command(name="model", args="[NAME]", help="lists or switches models", run=_model,
             access="bot_admins", denied="Only the bot's admins can list and switch models.",

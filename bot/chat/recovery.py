@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.chat.conversation import Accepted
-from bot.chat.sink import STOP_NOTES, ReplySink
+from bot.chat.sink import STOP_NOTES, ReplySink, actions_after
 from bot.store import repository as repo
 from bot.store.schema import ChatRow, TurnRow
 
@@ -58,7 +58,9 @@ class Recovery:
     async def deliver_stored(self, item: RecoveryItem, sink: ReplySink) -> None:
         """Finish delivering a reply that was stored complete before a crash."""
         assert item.reply is not None
-        ids = await sink.finish(item.reply.text, STOP_NOTES.get(item.reply.stop_reason or ""))
+        reason = item.reply.stop_reason or ""
+        ids = await sink.finish(item.reply.text, STOP_NOTES.get(reason),
+                                actions=actions_after(item.reply.text, reason))
         async with self._sessions() as session:
             await repo.set_reply_messages(session, item.reply.id, ids, delivered=True)
             await session.commit()

@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.chat.chat_settings import ChatSettings
-from bot.chat.conversation import Accepted, Conversation, ReplyOutcome
+from bot.chat.conversation import Accepted, Conversation, Redo, ReplyOutcome
+from bot.chat.followups import Followups
 from bot.chat.forgetting import ChatForgetting
 from bot.chat.recovery import Recovery, RecoveryItem
+from bot.chat.remembered import Remembered
 from bot.chat.retention import Retention
 from bot.chat.running import EngineLoader, RunningModel
 from bot.chat.sink import MessageRecorder, ReplySink
@@ -61,6 +63,8 @@ class ChatService:
             chat_settings=self.chat_settings, metrics=self.metrics, summaries=self.summaries,
         )
         self.recovery = Recovery(sessions=sessions)
+        self.followups = Followups(sessions=sessions, conversation=self.conversation)
+        self.remembered = Remembered(sessions=sessions)
         self.forgetting = ChatForgetting(
             sessions=sessions, model=self.model, conversation=self.conversation
         )
@@ -111,8 +115,10 @@ class ChatService:
             thread_id=thread_id,
         )
 
-    async def answer(self, accepted: Accepted, sink: ReplySink) -> ReplyOutcome | None:
-        return await self.conversation.answer(accepted, sink)
+    async def answer(
+        self, accepted: Accepted, sink: ReplySink, *, redo: Redo | None = None
+    ) -> ReplyOutcome | None:
+        return await self.conversation.answer(accepted, sink, redo=redo)
 
     def recorder(self, accepted: Accepted) -> MessageRecorder:
         return self.conversation.recorder(accepted)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 MessageRecorder = Callable[[Sequence[int]], Awaitable[None]]
 """Stores the message ids a reply spans so far; a front end hands one to the sink it builds
@@ -24,6 +24,26 @@ STALLED_NOTE = (
 )
 """Shown while a reply waits for a remote engine's servers to come back."""
 
+ReplyAction = Literal["regenerate", "continue"]
+"""What a finished reply offers (Telegram: its buttons): a new sample in its place, or more of
+it."""
+
+
+def shown_text(text: str, note: str | None) -> str:
+    """A finished reply as a message shows it: the text with its note below, in italics
+    (Markdown), or the note alone."""
+    final = text.strip()
+    if note:
+        final = f"{final}\n\n_{note}_" if final else note
+    return final or "…"
+
+
+def actions_after(text: str, reason: str) -> tuple[ReplyAction, ...]:
+    """A finished reply can always be written anew; one cut off at /n can be continued."""
+    if reason == "length" and text.strip():
+        return ("regenerate", "continue")
+    return ("regenerate",)
+
 
 class ReplySink(Protocol):
     """Shows one reply as it is written. Every method but `finish` must return quickly."""
@@ -33,12 +53,16 @@ class ReplySink(Protocol):
         can be reached, the reply waits for one (`STALLED_NOTE`)."""
         ...
 
-    async def update(self, text: str) -> None:
-        """The reply so far (the whole text, not a delta)."""
+    async def update(self, text: str, *, complete: bool = False) -> None:
+        """The reply so far (the whole text, not a delta). `complete`: this is all of it;
+        `finish` follows as soon as it is stored."""
         ...
 
-    async def finish(self, text: str, note: str | None = None) -> Sequence[int]:
-        """Show the final text (and a note such as "stopped"); return the message ids used."""
+    async def finish(
+        self, text: str, note: str | None = None, *, actions: Sequence[ReplyAction] = ()
+    ) -> Sequence[int]:
+        """Show the final text (and a note such as "stopped") with what may be done with it
+        next; return the message ids used."""
         ...
 
     async def fail(self, message: str) -> None:

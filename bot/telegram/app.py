@@ -29,7 +29,7 @@ from bot.telegram.request import MeteredRequest
 
 log = logging.getLogger(__name__)
 
-ALLOWED_UPDATES = ["message"]
+ALLOWED_UPDATES = ["message", "callback_query"]
 
 
 def build_application(settings: Settings, service: ChatService) -> AnyApplication:

@@ -17,9 +17,13 @@ from telegram.ext import Application, ContextTypes
 
 from bot.chat import Accepted, ChatService
 from bot.chat.commands import Access, FrontName
+from bot.chat.conversation import Redo
+from bot.chat.followups import RedoPlan
 from bot.core.chats import ChatRef, is_group_kind
 from bot.errors import UserError
 from bot.settings import Settings
+from bot.telegram.buttons import ReplyButtons
+from bot.telegram.drafts import DraftPolicy
 from bot.telegram.ratelimit import retry_seconds
 from bot.telegram.streamer import FloodGate, ReplyStreamer
 
@@ -39,6 +43,10 @@ class BotDeps:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     gates: dict[int, FloodGate] = field(default_factory=dict)
     last_admin_alert: float = float("-inf")
+    drafts: DraftPolicy = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.drafts = DraftPolicy(self.settings.stream_mode, self.service.remembered)
 
     def gate(self, chat_id: int, kind: str) -> FloodGate:
         """The one flood gate of a chat, shared by every reply and answer sent there."""
@@ -69,15 +77,30 @@ class BotDeps:
 
     def streamer(
         self, bot: Bot, chat_id: int, kind: str, *, reply_to: int | None, thread_id: int | None,
-        existing_ids: list[int] | None = None, accepted: Accepted | None = None,
     ) -> ReplyStreamer:
-        """A reply streamer for a chat; with `accepted`, it records its message ids."""
+        """A message edited in place (a long job's progress)."""
         gate = self.gate(chat_id, kind)
         return ReplyStreamer(
             bot, chat_id, interval=gate.interval,
+            reply_to=reply_to if is_group_kind(kind) else None, thread_id=thread_id, gate=gate,
+        )
+
+    async def reply_streamer(
+        self, bot: Bot, chat_id: int, kind: str, *, reply_to: int | None, thread_id: int | None,
+        accepted: Accepted, existing_ids: list[int] | None = None, shown: str | None = None,
+    ) -> ReplyStreamer:
+        """The streamer of the reply to `accepted`: its buttons, its message ids recorded, a
+        live draft where the chat allows one (a reply already shown is edited in place)."""
+        gate = self.gate(chat_id, kind)
+        drafts = None
+        if not existing_ids and await self.drafts.allowed(chat_id, kind):
+            drafts = self.drafts
+        return ReplyStreamer(
+            bot, chat_id, interval=gate.interval,
             reply_to=reply_to if is_group_kind(kind) else None, thread_id=thread_id,
-            existing_ids=existing_ids or (), gate=gate,
-            on_messages=self.service.recorder(accepted) if accepted is not None else None,
+            existing_ids=existing_ids or (), shown=shown, gate=gate,
+            on_messages=self.service.recorder(accepted), buttons=ReplyButtons(accepted.turn_id),
+            drafts=drafts,
         )
 
 
@@ -170,12 +193,26 @@ class TelegramFront:
         except UserError as exc:
             await self.answer(str(exc))
             return
-        streamer = self.deps.streamer(
+        streamer = await self.deps.reply_streamer(
             self._context.bot, chat.id, chat.type, reply_to=message.message_id,
             thread_id=thread_of(message), accepted=accepted,
         )
         self.deps.spawn(answer(self.deps.service, accepted, streamer),
                         f"answer chat {chat.id} turn {accepted.turn_id}")
+
+    async def redo(self, plan: RedoPlan) -> None:
+        """Write a stored reply again in its own messages, in the background."""
+        chat = self._chat
+        streamer = await self.deps.reply_streamer(
+            self._context.bot, chat.id, chat.type, reply_to=plan.reply_to,
+            thread_id=plan.thread_id, accepted=plan.accepted, existing_ids=plan.message_ids,
+            shown=plan.shown,
+        )
+        self.deps.spawn(answer(self.deps.service, plan.accepted, streamer, redo=plan.redo),
+                        f"{plan.redo} chat {chat.id} turn {plan.accepted.turn_id}")
+        # Let it start: it marks the chat busy at once, so a second press (handled next, in
+        # order) is refused instead of writing the reply a second time.
+        await asyncio.sleep(0)
 
     async def later(self, first: str, work: Callable[[], Awaitable[str]]) -> None:
         await self.answer(first)
@@ -217,6 +254,8 @@ class TelegramFront:
         return member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR)
 
 
-async def answer(service: ChatService, accepted: Accepted, streamer: ReplyStreamer) -> None:
+async def answer(
+    service: ChatService, accepted: Accepted, streamer: ReplyStreamer, *, redo: Redo | None = None
+) -> None:
     await streamer.typing()
-    await service.answer(accepted, streamer)
+    await service.answer(accepted, streamer, redo=redo)

@@ -14,13 +14,14 @@ from pathlib import Path
 
 from telegram import Message, MessageEntity, Update
 from telegram.error import TelegramError
-from telegram.ext import CommandHandler, MessageHandler, filters
+from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
 from bot.chat import Accepted
 from bot.chat.commands import Invocation, commands_for, dispatch
 from bot.chat.servers import server_status_text
 from bot.core.chats import is_group_kind
 from bot.engine.base import ServerStatus
+from bot.telegram import presses
 from bot.telegram.front import (
     DEPS_KEY,
     AnyApplication,
@@ -136,7 +137,7 @@ async def resume_unfinished(application: AnyApplication) -> int:
     for item in items:
         question = item.question
         accepted: Accepted = item.accepted
-        streamer = d.streamer(
+        streamer = await d.reply_streamer(
             application.bot, item.telegram_chat_id, item.chat_kind, reply_to=question.message_id,
             thread_id=question.thread_id, existing_ids=item.message_ids, accepted=accepted,
         )
@@ -204,4 +205,5 @@ def register(application: AnyApplication) -> None:
         MessageHandler(filters.TEXT & ~filters.COMMAND & filters.ChatType.GROUPS, on_group_text)
     )
     application.add_handler(MessageHandler(filters.COMMAND, on_unknown_command))
+    application.add_handler(CallbackQueryHandler(presses.on_button))
     application.add_error_handler(on_error)

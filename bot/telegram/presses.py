@@ -1,0 +1,104 @@
+"""A press of a reply's button (a callback query): check it, do it, answer it.
+
+Every query is answered (`answerCallbackQuery`), or the client shows its spinner for a while:
+with what happens ("Stopping…"), or why nothing does. Only the person who asked, the group's
+admins and the bot's admins may press; buttons of a reply that is no longer the chat's last
+say so, and lose their markup.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from telegram import CallbackQuery, Message, Update
+from telegram.error import RetryAfter, TelegramError
+
+from bot.chat.followups import Refused
+from bot.telegram.buttons import parse_callback
+from bot.telegram.front import BotContext, TelegramFront, chat_ref, deps_of
+from bot.telegram.ratelimit import retry_seconds
+
+log = logging.getLogger(__name__)
+
+ANSWERS = {
+    "stop": "⏹ Stopping…",
+    "regenerate": "🔄 Writing it again…",
+    "continue": "➡ Continuing…",
+}
+NOT_YOURS = "Only the person who asked, or an admin, can use this button."
+NOT_WRITING = "This reply is not being written any more."
+DEAD = "This button no longer works."
+FAILED = "⚠️ That did not work; the bot's admins have been told."
+MAX_ANSWER = 200
+"""Telegram's limit for the text of a callback answer."""
+
+
+async def on_button(update: Update, context: BotContext) -> None:
+    """Every press of an inline button."""
+    query = update.callback_query
+    if query is None:
+        return
+    try:
+        text = await _press(update, context, query)
+    except Exception:
+        await _answer(query, FAILED)
+        raise
+    await _answer(query, text)
+
+
+async def _press(update: Update, context: BotContext, query: CallbackQuery) -> str | None:
+    pressed = parse_callback(query.data)
+    message = query.message
+    if pressed is None or not isinstance(message, Message):
+        return DEAD  # not our data, or a message too old for the client to show
+    chat = message.chat
+    service = deps_of(context.bot_data).service
+    conversation_id = await service.conversation.conversation_id(chat_ref(chat, message))
+    try:
+        question = await service.followups.question(
+            conversation_id, pressed.question_id, message.message_id
+        )
+    except Refused as exc:
+        return await _refused(context, message, exc)
+    front = TelegramFront(update, context, message, chat)
+    if query.from_user.id != question.asker and not await front.allowed("chat_admins"):
+        return NOT_YOURS
+    if pressed.button == "stop":
+        stopped = service.conversation.stop_turn(conversation_id, question.turn_id)
+        return ANSWERS["stop"] if stopped else NOT_WRITING
+    try:
+        plan = await service.followups.for_button(
+            conversation_id, question.turn_id, pressed.button, message_id=message.message_id
+        )
+    except Refused as exc:
+        return await _refused(context, message, exc)
+    await front.redo(plan)
+    return ANSWERS[pressed.button]
+
+
+async def _refused(context: BotContext, message: Message, refused: Refused) -> str:
+    if refused.stale and message.reply_markup is not None:
+        await _drop_buttons(context, message)
+    return str(refused)
+
+
+async def _drop_buttons(context: BotContext, message: Message) -> None:
+    """Remove the buttons of a message they no longer work on (one edit, flood bans kept)."""
+    gate = deps_of(context.bot_data).gate(message.chat_id, message.chat.type)
+    await gate.wait(spacing=False)
+    started = time.monotonic()
+    gate.called()
+    try:
+        await context.bot.edit_message_reply_markup(message.chat_id, message.message_id)
+    except RetryAfter as exc:
+        gate.banned(started, retry_seconds(exc))
+    except TelegramError as exc:
+        log.info("chat %s: could not remove stale buttons: %s", message.chat_id, exc)
+
+
+async def _answer(query: CallbackQuery, text: str | None) -> None:
+    try:
+        await query.answer(text[:MAX_ANSWER] if text else None)
+    except TelegramError as exc:  # too late: the client gave up waiting for it
+        log.info("could not answer a button press: %s", exc)
