@@ -169,7 +169,7 @@ async def test_long_reply_continues_in_further_messages(fake: FakeBotAPI, engine
 
 async def test_flood_control_mid_stream_is_honoured(fake: FakeBotAPI, run_bot) -> None:
     engine = ScriptedEngine(delay=0.05)
-    await run_bot(engine)
+    await run_bot(engine, stream_mode="edit")
     alice = fake.user("Alice")
     chat = fake.private_chat(alice)
     words = [f"w{i}" for i in range(80)]
@@ -207,7 +207,9 @@ async def test_stop_cancels_a_running_reply(fake: FakeBotAPI, run_bot) -> None:
     chat = fake.private_chat(alice)
     engine.enqueue("one two three")
     fake.send_text(chat, alice, "go on forever")
-    await fake.wait_for(lambda: texts(fake, chat), timeout=10)
+    # A private chat: the reply streams as a live draft.
+    await fake.wait_for(lambda: "one two three" in [text for _, text in fake.drafts(chat)],
+                        timeout=10)
     fake.send_text(chat, alice, "/stop")
     await fake.wait_for(lambda: texts(fake, chat) and texts(fake, chat)[-1].endswith("stopped"),
                         timeout=10)
@@ -243,7 +245,7 @@ async def test_reply_cut_off_by_a_restart_is_redone(fake: FakeBotAPI, run_bot) -
     hanging = ScriptedEngine(delay=0.05)
     hanging.hang = True
     hanging.enqueue("partial answer")
-    runner = await run_bot(hanging)
+    runner = await run_bot(hanging, stream_mode="edit")
     alice = fake.user("Alice")
     chat = fake.private_chat(alice)
     fake.send_text(chat, alice, "an important question")
@@ -255,7 +257,7 @@ async def test_reply_cut_off_by_a_restart_is_redone(fake: FakeBotAPI, run_bot) -
 
     fresh = ScriptedEngine()
     fresh.enqueue("the full answer, redone")
-    runner2 = await run_bot(fresh)
+    runner2 = await run_bot(fresh, stream_mode="edit")
     await fake.wait_for(lambda: texts(fake, chat) == ["the full answer, redone"], timeout=10)
     assert "an important question" in fresh.prompts()[0]
     rows = await turns(runner2, until=lambda rows: rows[-1].state == "complete")
@@ -277,7 +279,7 @@ async def test_typing_action_while_the_model_thinks(fake: FakeBotAPI, run_bot) -
 
 async def test_replies_stream_by_editing_at_a_bounded_rate(fake: FakeBotAPI, run_bot) -> None:
     engine = ScriptedEngine(delay=0.02)
-    await run_bot(engine, edit_interval_private=0.5)
+    await run_bot(engine, edit_interval_private=0.5, stream_mode="edit")
     alice = fake.user("Alice")
     chat = fake.private_chat(alice)
     words = [f"token{i}" for i in range(150)]
@@ -335,7 +337,7 @@ async def test_a_flood_ban_holds_for_every_message_to_the_chat(fake: FakeBotAPI,
 
 async def test_a_waiting_request_shows_its_place_in_the_queue(fake: FakeBotAPI, run_bot) -> None:
     engine = ScriptedEngine(delay=0.1, serial=True)
-    await run_bot(engine)
+    await run_bot(engine, stream_mode="edit")
     alice, bob = fake.user("Alice"), fake.user("Bob")
     first, second = fake.private_chat(alice), fake.private_chat(bob)
     engine.enqueue(" ".join(["slow"] * 25), "your turn now")
@@ -394,7 +396,8 @@ async def test_a_full_queue_answers_busy_and_loses_nothing(fake: FakeBotAPI, run
     await fake.wait_for(lambda: any("busy" in text for text in texts(fake, second)), timeout=10)
     # Bob's message is stored, not dropped; once the model is free again, he is answered.
     fake.send_text(first, alice, "/stop")
-    await fake.wait_for(lambda: texts(fake, first)[-1].endswith("stopped"), timeout=10)
+    await fake.wait_for(lambda: texts(fake, first) and texts(fake, first)[-1].endswith("stopped"),
+                        timeout=10)
     engine.hang = False
     engine.enqueue("yes, here")
     fake.send_text(second, bob, "are you there now?")

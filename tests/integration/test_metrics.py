@@ -90,7 +90,7 @@ async def test_flood_bans_and_failed_replies_are_counted(fake: FakeBotAPI, run_b
     engine = ScriptedEngine(delay=0.05, max_queue=1)
     engine.hang = True
     port = free_port()
-    await run_bot(engine, metrics_listen=f"127.0.0.1:{port}")
+    await run_bot(engine, metrics_listen=f"127.0.0.1:{port}", stream_mode="edit")
     url = f"http://127.0.0.1:{port}"
     alice, bob = fake.user("Alice"), fake.user("Bob")
     first, second = fake.private_chat(alice), fake.private_chat(bob)
