@@ -37,6 +37,13 @@ WEBHOOK_ACTIVE = (
     "Conflict: can't use getUpdates method while webhook is active; "
     "use deleteWebhook to delete the webhook first"
 )
+QUERY_TOO_OLD = "Bad Request: query is too old and response timeout expired or query ID is invalid"
+DRAFT_PEER_INVALID = "Bad Request: TEXTDRAFT_PEER_INVALID"
+"""What Telegram answers a draft outside a private chat."""
+MAX_CALLBACK_ANSWER = 200
+MAX_CALLBACK_DATA_BYTES = 64
+CALLBACK_TIMEOUT = 15.0
+"""Seconds a callback query can be answered in (the client stops waiting after that)."""
 NOT_MODIFIED = (
     "Bad Request: message is not modified: specified new message content and reply markup are "
     "exactly the same as a current content and reply markup of the message"
@@ -380,6 +387,21 @@ class ApiRequest:
     description: str | None = None  # error text for failures
 
 
+@dataclass
+class CallbackQueryRecord:
+    """A button press the fake delivered, and how (if) the bot answered it."""
+
+    query_id: str
+    chat_id: int
+    message_id: int
+    user_id: int
+    data: str
+    at: float
+    answered: bool = False
+    text: str | None = None
+    show_alert: bool = False
+
+
 @dataclass(frozen=True)
 class Violation:
     """A request to a chat made while a retry_after ban on that chat was still running."""
@@ -614,6 +636,8 @@ class FakeBotAPI:
         self._last_send: dict[int | str, float] = {}
         self._drafts: list[tuple[int, int, str]] = []
         self._files: dict[str, bytes] = {}
+        self._queries: dict[str, CallbackQueryRecord] = {}
+        self.callback_timeout = CALLBACK_TIMEOUT
         self._commands: dict[str, list[dict[str, Any]]] = {}
         self._webhook: _Webhook | None = None
         self._next_set_webhook = 0.0
@@ -784,6 +808,49 @@ class FakeBotAPI:
         status, _ = post_update(target, update, secret)
         return status
 
+    def press(
+        self, message: StoredMessage | dict[str, Any], button_text: str, user: dict[str, Any]
+    ) -> str:
+        """``user`` presses the inline button labelled ``button_text`` under the bot's message
+        (as it is now); queues the callback_query update and returns the query's id."""
+        chat_id = message.chat_id if isinstance(message, StoredMessage) else message["chat"]["id"]
+        message_id = (
+            message.message_id if isinstance(message, StoredMessage) else message["message_id"]
+        )
+        with self._cond:
+            state = self._chat_state(chat_id)
+            stored = self._find(state, message_id)
+            if stored is None:
+                raise ValueError(f"no message {message_id} in chat {chat_id}")
+            rows = (stored.reply_markup or {}).get("inline_keyboard") or []
+            labels = [button.get("text") for row in rows for button in row]
+            button = next((b for row in rows for b in row if b.get("text") == button_text), None)
+            if button is None or "callback_data" not in button:
+                raise ValueError(f"message {message_id} has no button {button_text!r}: {labels}")
+            self._users.setdefault(user["id"], dict(user))
+            query_id = str(4_000_000_000_000 + len(self._queries) + 1)
+            self._queries[query_id] = CallbackQueryRecord(
+                query_id, state.info["id"], message_id, user["id"], button["callback_data"],
+                time.monotonic(),
+            )
+            self._queue({"callback_query": {
+                "id": query_id,
+                "from": dict(user),
+                "message": self._message_json(state, stored),
+                "chat_instance": str(abs(state.info["id"]) * 7 + 1),
+                "data": button["callback_data"],
+            }})
+            return query_id
+
+    def callback_queries(self) -> list[CallbackQueryRecord]:
+        """Every press so far, in order, with the bot's answer."""
+        with self._lock:
+            return [replace(q) for q in self._queries.values()]
+
+    def callback_query(self, query_id: str) -> CallbackQueryRecord:
+        with self._lock:
+            return replace(self._queries[query_id])
+
     def push_update(self, update: dict[str, Any]) -> int:
         """Queue any update (e.g. ``{"callback_query": {...}}``); returns its update_id."""
         with self._cond:
@@ -885,6 +952,9 @@ class FakeBotAPI:
                     extra = f" reply_to={m.reply_to_message_id}" if m.reply_to_message_id else ""
                     extra += f" thread={m.thread_id}" if m.thread_id else ""
                     extra += f" edits={m.edit_count}" if m.edit_count else ""
+                    rows = (m.reply_markup or {}).get("inline_keyboard") or []
+                    labels = [b.get("text") for row in rows for b in row]
+                    extra += f" buttons={labels}" if labels else ""
                     lines.append(f"  #{m.message_id} {who}{extra}: {m.text!r}")
             lines.append("last requests:")
             for r in self._requests[-15:]:
@@ -1262,7 +1332,7 @@ class FakeBotAPI:
             thread_id=thread_id,
             reply_to=reply_id,
             parse_mode=p.get("parse_mode"),
-            reply_markup=p.get("reply_markup"),
+            reply_markup=self._inline_markup(p.get("reply_markup")),
         )
         return self._message_json(chat, message)
 
@@ -1325,7 +1395,7 @@ class FakeBotAPI:
         if message.photo is not None:
             raise _bad("there is no text in the message to edit")
         text, entities = self._formatted(p)
-        markup = p.get("reply_markup")
+        markup = self._inline_markup(p.get("reply_markup"))
         if (text, entities, markup) == (message.text, message.entities, message.reply_markup):
             raise _ApiError(400, NOT_MODIFIED)
         message.history.append(message.text)
@@ -1334,6 +1404,43 @@ class FakeBotAPI:
         message.edit_count += 1
         message.edit_date = int(time.time())
         return self._message_json(chat, message)
+
+    def _api_editMessageReplyMarkup(self, p: dict[str, Any]) -> dict[str, Any]:
+        if p.get("inline_message_id"):
+            raise _bad("inline messages are not supported by the fake")
+        chat = self._chat_state(p.get("chat_id"))
+        message = self._find(chat, p.get("message_id"))
+        if message is None:
+            raise _bad("message to edit not found")
+        if not message.from_bot:
+            raise _bad("message can't be edited")
+        markup = self._inline_markup(p.get("reply_markup"))
+        if markup == message.reply_markup:
+            raise _ApiError(400, NOT_MODIFIED)
+        message.reply_markup = markup
+        message.edit_date = int(time.time())
+        return self._message_json(chat, message)
+
+    @staticmethod
+    def _inline_markup(markup: Any) -> dict[str, Any] | None:
+        """An inline keyboard as Telegram keeps it (none if it has no buttons), or a 400."""
+        if not markup:
+            return None
+        if not isinstance(markup, dict) or "inline_keyboard" not in markup:
+            return markup if isinstance(markup, dict) else None  # reply keyboards: kept as sent
+        rows = markup["inline_keyboard"]
+        if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
+            raise _bad("can't parse inline keyboard button: field \"inline_keyboard\" must be "
+                       "an Array of Arrays")
+        for button in (b for row in rows for b in row):
+            if not isinstance(button, dict) or not button.get("text"):
+                raise _bad("BUTTON_TEXT_INVALID")
+            data = button.get("callback_data")
+            if data is not None and not 1 <= len(str(data).encode()) <= MAX_CALLBACK_DATA_BYTES:
+                raise _bad("BUTTON_DATA_INVALID")
+        if not any(rows):
+            return None
+        return copy.deepcopy(markup)
 
     def _api_deleteMessage(self, p: dict[str, Any]) -> bool:
         chat = self._chat_state(p.get("chat_id"))
@@ -1364,9 +1471,11 @@ class FakeBotAPI:
     def _api_sendMessageDraft(self, p: dict[str, Any]) -> bool:
         chat = self._chat_state(p.get("chat_id"))
         if chat.info["type"] != "private":
-            raise _bad("TEXTDRAFT_PEER_INVALID")
+            raise _ApiError(400, DRAFT_PEER_INVALID)
         if not p.get("draft_id"):
             raise _bad("draft_id must be non-zero")
+        # Bot API 10.0 made the text optional (0-4096 characters after entities parsing; an
+        # empty one shows "Thinking..."); 9.5 wanted 1-4096. Over 4096 is refused either way.
         text, _ = self._formatted(p, allow_empty=True)
         self._drafts.append((chat.info["id"], int(p["draft_id"]), text))
         return True
@@ -1428,6 +1537,17 @@ class FakeBotAPI:
         }
 
     def _api_answerCallbackQuery(self, p: dict[str, Any]) -> bool:
+        query = self._queries.get(str(p.get("callback_query_id") or ""))
+        if (
+            query is None or query.answered
+            or time.monotonic() - query.at > self.callback_timeout
+        ):
+            raise _ApiError(400, QUERY_TOO_OLD)
+        text = p.get("text")
+        if text is not None and len(str(text)) > MAX_CALLBACK_ANSWER:
+            raise _bad("MESSAGE_TOO_LONG")
+        query.answered, query.text = True, None if text is None else str(text)
+        query.show_alert = bool(p.get("show_alert"))
         return True
 
     @staticmethod
