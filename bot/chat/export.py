@@ -1,4 +1,5 @@
-"""`alpaca-bot export`: one chat's stored conversation as JSON lines or readable Markdown."""
+"""`alpaca-bot export`: one chat's stored conversation as JSON lines or readable Markdown (a
+forum group's topics follow its General conversation)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from bot.store import chat_data
 from bot.store.schema import ChatRow, TurnRow
 
 ExportFormat = Literal["jsonl", "md"]
-FORMATS: tuple[ExportFormat, ...] = ("jsonl", "md")
 BOT_NAME = "alpaca-bot"
+Conversations = Sequence[tuple[ChatRow, Sequence[TurnRow]]]
+"""A chat's conversations (the chat, then its forum topics) and their turns in order."""
 
 
 def turn_record(turn: TurnRow) -> dict[str, Any]:
-    """One turn as exported: who, what, when, and how it ended."""
+    """One turn as exported: who, what, when, how it ended, and where in Telegram."""
     return {
         "id": turn.id,
         "role": turn.role,
@@ -29,30 +31,45 @@ def turn_record(turn: TurnRow) -> dict[str, Any]:
         "state": turn.state,
         "reply_to": turn.reply_to,
         "message_id": turn.message_id,
+        "thread_id": turn.thread_id,
     }
 
 
-def render_jsonl(chat: ChatRow, turns: Sequence[TurnRow]) -> str:
-    return "".join(json.dumps(turn_record(turn), ensure_ascii=False) + "\n" for turn in turns)
+def render_jsonl(conversations: Conversations) -> str:
+    return "".join(
+        json.dumps(turn_record(turn), ensure_ascii=False) + "\n"
+        for _, turns in conversations for turn in turns
+    )
 
 
-def render_markdown(chat: ChatRow, turns: Sequence[TurnRow]) -> str:
-    title = chat.title or f"chat {chat.id}"
-    lines = [f"# {title}", "", f"Chat {chat.id} ({chat.kind}), {len(turns)} stored turns.", ""]
+def render_markdown(conversations: Conversations) -> str:
+    chat = conversations[0][0]
+    count = sum(len(turns) for _, turns in conversations)
+    lines = [f"# {chat.title or f'chat {chat.id}'}", "",
+             f"Chat {chat.id} ({chat.kind}), {count} stored turns; times in UTC.", ""]
+    for conversation, turns in conversations:
+        if len(conversations) > 1:
+            heading = "General" if conversation.parent_id is None else f"Topic {conversation.thread_id}"
+            lines += [f"## {heading}", ""]
+        lines += _conversation_lines(chat, conversation, turns)
+    return "\n".join(lines)
+
+
+def _conversation_lines(chat: ChatRow, conversation: ChatRow, turns: Sequence[TurnRow]) -> list[str]:
+    lines: list[str] = []
     reset_shown = False
     day = ""
+    start = conversation.window_start
     for turn in turns:
-        if not reset_shown and chat.window_start and turn.id >= chat.window_start and any(
-            earlier.id < chat.window_start for earlier in turns
-        ):
+        if not reset_shown and start and turn.id >= start and any(t.id < start for t in turns):
             lines += ["---", "", "*(/reset: the conversation starts again here)*", ""]
             reset_shown = True
         if turn.created_at is not None and f"{turn.created_at:%Y-%m-%d}" != day:
             day = f"{turn.created_at:%Y-%m-%d}"
-            lines += [f"## {day} (UTC)", ""]
+            lines += [f"*{day}*", ""]
         note = "" if turn.state in ("answered", "complete") else f" *({turn.state})*"
         lines += [f"**{_speaker(chat, turn)}**: {turn.text}{note}", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def _speaker(chat: ChatRow, turn: TurnRow) -> str:
@@ -67,10 +84,9 @@ def _speaker(chat: ChatRow, turn: TurnRow) -> str:
 async def export_chat(
     sessions: async_sessionmaker[AsyncSession], chat_id: int, fmt: ExportFormat
 ) -> str:
-    """The chat's conversation in `fmt`; UserError for a chat the database does not know."""
+    """The chat's conversations in `fmt`; UserError for a chat the database does not know."""
     async with sessions() as session:
         found = await chat_data.chat_with_turns(session, chat_id)
     if found is None:
         raise UserError(f"no chat {chat_id} in the database")
-    chat, turns = found
-    return render_jsonl(chat, turns) if fmt == "jsonl" else render_markdown(chat, turns)
+    return render_jsonl(found) if fmt == "jsonl" else render_markdown(found)

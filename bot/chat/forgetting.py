@@ -66,31 +66,37 @@ class ChatForgetting:
         word = argument.strip().lower()
         if word not in ("", CONFIRM_WORD):
             return f"Usage: /forget, then /forget {CONFIRM_WORD} to confirm."
-        until = self._asked.pop(ref.chat_id, None)
+        conversation = await self._conversation.conversation_id(ref)
+        until = self._asked.pop(conversation, None)
         if word == CONFIRM_WORD and until is not None and self._clock() <= until:
-            return await self.forget(ref)
+            return await self.forget(ref, conversation)
         async with self._sessions() as session:
-            stored = await chat_data.stored_chat(session, ref.chat_id)
-        self._asked[ref.chat_id] = self._clock() + CONFIRM_SECONDS
+            stored = await chat_data.stored_chat(session, conversation)
+        self._asked[conversation] = self._clock() + CONFIRM_SECONDS
         since = f" since {stored.first:%Y-%m-%d}" if stored.first is not None else ""
         late = "That confirmation came too late. " if word and until is not None else ""
         return (
-            f"{late}This deletes the conversation I store of this chat: {stored.turns} "
-            f"{'message' if stored.turns == 1 else 'messages'}{since}, and the model's saved "
-            "context of it. Settings and the system prompt stay.\n"
+            f"{late}This deletes the conversation I store of this {_where(ref)}: {stored.turns} "
+            f"{'message' if stored.turns == 1 else 'messages'}{since}, its summary, and the "
+            "model's saved context of it. Settings and the system prompt stay.\n"
             f"Send /forget {CONFIRM_WORD} within {CONFIRM_SECONDS / 60:.0f} minutes to confirm."
         )
 
-    async def forget(self, ref: ChatRef) -> str:
-        """Stop the chat's replies, delete its conversation and the model's cache of it."""
-        async with self._conversation.quiet(ref.chat_id):
+    async def forget(self, ref: ChatRef, conversation: int) -> str:
+        """Stop the conversation's replies, delete it and the model's cache of it."""
+        async with self._conversation.quiet(conversation):
             async with self._sessions() as session:
-                deleted = await chat_data.forget_chat(session, ref.chat_id)
+                deleted = await chat_data.forget_chat(session, conversation)
                 await session.commit()
-            dropped = await drop_cached(self._model, ref.chat_id)
-        log.info("chat %d forgotten: %d turns deleted", ref.chat_id, deleted)
+            dropped = await drop_cached(self._model, conversation)
+        log.info("conversation %d of chat %d forgotten: %d turns deleted", conversation,
+                 ref.chat_id, deleted)
         text = (f"Forgotten: {deleted} {'message' if deleted == 1 else 'messages'} and the "
-                "model's saved context of this chat. Settings stay (/settings).")
+                f"model's saved context of this {_where(ref)}. Settings stay (/settings).")
         if not dropped:
             text += "\n⚠️ The model's cache of this chat could not be dropped; the error was logged."
         return text
+
+
+def _where(ref: ChatRef) -> str:
+    return "topic" if ref.thread_id is not None else "chat"

@@ -14,9 +14,9 @@ from sqlalchemy.orm import aliased
 from bot.store.repository import conversation_order
 from bot.store.schema import Base, ChatRow, TurnRow
 
-CHAT_DATA_COLUMNS = ("summary",)
-"""Columns of `chats` that hold conversation rather than settings: /forget empties those the
-schema has (a running summary of the conversation, say)."""
+CHAT_DATA_COLUMNS = ("summary", "summary_upto")
+"""Columns of `chats` that hold conversation rather than settings (the running summary of the
+turns that left the window, and how far it got): /forget empties them."""
 
 
 @dataclass(frozen=True)
@@ -36,26 +36,27 @@ async def stored_chat(session: AsyncSession, chat_id: int) -> StoredChat:
 
 
 def _chat_data_tables() -> list[Table]:
-    """Tables other than `turns` whose rows belong to a chat (a foreign key to `chats`): all
-    conversation data, since a chat's settings live in its own row."""
+    """Tables other than `turns` whose rows belong to a conversation (a foreign key to
+    `chats`): all conversation data, since settings live in the chat's own row. `chats` itself
+    is not one (a forum topic's row refers to its group's: a conversation of its own)."""
     chats = ChatRow.__table__
     turns = TurnRow.__table__
     return [
         table for table in reversed(Base.metadata.sorted_tables)
-        if table is not turns and any(fk.column.table is chats for fk in table.foreign_keys)
+        if table is not turns and table is not chats
+        and any(fk.column.table is chats for fk in table.foreign_keys)
     ]
 
 
 async def forget_chat(session: AsyncSession, chat_id: int) -> int:
-    """Delete the chat's turns and everything else of its conversation; its row and settings
-    stay. Returns the turns deleted."""
+    """Delete a conversation's turns, its summary and anything else of it (`chat_id`: a chat's
+    row, or a forum topic's); the row and its settings stay. Returns the turns deleted."""
     for table in _chat_data_tables():
         columns = [fk.parent for fk in table.foreign_keys if fk.column.table is ChatRow.__table__]
         for column in columns:
             await session.execute(delete(table).where(column == chat_id))
-    cleared = {name: None for name in CHAT_DATA_COLUMNS if name in ChatRow.__table__.c}
-    if cleared:
-        await session.execute(update(ChatRow).where(ChatRow.id == chat_id).values(**cleared))
+    cleared = {name: None for name in CHAT_DATA_COLUMNS}
+    await session.execute(update(ChatRow).where(ChatRow.id == chat_id).values(**cleared))
     # Replies first: they refer to their questions.
     replies = await session.execute(
         delete(TurnRow).where(TurnRow.chat_id == chat_id, TurnRow.reply_to.is_not(None))
@@ -84,10 +85,21 @@ async def prune_turns(session: AsyncSession, *, before: datetime) -> set[int]:
     return chats
 
 
-async def chat_with_turns(session: AsyncSession, chat_id: int) -> tuple[ChatRow, list[TurnRow]] | None:
-    """A chat and every turn it stores, as the conversation reads (None: no such chat)."""
+async def chat_with_turns(
+    session: AsyncSession, chat_id: int
+) -> list[tuple[ChatRow, list[TurnRow]]] | None:
+    """Every conversation of a Telegram chat with the turns it stores, as each reads: the chat
+    itself first, then its forum topics by thread (None: no such chat)."""
     chat = await session.get(ChatRow, chat_id)
-    if chat is None:
+    if chat is None or chat.parent_id is not None:
         return None
-    rows = list((await session.execute(select(TurnRow).where(TurnRow.chat_id == chat_id))).scalars())
-    return chat, sorted(rows, key=conversation_order)
+    topics = (await session.execute(
+        select(ChatRow).where(ChatRow.parent_id == chat_id).order_by(ChatRow.thread_id)
+    )).scalars()
+    found = []
+    for conversation in (chat, *topics):
+        rows = (await session.execute(
+            select(TurnRow).where(TurnRow.chat_id == conversation.id)
+        )).scalars()
+        found.append((conversation, sorted(rows, key=conversation_order)))
+    return found
