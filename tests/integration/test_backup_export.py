@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import threading
 from pathlib import Path
 
 import pytest
@@ -41,48 +40,55 @@ async def test_a_backup_taken_while_turns_are_written_has_every_committed_turn(
     await asyncio.to_thread(migrate, url)
     database = open_database(url)  # the bot's own engine: WAL, one writer
     committed: list[int] = []
-    stop = threading.Event()
+    reached = {50: asyncio.Event()}
     copy = tmp_path / "backups" / "copy.sqlite3"
     try:
         factory = sessions(database)
         ref = ChatRef(5, "private", "Writer")
 
-        async def write() -> None:
-            while not stop.is_set():
+        async def write(until: asyncio.Event) -> None:
+            while not until.is_set():
                 async with factory() as session:
                     await repo.get_or_create_chat(session, ref)
                     turn = await repo.add_user_turn(session, ref.chat_id, f"turn {len(committed)}")
                     await session.commit()
                 committed.append(turn.id)
+                if len(committed) in reached:
+                    reached[len(committed)].set()
                 await asyncio.sleep(0)
 
-        writer = asyncio.create_task(write())
-        while len(committed) < 50:
-            await asyncio.sleep(0.01)
+        done = asyncio.Event()
+        writer = asyncio.create_task(write(done))
+        await reached[50].wait()
         before = list(committed)
         code = await asyncio.to_thread(main, ["backup", str(copy)])
-        during = len(committed)
-        while len(committed) < during + 20:  # the writer was never stopped by the backup
-            await asyncio.sleep(0.01)
-        stop.set()
+        reached[len(committed) + 20] = more = asyncio.Event()
+        await asyncio.wait_for(more.wait(), 30)  # the writer was never stopped by the backup
+        done.set()
         await writer
     finally:
         await database.dispose()
     assert code == 0
     out = capsys.readouterr().out
     assert f"to {copy}" in out and "1 chats" in out
+    ids = check_copy(copy)
+    # Every turn committed before the backup began, and one consistent moment: a prefix of
+    # the committed turns, none missing in between.
+    assert set(before) <= set(ids)
+    assert ids == committed[: len(ids)]
+    assert f"{len(ids)} turns" in out
+
+
+def check_copy(copy: Path) -> list[int]:
+    """The turn ids of a backup, once it passes SQLite's integrity check as one file."""
     assert not list(copy.parent.glob("*.tmp")) and not Path(f"{copy}-wal").exists()
     with sqlite3.connect(copy) as backup:
         assert backup.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert backup.execute("PRAGMA journal_mode").fetchone() == ("delete",)
         ids = [row[0] for row in backup.execute("SELECT id FROM turns ORDER BY id")]
-        texts = {row[0] for row in backup.execute("SELECT text FROM turns")}
-    # Every turn committed before the backup began, and one consistent moment: a prefix of
-    # the committed turns, none missing in between.
-    assert set(before) <= set(ids)
-    assert ids == committed[: len(ids)]
-    assert f"turn {len(ids) - 1}" in texts
-    assert f"{len(ids)} turns" in out
+        texts = [row[0] for row in backup.execute("SELECT text FROM turns ORDER BY id")]
+    assert texts == [f"turn {i}" for i in range(len(ids))]
+    return ids
 
 
 def test_a_backup_never_overwrites_without_force(data_dir: Path, tmp_path: Path,
@@ -139,6 +145,9 @@ async def fill(url: str) -> None:
             await repo.finish_reply(session, reply, "Mostly grass.", reason="eos", n_tokens=3)
             await repo.add_user_turn(session, GROUP.chat_id, "And alpacas?", speaker="Bob",
                                      message_id=12)
+            topic = await repo.get_or_create_chat(
+                session, ChatRef(GROUP.chat_id, GROUP.kind, GROUP.title, thread_id=42))
+            await repo.add_user_turn(session, topic.id, "Off topic?", speaker="Dan", thread_id=42)
             private = ChatRef(77, "private", "Carol Jones")
             await repo.get_or_create_chat(session, private)
             await repo.add_user_turn(session, private.chat_id, "hi", message_id=1)
@@ -161,10 +170,11 @@ def test_export_as_json_lines(stored: str, capsys: pytest.CaptureFixture[str]) -
     assert main(["export", str(GROUP.chat_id)]) == 0
     lines = capsys.readouterr().out.splitlines()
     turns = [json.loads(line) for line in lines]
-    assert [(t["role"], t["speaker"], t["text"], t["state"]) for t in turns] == [
-        ("user", "Alice", "What do llamas eat?", "answered"),
-        ("assistant", None, "Mostly grass.", "complete"),
-        ("user", "Bob", "And alpacas?", "pending"),
+    assert [(t["role"], t["speaker"], t["text"], t["state"], t["thread_id"]) for t in turns] == [
+        ("user", "Alice", "What do llamas eat?", "answered", None),
+        ("assistant", None, "Mostly grass.", "complete", None),
+        ("user", "Bob", "And alpacas?", "pending", None),
+        ("user", "Dan", "Off topic?", "pending", 42),  # a forum topic of the group
     ]
     assert turns[1]["reply_to"] == turns[0]["id"] and turns[0]["message_id"] == 10
     assert all(t["time"].endswith("+00:00") for t in turns)
@@ -179,6 +189,8 @@ def test_export_as_markdown_to_a_file(stored: str, tmp_path: Path,
     assert text.startswith("# Llama fans\n")
     assert "**Alice**: What do llamas eat?\n\n**alpaca-bot**: Mostly grass.\n" in text
     assert "**Bob**: And alpacas? *(pending)*" in text
+    assert text.index("## General") < text.index("And alpacas?") < text.index("## Topic 42")
+    assert "**Dan**: Off topic? *(pending)*" in text
     assert main(["export", "77", "--format", "md"]) == 0
     assert "**Carol Jones**: hi" in capsys.readouterr().out
 

@@ -38,8 +38,9 @@ async def exchange(factory: Sessions, ref: ChatRef, question: str, answer: str |
     """A question and (unless `answer` is None) its reply, both written `age` ago. A reply of
     None leaves the question pending; `delivered=False` leaves the reply undelivered."""
     async with factory() as session:
-        await repo.get_or_create_chat(session, ref)
-        turn = await repo.add_user_turn(session, ref.chat_id, question, speaker=speaker)
+        chat = await repo.get_or_create_chat(session, ref)  # a topic has a row of its own
+        turn = await repo.add_user_turn(session, chat.id, question, speaker=speaker,
+                                        thread_id=ref.thread_id)
         reply_id = None
         if answer is not None:
             reply = await repo.start_reply(session, turn)
@@ -131,10 +132,40 @@ async def test_a_chat_reads_back_in_conversation_order(factory: Sessions) -> Non
         await repo.finish_reply(session, reply_one, "one", reason="eos", n_tokens=1)
         await repo.finish_reply(session, reply_two, "two", reason="eos", n_tokens=1)
         await session.commit()
+    topic = ChatRef(GROUP.chat_id, GROUP.kind, GROUP.title, thread_id=10)
+    await exchange(factory, topic, "in a topic", "topical")
     async with factory() as session:
         found = await chat_data.chat_with_turns(session, GROUP.chat_id)
         assert found is not None
-        chat, turns = found
-        assert chat.title == "Llama fans"
+        [(chat, turns), (topic_row, topic_turns)] = found
+        assert chat.title == "Llama fans" and topic_row.thread_id == 10
         assert [t.text for t in turns] == ["first?", "one", "second?", "two"]
+        assert [t.text for t in topic_turns] == ["in a topic", "topical"]
         assert await chat_data.chat_with_turns(session, 123456) is None
+        assert await chat_data.chat_with_turns(session, topic_row.id) is None  # not a chat
+
+
+async def test_forgetting_clears_the_summary_and_spares_the_other_topics(factory: Sessions) -> None:
+    await exchange(factory, GROUP, "general talk", "sure", speaker="Alice")
+    ten = ChatRef(GROUP.chat_id, GROUP.kind, GROUP.title, thread_id=10)
+    twenty = ChatRef(GROUP.chat_id, GROUP.kind, GROUP.title, thread_id=20)
+    question, _ = await exchange(factory, ten, "topic ten", "ten it is", speaker="Bob")
+    await exchange(factory, twenty, "topic twenty", "twenty", speaker="Bob")
+    async with factory() as session:
+        topic = await repo.get_or_create_chat(session, ten)
+        topic.summary, topic.summary_upto, topic.summary_on = "They talked of ten.", question, False
+        topic.temp = 0.3
+        await session.commit()
+        topic_id = topic.id
+    async with factory() as session:
+        assert await chat_data.forget_chat(session, topic_id) == 2
+        await session.commit()
+    async with factory() as session:
+        topic = await session.get(ChatRow, topic_id, populate_existing=True)
+        assert topic is not None and (topic.summary, topic.summary_upto) == (None, None)
+        assert topic.summary_on is False and topic.temp == pytest.approx(0.3)
+        found = await chat_data.chat_with_turns(session, GROUP.chat_id)
+    assert found is not None
+    assert [[t.text for t in turns] for _, turns in found] == [
+        ["general talk", "sure"], [], ["topic twenty", "twenty"],
+    ]

@@ -185,3 +185,33 @@ async def test_retention_deletes_old_turns_at_start(
     assert str(ref.chat_id) in engine.forgotten
     assert "a question from today" in engine.prompts()[0]
     assert "last week" not in engine.prompts()[0] and "old answer" not in engine.prompts()[0]
+
+
+async def test_forget_in_a_topic_forgets_that_topic_only(
+    fake: FakeBotAPI, engine: ScriptedEngine, run_bot: Any
+) -> None:
+    runner = await run_bot(engine)
+    forum = fake.group_chat("Forum", forum=True)
+    alice = fake.user("Alice", "alice")
+    fake.set_admins(forum, [alice["id"]])
+
+    def in_topic(thread: int | None) -> list[str]:
+        return [m.text for m in fake.bot_messages(forum) if m.thread_id == thread]
+
+    engine.enqueue("Llamas hum.", "Rust is a language.")
+    fake.send_text(forum, alice, "@alpaca_test_bot tell me about llamas", thread_id=10)
+    await fake.wait_for(lambda: in_topic(10) == ["Llamas hum."], timeout=10)
+    fake.send_text(forum, alice, "@alpaca_test_bot tell me about rust", thread_id=20)
+    await fake.wait_for(lambda: in_topic(20) == ["Rust is a language."], timeout=10)
+    llamas, rust = engine.history[0].chat_key, engine.history[1].chat_key
+
+    fake.send_text(forum, alice, "/forget", thread_id=10)
+    await fake.wait_for(lambda: len(in_topic(10)) == 2, timeout=10)
+    assert in_topic(10)[1].startswith("This deletes the conversation I store of this topic: 2 ")
+    fake.send_text(forum, alice, "/forget yes", thread_id=10)
+    await fake.wait_for(lambda: len(in_topic(10)) == 3, timeout=10)
+    assert in_topic(10)[2].startswith("Forgotten: 2 messages and the model's saved context of "
+                                      "this topic.")
+    assert engine.forgotten == [llamas]
+    assert await stored(runner, int(llamas)) == []
+    assert await stored(runner, int(rust)) == ["tell me about rust", "Rust is a language."]
