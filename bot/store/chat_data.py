@@ -68,7 +68,8 @@ async def forget_chat(session: AsyncSession, chat_id: int) -> int:
 async def prune_turns(session: AsyncSession, *, before: datetime) -> set[int]:
     """Delete the turns written before `before`, except those of a reply in progress: a reply
     being written or not yet delivered, its question, and questions waiting for an answer.
-    Returns the chats that lost turns."""
+    The summaries of the chats that lost turns go too (they were written from the oldest
+    turns). Returns those chats."""
     old = TurnRow.created_at < before
     in_progress_reply = (TurnRow.state == "streaming") | (
         (TurnRow.state == "complete") & TurnRow.delivered.is_(False)
@@ -82,6 +83,10 @@ async def prune_turns(session: AsyncSession, *, before: datetime) -> set[int]:
         found = await session.execute(select(TurnRow.chat_id).where(doomed).distinct())
         chats.update(int(chat_id) for chat_id in found.scalars())
         await session.execute(delete(TurnRow).where(doomed))
+    if chats:
+        await session.execute(
+            update(ChatRow).where(ChatRow.id.in_(chats)).values(**dict.fromkeys(CHAT_DATA_COLUMNS))
+        )
     return chats
 
 

@@ -109,9 +109,18 @@ async def test_retention_prunes_old_turns_but_not_a_reply_in_progress(factory: S
         await session.commit()
     await exchange(factory, ChatRef(9, "private", "Other"), "old and done", "bye", age=old)
     async with factory() as session:
+        for chat_id in (GROUP.chat_id, PRIVATE.chat_id):
+            await session.execute(update(ChatRow).where(ChatRow.id == chat_id)
+                                  .values(summary="What they said.", summary_upto=question))
+        await session.commit()
+    async with factory() as session:
         chats = await chat_data.prune_turns(session, before=utcnow() - timedelta(days=7))
         await session.commit()
     assert chats == {GROUP.chat_id, 9}
+    async with factory() as session:
+        summaries = dict((await session.execute(select(ChatRow.id, ChatRow.summary))).all())
+    assert summaries[GROUP.chat_id] is None  # written from the deleted turns
+    assert summaries[PRIVATE.chat_id] == "What they said."  # lost nothing
     assert await texts(factory, GROUP.chat_id) == ["new question", "new answer"]
     assert await texts(factory, PRIVATE.chat_id) == [
         "old but waiting", "old, reply not delivered", "stored reply", "old, being answered", "",
