@@ -60,7 +60,7 @@ async def _press(update: Update, context: BotContext, query: CallbackQuery) -> s
             conversation_id, pressed.question_id, message.message_id
         )
     except Refused as exc:
-        return await _refused(context, message, exc)
+        return await _refused(context, query, message, exc)
     front = TelegramFront(update, context, message, chat)
     if query.from_user.id != question.asker and not await front.allowed("chat_admins"):
         return NOT_YOURS
@@ -72,14 +72,17 @@ async def _press(update: Update, context: BotContext, query: CallbackQuery) -> s
             conversation_id, question.turn_id, pressed.button, message_id=message.message_id
         )
     except Refused as exc:
-        return await _refused(context, message, exc)
+        return await _refused(context, query, message, exc)
     await front.redo(plan)
     return ANSWERS[pressed.button]
 
 
-async def _refused(context: BotContext, message: Message, refused: Refused) -> str:
-    if refused.stale and message.reply_markup is not None:
-        await _drop_buttons(context, message)
+async def _refused(
+    context: BotContext, query: CallbackQuery, message: Message, refused: Refused
+) -> str:
+    shown = message.reply_markup.inline_keyboard if message.reply_markup is not None else ()
+    if refused.stale and any(b.callback_data == query.data for row in shown for b in row):
+        await _drop_buttons(context, message)  # a button it shows (not forged data)
     return str(refused)
 
 

@@ -118,8 +118,9 @@ class ReplyStreamer:
         buttons: ReplyButtons | None = None,
         drafts: DraftRefusals | None = None,
     ) -> None:
-        """`existing_ids`: messages that show this reply already (edited in place), `shown`
-        the text they show; `buttons`: the reply's; `drafts`: stream as a draft, where
+        """`existing_ids`: messages that show this reply already (edited in place); `shown`:
+        the text they show, a reply being written again (it stays, with a Stop button, until
+        new text replaces it); `buttons`: the reply's; `drafts`: stream as a draft, where
         Telegram's refusals go."""
         self._bot = bot
         self._chat_id = chat_id
@@ -139,7 +140,8 @@ class ReplyStreamer:
         self._draft_shown: tuple[int, RenderedMessage] | None = None
         self._draft_at = float("-inf")
         self._plain = False
-        self._latest = ""
+        self._rewriting = shown is not None and bool(self._ids)
+        self._latest = shown if shown is not None and self._rewriting else ""
         self._started_reply = False
         self._first_text_at: float | None = None
         self._text_shown = False
@@ -147,6 +149,8 @@ class ReplyStreamer:
         self._final: str | None = None
         self._actions: tuple[ReplyAction, ...] = ()
         self._changed = asyncio.Event()
+        if self._rewriting:
+            self._changed.set()  # its Stop button at once
         self._ending = asyncio.Event()
         """Set once the text is complete or final: a held first text goes out."""
         self._finished = asyncio.Event()
@@ -159,7 +163,7 @@ class ReplyStreamer:
         return list(self._ids)
 
     async def waiting(self, ahead: int, *, stalled: bool = False) -> None:
-        if not self._started_reply:
+        if not self._started_reply and not self._rewriting:  # never in place of a reply
             self._latest = f"⏳ {STALLED_NOTE}" if stalled else f"⏳ {ahead} ahead of you…"
             self._changed.set()
             self._ensure_task()
