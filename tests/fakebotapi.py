@@ -813,34 +813,49 @@ class FakeBotAPI:
     ) -> str:
         """``user`` presses the inline button labelled ``button_text`` under the bot's message
         (as it is now); queues the callback_query update and returns the query's id."""
-        chat_id = message.chat_id if isinstance(message, StoredMessage) else message["chat"]["id"]
-        message_id = (
-            message.message_id if isinstance(message, StoredMessage) else message["message_id"]
-        )
-        with self._cond:
-            state = self._chat_state(chat_id)
-            stored = self._find(state, message_id)
-            if stored is None:
-                raise ValueError(f"no message {message_id} in chat {chat_id}")
+        with self._lock:
+            stored = self._stored(message)
             rows = (stored.reply_markup or {}).get("inline_keyboard") or []
             labels = [button.get("text") for row in rows for button in row]
             button = next((b for row in rows for b in row if b.get("text") == button_text), None)
             if button is None or "callback_data" not in button:
-                raise ValueError(f"message {message_id} has no button {button_text!r}: {labels}")
+                raise ValueError(
+                    f"message {stored.message_id} has no button {button_text!r}: {labels}"
+                )
+        return self.push_callback(stored, button["callback_data"], user)
+
+    def push_callback(
+        self, message: StoredMessage | dict[str, Any], data: str, user: dict[str, Any]
+    ) -> str:
+        """A callback query with any ``data`` for ``message``, as a modified client can send
+        (or an old one still showing a removed button); returns the query's id."""
+        with self._cond:
+            stored = self._stored(message)
+            state = self._chat_state(stored.chat_id)
             self._users.setdefault(user["id"], dict(user))
             query_id = str(4_000_000_000_000 + len(self._queries) + 1)
             self._queries[query_id] = CallbackQueryRecord(
-                query_id, state.info["id"], message_id, user["id"], button["callback_data"],
-                time.monotonic(),
+                query_id, state.info["id"], stored.message_id, user["id"], data, time.monotonic()
             )
             self._queue({"callback_query": {
                 "id": query_id,
                 "from": dict(user),
                 "message": self._message_json(state, stored),
                 "chat_instance": str(abs(state.info["id"]) * 7 + 1),
-                "data": button["callback_data"],
+                "data": data,
             }})
             return query_id
+
+    def _stored(self, message: StoredMessage | dict[str, Any]) -> StoredMessage:
+        """The fake's current copy of a message (lock held)."""
+        chat_id = message.chat_id if isinstance(message, StoredMessage) else message["chat"]["id"]
+        message_id = (
+            message.message_id if isinstance(message, StoredMessage) else message["message_id"]
+        )
+        stored = self._find(self._chat_state(chat_id), message_id)
+        if stored is None:
+            raise ValueError(f"no message {message_id} in chat {chat_id}")
+        return stored
 
     def callback_queries(self) -> list[CallbackQueryRecord]:
         """Every press so far, in order, with the bot's answer."""

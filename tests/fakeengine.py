@@ -68,6 +68,8 @@ class ScriptedEngine:
         """When set, a reply never finishes on its own (only cancellation ends it)."""
         self.forgotten: list[str] = []
         """Chats whose cache `forget` was asked to drop, in order."""
+        self.first_text_at: list[float] = []
+        """time.monotonic() when each reply's first text was yielded, in order."""
 
     @property
     def info(self) -> ModelInfo:
@@ -114,6 +116,7 @@ class ScriptedEngine:
             reason: StopReason = "eos"
             generated = 0
             index = 0
+            emitted = False
             while True:
                 if request.cancel.cancelled:
                     reason = "cancelled"
@@ -131,6 +134,9 @@ class ScriptedEngine:
                 generated += 1
                 delta = reply.feed(piece.encode())
                 if delta:
+                    if not emitted:
+                        emitted = True
+                        self.first_text_at.append(time.monotonic())
                     yield TextDelta(delta)
                 if reply.stopped_by:
                     reason = "stop"

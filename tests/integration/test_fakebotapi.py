@@ -333,8 +333,80 @@ async def test_chats_members_and_commands(bot: Bot, fake: FakeBotAPI, alice: dic
     private = fake.private_chat(alice)
     assert await bot.send_message_draft(private["id"], draft_id=7, text="Thin")
     assert fake.drafts(private) == [(7, "Thin")]
-    with pytest.raises(BadRequest):
+    with pytest.raises(BadRequest, match="(?i)textdraft_peer_invalid"):
         await bot.send_message_draft(group["id"], draft_id=7, text="Thin")
+
+
+async def test_drafts_follow_telegram_s_rules(bot: Bot, fake: FakeBotAPI, alice: dict) -> None:
+    private = fake.private_chat(alice)
+    with pytest.raises(BadRequest, match="(?i)draft_id must be non-zero"):
+        await bot.send_message_draft(private["id"], draft_id=0, text="x")
+    with pytest.raises(BadRequest, match="(?i)message is too long"):
+        await bot.send_message_draft(private["id"], draft_id=1, text="x" * 4097)
+    # 4096 after entities parsing: the tags do not count.
+    assert await bot.send_message_draft(private["id"], draft_id=1, text=f"<b>{'x' * 4096}</b>",
+                                        parse_mode=ParseMode.HTML)
+    with pytest.raises(BadRequest, match="(?i)can't parse entities"):
+        await bot.send_message_draft(private["id"], draft_id=1, text="<b>x", parse_mode="HTML")
+    # Bot API 10.0: an empty text shows "Thinking...".
+    assert await bot.send_message_draft(private["id"], draft_id=2, text="")
+    assert [draft for draft, _ in fake.drafts(private)] == [1, 2]
+    assert fake.bot_messages(private) == []  # a draft is no message
+
+
+async def test_inline_buttons_presses_and_callback_answers(
+    bot: Bot, fake: FakeBotAPI, alice: dict
+) -> None:
+    from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+
+    private = fake.private_chat(alice)
+    markup = InlineKeyboardMarkup([[InlineKeyboardButton("🔄 Again", callback_data="r:1"),
+                                    InlineKeyboardButton("Site", url="https://example.org")]])
+    sent = await bot.send_message(private["id"], "hello", reply_markup=markup)
+    [stored] = fake.bot_messages(private)
+    assert stored.reply_markup["inline_keyboard"][0][0] == {"text": "🔄 Again", "callback_data": "r:1"}
+    with pytest.raises(ValueError, match="no button"):
+        fake.press(stored, "Nope", alice)
+    query_id = fake.press(stored, "🔄 Again", alice)
+    [pending] = fake.pending_updates()
+    query = pending["callback_query"]
+    assert (query["id"], query["data"], query["from"]["id"]) == (query_id, "r:1", alice["id"])
+    assert query["message"]["message_id"] == sent.message_id
+    assert query["message"]["reply_markup"] == stored.reply_markup
+    with pytest.raises(BadRequest, match="(?i)message_too_long"):
+        await bot.answer_callback_query(query_id, "x" * 201)
+    assert await bot.answer_callback_query(query_id, "x" * 200)
+    assert fake.callback_query(query_id).text == "x" * 200
+    with pytest.raises(BadRequest, match="(?i)query is too old"):  # answered twice
+        await bot.answer_callback_query(query_id)
+    with pytest.raises(BadRequest, match="(?i)query is too old"):  # never sent
+        await bot.answer_callback_query("12345")
+    fake.callback_timeout = 0.0
+    late = fake.press(stored, "🔄 Again", alice)
+    with pytest.raises(BadRequest, match="(?i)query is too old"):
+        await bot.answer_callback_query(late)
+    assert not fake.callback_query(late).answered
+
+    # The markup alone changes; the same markup again is "not modified"; none removes it.
+    other = InlineKeyboardMarkup([[InlineKeyboardButton("➡ On", callback_data="c:1")]])
+    await bot.edit_message_reply_markup(private["id"], sent.message_id, reply_markup=other)
+    [stored] = fake.bot_messages(private)
+    assert stored.text == "hello" and stored.edit_count == 0
+    assert stored.reply_markup == {"inline_keyboard": [[{"text": "➡ On", "callback_data": "c:1"}]]}
+    with pytest.raises(BadRequest, match="(?i)not modified"):
+        await bot.edit_message_reply_markup(private["id"], sent.message_id, reply_markup=other)
+    await bot.edit_message_reply_markup(private["id"], sent.message_id)
+    assert fake.bot_messages(private)[0].reply_markup is None
+    with pytest.raises(BadRequest, match="(?i)message to edit not found"):
+        await bot.edit_message_reply_markup(private["id"], 999, reply_markup=other)
+    # An edit of the text without reply_markup drops the buttons, as Telegram does.
+    await bot.edit_message_reply_markup(private["id"], sent.message_id, reply_markup=other)
+    await bot.edit_message_text("hello again", chat_id=private["id"], message_id=sent.message_id)
+    assert fake.bot_messages(private)[0].reply_markup is None
+    # Callback data: 1-64 bytes.
+    too_long = InlineKeyboardMarkup([[InlineKeyboardButton("x", callback_data="é" * 33)]])
+    with pytest.raises(BadRequest, match="(?i)button_data_invalid"):
+        await bot.send_message(private["id"], "x", reply_markup=too_long)
 
 
 async def test_incoming_entities_and_threads(bot: Bot, fake: FakeBotAPI, alice: dict) -> None:
