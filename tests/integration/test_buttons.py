@@ -331,3 +331,23 @@ async def test_a_regenerate_that_fails_or_is_stopped_at_once_keeps_the_reply(
     assert buttons(last(fake, chat)) == [REGENERATE]
     rows = await settled(runner, "the answer")
     assert [(r.text, r.state, r.delivered) for r in rows] == [("the answer", "complete", True)]
+
+
+async def test_buttons_in_a_forum_topic_belong_to_the_topic(fake: FakeBotAPI, run_bot: Any) -> None:
+    engine = ScriptedEngine()
+    await run_bot(engine)
+    forum = fake.group_chat("Forum", forum=True)
+    alice = fake.user("Alice", "alice")
+    engine.enqueue("in topic five", "in the general topic", "topic five, again")
+    fake.send_text(forum, alice, "@alpaca_test_bot hi", thread_id=5)
+    await fake.wait_for(lambda: texts(fake, forum) == ["in topic five"], timeout=10)
+    fake.send_text(forum, alice, "@alpaca_test_bot hello")  # the group's own conversation
+    await fake.wait_for(lambda: len(texts(fake, forum)) == 2, timeout=10)
+    # A newer turn in another conversation leaves the topic's last reply its last one.
+    topic_reply = fake.bot_messages(forum)[0]
+    assert topic_reply.thread_id == 5
+    query = fake.press(topic_reply, REGENERATE, alice)
+    assert await answered(fake, query) == "🔄 Writing it again…"
+    await fake.wait_for(lambda: texts(fake, forum)[0] == "topic five, again", timeout=10)
+    assert "hello" not in engine.prompts()[2] and "hi" in engine.prompts()[2]
+    assert fake.bot_messages(forum)[0].thread_id == 5
