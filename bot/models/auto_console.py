@@ -84,8 +84,7 @@ def run_in_terminal(plan: AutoPlan, *, out: TextIO | None = None,
 
     def on_estimate(seconds: float, speed: MachineSpeed) -> None:
         print(f"estimated total time: ~{format_duration(seconds)} (measured here: "
-              f"{speed.prompt_tokens_per_second:.0f} prompt tokens/s and "
-              f"{speed.generation_tokens_per_second:.1f} generated tokens/s on the source, "
+              f"{speed.prompt_tokens_per_second:.0f} prompt tokens/s on the source, "
               f"{format_bytes(speed.source_bytes)} to quantize per type)", file=err, flush=True)
 
     bars = StepBars(err, enabled=_is_tty(err))

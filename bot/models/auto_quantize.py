@@ -252,7 +252,6 @@ def run_auto_quantize(
         estimated_seconds=total_estimate, json_path=plan.json_path,
         extra={"machine": {
             "prompt_tokens_per_second_f16": round(speed.prompt_tokens_per_second, 2),
-            "generation_tokens_per_second_f16": round(speed.generation_tokens_per_second, 2),
             "probe_seconds": round(speed.seconds, 3),
         }},
     )
@@ -334,7 +333,8 @@ def _run_type(run: _Run, planned: PlannedType) -> Candidate:
                                 on_chunk=on_chunk)
             run.report("speed", qtype, 0, 1, "generation speed")
             so_far = result.seconds + (time.monotonic() - measured)
-            speed = measure_generation(evaluator, max_seconds=max(SPEED_SHARE * so_far, 0.2))
+            speed = measure_generation(evaluator, min_tokens=2,
+                                       max_seconds=SPEED_SHARE * so_far)
     except ModelError as exc:  # this file cannot be evaluated: say so, measure the others
         log.warning("auto quantization: measuring %s failed: %s", qtype.label, exc)
         run.clock.step_finished()

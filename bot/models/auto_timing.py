@@ -1,8 +1,8 @@
 """How long an auto run will take here: this machine's speed, measured on the source model in
 about a second, turned into an estimate for each step, and refined as steps finish.
 
-The measurement loads the source and times one batch of prompt tokens and a few single-token
-decodes, which also checks that the text is long enough before anything is quantized.
+The measurement loads the source and times one batch of prompt tokens, which also checks that
+the text is long enough before anything is quantized.
 Perplexity is compute-bound, so its time follows from the prompt rate and the tokens it
 evaluates. The quantizer has no such probe; its rate is the one measured on a reference machine
 (two cores, llama.cpp's quantizer on an f16 file), scaled by how this machine's prompt rate
@@ -35,7 +35,6 @@ SPEED_SHARE = 0.05
 """The generation-speed test takes at most this share of its type's other steps."""
 
 _PROBE_TOKENS = 64
-_PROBE_DECODES = 4
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,6 @@ class MachineSpeed:
     """What the probe on the source measured."""
 
     prompt_tokens_per_second: float
-    generation_tokens_per_second: float
     parameters: int
     source_bytes: int
     text_tokens: int
@@ -56,7 +54,11 @@ class MachineSpeed:
 
 def measure_machine(source: Path, text: str, *, n_ctx: int, parameters: int, source_bytes: int,
                     threads: int | None, cancel: threading.Event | None = None) -> MachineSpeed:
-    """Load the source, check the text has two chunks of `n_ctx`, time a batch and decodes."""
+    """Load the source, check the text has two chunks of `n_ctx`, time one batch of it.
+
+    The batch includes paging the weights in, as each type's perplexity run does: no warm-up,
+    and no single-token decodes, which on a busy machine cost more than they tell.
+    """
     started = time.monotonic()
     with Evaluator(source, n_ctx=n_ctx, n_batch=n_ctx, threads=threads,
                    cancel=cancel) as evaluator:
@@ -66,19 +68,12 @@ def measure_machine(source: Path, text: str, *, n_ctx: int, parameters: int, sou
                 f"the text is too short for a context of {n_ctx}: perplexity needs at least "
                 f"{2 * n_ctx} tokens (two chunks), and the text has only {len(tokens)}"
             )
-        evaluator.decode_one(tokens[0], 0)  # warm-up: pages every weight in
         batch = tokens[:min(_PROBE_TOKENS, n_ctx)]
         probe = time.perf_counter()
         evaluator.evaluate(batch, len(batch) - 1)
         prompt_seconds = time.perf_counter() - probe
-        evaluator.clear()
-        probe = time.perf_counter()
-        for pos in range(_PROBE_DECODES):
-            evaluator.decode_one(tokens[pos], pos)
-        decode_seconds = time.perf_counter() - probe
     return MachineSpeed(
         prompt_tokens_per_second=len(batch) / max(prompt_seconds, 1e-6),
-        generation_tokens_per_second=_PROBE_DECODES / max(decode_seconds, 1e-6),
         parameters=parameters, source_bytes=source_bytes, text_tokens=len(tokens),
         seconds=time.monotonic() - started,
     )

@@ -3,7 +3,9 @@ cache, decode one token at a time (random tokens, each with its logits) and coun
 
 llama-bench decodes 128 tokens. On a 7B model on two cores that is most of a minute, so the run
 also stops once `max_seconds` have passed (after at least `min_tokens`): the caller gives it a
-small share of the time the other measurements took.
+small share of the time the other measurements took. (On a machine whose cores are busy with
+other work, single-token decodes slow down far more than batches: llama.cpp's threads meet at a
+barrier after every operation, and a thread waiting for its turn on a core holds them all.)
 """
 
 from __future__ import annotations
