@@ -3,13 +3,15 @@
 A job quantizes the configured f16 source (or a named file of the models directory) into the
 models directory with llama.cpp's quantizer in a child process, reporting progress as it goes.
 A restart in the middle leaves the job `running` in the database; the next start marks it
-`interrupted` and tells the chat that asked.
+`interrupted` and tells the chat that asked. `/quantize auto` (`bot.auto_quantize_job`) runs in
+the same single place, and `/quantize cancel` stops either kind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +19,11 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.errors import ModelError, QuantizeError, UserError
+from bot.auto_quantize_job import AutoJobRun, describe, remove_leftovers
+from bot.errors import ModelError, QuantizeCancelled, QuantizeError, UserError
 from bot.metrics import Metrics
+from bot.models.auto_quantize import AutoPlan
+from bot.models.auto_report import AutoQuantizeReport
 from bot.models.gguf_file import read_gguf_info
 from bot.models.library import find_model
 from bot.models.progress import format_bytes
@@ -34,6 +39,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TYPE = "q4_0"
 Report = Callable[[str], Awaitable[None]]
+AutoFinish = Callable[[str, AutoQuantizeReport | None], Awaitable[None]]
+"""Called once an auto job ended: the final text, and the report when it succeeded."""
 
 
 @dataclass(frozen=True)
@@ -69,8 +76,11 @@ class QuantizeJobs:
         self._settings = settings
         self._sessions = sessions
         self._metrics = metrics
-        self._running: tuple[int, JobRequest] | None = None
+        self._running: tuple[int, str] | None = None
+        """The job running: its id and what it is (`tiny-f16.gguf → q4_0`)."""
         self._last: QuantizeProgress | None = None
+        self._auto: AutoJobRun | None = None
+        self._cancel: threading.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -101,15 +111,7 @@ class QuantizeJobs:
         report: Report, finish: Report,
     ) -> int:
         """Record and start a job; progress goes to `report`, the outcome to `finish`."""
-        if self._running is not None:
-            _, current = self._running
-            done = ""
-            if self._last is not None:
-                done = f", tensor {self._last.tensor_index}/{self._last.tensor_count}"
-            raise UserError(
-                f"A quantization is already running ({current.source.name} → "
-                f"{current.qtype.label}{done}); wait for it to finish."
-            )
+        self._check_free()
         async with self._sessions() as session:
             row = await add_quantize_job(
                 session, requested_by=user_id, chat_id=chat_id, source=str(request.source),
@@ -117,10 +119,102 @@ class QuantizeJobs:
             )
             await session.commit()
             job_id = row.id
-        self._running = (job_id, request)
+        self._running = (job_id, f"{request.source.name} → {request.qtype.label}")
         self._last = None
+        self._cancel = threading.Event()
         self._task = asyncio.create_task(self._run(job_id, request, report, finish))
         return job_id
+
+    def _check_free(self) -> None:
+        if self._running is None:
+            return
+        _, current = self._running
+        done = ""
+        if self._auto is not None:
+            done = self._auto.where()
+        elif self._last is not None:
+            done = f", tensor {self._last.tensor_index}/{self._last.tensor_count}"
+        raise UserError(
+            f"A quantization is already running ({current}{done}); wait for it to finish, or "
+            "stop it with /quantize cancel."
+        )
+
+    def cancel(self) -> str:
+        """`/quantize cancel`: stop the running job (its partial files are removed)."""
+        if self._running is None or self._cancel is None:
+            return "Nothing to cancel: no quantization is running."
+        self._cancel.set()
+        job_id, current = self._running
+        return f"Cancelling quantization #{job_id} ({current})…"
+
+    def plan_auto(self, argument: str) -> AutoPlan:
+        """Parse `/quantize auto [TYPES...] [FILE]` (blocking: reads the source's header)."""
+        from bot.auto_quantize_job import plan_auto_job
+
+        return plan_auto_job(self._settings, argument)
+
+    async def start_auto(
+        self, plan: AutoPlan, *, user_id: int | None, chat_id: int | None, report: Report,
+        finish: AutoFinish,
+    ) -> int:
+        """Record and start an auto job; its work directory is the job's target until it ends
+        (so a restart can remove it), then the chosen file."""
+        self._check_free()
+        async with self._sessions() as session:
+            row = await add_quantize_job(
+                session, requested_by=user_id, chat_id=chat_id, source=str(plan.source.path),
+                target=str(plan.work_dir), qtype="auto",
+            )
+            await session.commit()
+            job_id = row.id
+        self._running = (job_id, describe(plan))
+        self._cancel = threading.Event()
+
+        def show(text: str) -> None:
+            asyncio.ensure_future(report(text))
+
+        self._auto = AutoJobRun(plan, show, self._cancel)
+        self._task = asyncio.create_task(self._run_auto(job_id, self._auto, finish))
+        return job_id
+
+    async def _run_auto(self, job_id: int, run: AutoJobRun, finish: AutoFinish) -> None:
+        from bot.auto_quantize_job import table_text
+
+        name = run.plan.source.path.name
+        values: dict[str, Any]
+        result: AutoQuantizeReport | None = None
+        try:
+            result = await run.run()
+        except QuantizeCancelled:
+            values = {"state": "cancelled", "error": "cancelled with /quantize cancel"}
+            text = f"⏹ Auto-quantization of {name} cancelled; its partial files are removed."
+        except (QuantizeError, ModelError, UserError) as exc:
+            values = {"state": "failed", "error": str(exc)}
+            text = f"❌ Auto-quantization of {name} failed: {exc}"
+        except asyncio.CancelledError:
+            await self._record(job_id, {"state": "interrupted", "error": "the bot was stopped"})
+            self._end()
+            raise
+        except Exception as exc:  # recorded and reported, then logged with its traceback
+            log.exception("auto quantization job %d failed", job_id)
+            values = {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
+            text = f"❌ Auto-quantization of {name} failed unexpectedly; see the logs."
+        else:
+            chosen = result.chosen
+            values = {"state": "done", "size_before": result.source_bytes,
+                      "seconds": result.seconds,
+                      "target": str(chosen.path if chosen and chosen.path else result.json_path)}
+            if chosen is not None:
+                values["size_after"] = chosen.size_bytes
+            text = table_text(result)
+        await self._record(job_id, values)
+        self._end()
+        await finish(text, result)
+
+    def _end(self) -> None:
+        self._running = None
+        self._auto = None
+        self._cancel = None
 
     async def _run(self, job_id: int, request: JobRequest, report: Report, finish: Report) -> None:
         self._settings.models_directory.mkdir(parents=True, exist_ok=True)
@@ -133,15 +227,19 @@ class QuantizeJobs:
         try:
             result = await quantize_model_async(
                 request.source, request.target, request.qtype,
-                threads=self._settings.threads, on_progress=on_progress,
+                threads=self._settings.threads, on_progress=on_progress, cancel=self._cancel,
             )
+        except QuantizeCancelled:
+            values = {"state": "cancelled", "error": "cancelled with /quantize cancel"}
+            text = (f"⏹ Quantizing {request.source.name} to {request.qtype.label} cancelled; "
+                    "nothing was written.")
         except (QuantizeError, ModelError, UserError) as exc:
             values = {"state": "failed", "error": str(exc)}
             text = f"❌ Quantizing {request.source.name} to {request.qtype.label} failed: {exc}"
         except asyncio.CancelledError:
             values = {"state": "interrupted", "error": "the bot was stopped"}
             await self._record(job_id, values)
-            self._running = None
+            self._end()
             raise
         except Exception as exc:  # recorded and reported, then logged with its traceback
             log.exception("quantization job %d failed", job_id)
@@ -160,7 +258,7 @@ class QuantizeJobs:
                 f"File: {result.output}\n{self._next_step(result.output)}"
             )
         await self._record(job_id, values)
-        self._running = None
+        self._end()
         await finish(text)
 
     def _next_step(self, output: Path) -> str:
@@ -190,6 +288,8 @@ class QuantizeJobs:
             await session.commit()
         for row in rows:
             await asyncio.to_thread(_remove_partial_files, Path(row.target))
+            if row.qtype == "auto":
+                await asyncio.to_thread(remove_leftovers, Path(row.target))
         return rows
 
     async def aclose(self) -> None:
