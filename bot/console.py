@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TextIO
 
 from bot.chat import Accepted, ChatService, ReplySink
@@ -181,6 +182,16 @@ class ConsoleFront:
 
     async def allowed(self, access: Access) -> bool:
         return True  # whoever has the terminal runs the bot
+
+    async def present(self, text: str, *, photo: Path | None = None,
+                      switch_to: str | None = None) -> None:
+        lines = [text]
+        if photo is not None:
+            lines.append(f"Chart: {photo}")
+        if switch_to is not None:
+            lines.append(f"Switch to it with /model {switch_to}")
+        self._out.write("\n".join(lines) + "\n")
+        self._out.flush()
 
 
 async def handle_command(front: ConsoleFront, service: ChatService, text: str) -> str | None:

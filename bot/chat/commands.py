@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from bot.core.chats import ChatRef
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from bot.chat.followups import RedoPlan
     from bot.chat.service import ChatService
     from bot.chat.sink import ReplySink
+    from bot.models.auto_report import AutoQuantizeReport
+    from bot.quantize_jobs import QuantizeJobs
 
 Access = Literal["anyone", "chat_admins", "bot_admins"]
 """Who may run a command: everyone; in groups, the group's admins (and the bot's); only the
@@ -69,6 +72,12 @@ class Front(Protocol):
 
     async def allowed(self, access: Access) -> bool:
         """Whether the person running the command passes this access rule here."""
+        ...
+
+    async def present(self, text: str, *, photo: Path | None = None,
+                      switch_to: str | None = None) -> None:
+        """Show a result: `text` (a picture's caption with `photo`), and a way to switch the
+        running model to `switch_to` as `/model NAME` does (Telegram: a button)."""
         ...
 
 
@@ -200,6 +209,12 @@ async def _quantize(chat: ChatService, front: Front, call: Invocation) -> str | 
     jobs = chat.jobs
     if jobs is None:
         return "Quantizing is not available here."
+    verb, _, rest = call.argument.strip().partition(" ")
+    if verb.lower() == "cancel":
+        return jobs.cancel()
+    if verb.lower() == "auto":
+        await _quantize_auto(jobs, front, call, rest)
+        return None
     request = await asyncio.to_thread(jobs.plan, call.argument)
     progress = front.progress()
 
@@ -215,6 +230,25 @@ async def _quantize(chat: ChatService, front: Front, call: Invocation) -> str | 
         + jobs.queued_note()
     )
     return None
+
+
+async def _quantize_auto(jobs: QuantizeJobs, front: Front, call: Invocation,
+                         argument: str) -> None:
+    from bot.auto_quantize_job import caption_text, queued_text
+
+    plan = await asyncio.to_thread(jobs.plan_auto, argument)
+    progress = front.progress()
+
+    async def finish(text: str, report: AutoQuantizeReport | None) -> None:
+        await progress.finish(text)
+        chosen = report.chosen if report is not None else None
+        if report is not None and chosen is not None and chosen.path is not None:
+            await front.present(caption_text(report), photo=report.chart_path,
+                                switch_to=chosen.path.name)
+
+    job = await jobs.start_auto(plan, user_id=call.user_id, chat_id=call.ref.chat_id,
+                                report=progress.update, finish=finish)
+    await progress.update(queued_text(job, plan) + jobs.queued_note())
 
 
 async def _quit(chat: ChatService, front: Front, call: Invocation) -> None:
@@ -250,7 +284,8 @@ COMMANDS: tuple[Command, ...] = (
     Command(name="model", args="[NAME]", help="lists or switches models", run=_model,
             access="bot_admins", denied="Only the bot's admins can list and switch models.",
             menu=False),
-    Command(name="quantize", args="[TYPE] [FILE]", help="makes a 4-bit model", run=_quantize,
+    Command(name="quantize", args="[TYPE|auto|cancel] [FILE]", help="makes a 4-bit model",
+            run=_quantize,
             access="bot_admins", denied="Only the bot's admins can quantize models.",
             fronts=("telegram",), menu=False),
     Command(name="quit", aliases=("exit",), help="leave the console chat", run=_quit,

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from telegram import Bot, Chat, Message, ReplyParameters, Update
@@ -230,6 +231,18 @@ class TelegramFront:
 
     def quit(self) -> None:  # not a Telegram command
         raise NotImplementedError
+
+    async def present(self, text: str, *, photo: Path | None = None,
+                      switch_to: str | None = None) -> None:
+        """A photo (or a message) with a "Switch to …" button (`bot.telegram.switch_button`)."""
+        from bot.telegram.switch_button import send_result
+
+        chat, message = self._chat, self._message
+        await send_result(
+            self._context.bot, self.deps.gate(chat.id, chat.type), chat.id, text, photo=photo,
+            switch_to=switch_to, reply_to=message.message_id if is_group_kind(chat.type) else None,
+            thread_id=thread_of(message),
+        )
 
     async def allowed(self, access: Access) -> bool:
         """The table's access rule, checked for the sender of this update."""

@@ -21,7 +21,7 @@ from bot.chat.commands import Invocation, commands_for, dispatch
 from bot.chat.servers import server_status_text
 from bot.core.chats import is_group_kind
 from bot.engine.base import ServerStatus
-from bot.telegram import presses
+from bot.telegram import presses, switch_button
 from bot.telegram.front import (
     DEPS_KEY,
     AnyApplication,
@@ -205,5 +205,8 @@ def register(application: AnyApplication) -> None:
         MessageHandler(filters.TEXT & ~filters.COMMAND & filters.ChatType.GROUPS, on_group_text)
     )
     application.add_handler(MessageHandler(filters.COMMAND, on_unknown_command))
+    # "Switch to …" under an auto quantization's chart, before the replies' catch-all.
+    application.add_handler(CallbackQueryHandler(switch_button.on_switch_press,
+                                                 pattern=switch_button.PATTERN))
     application.add_handler(CallbackQueryHandler(presses.on_button))
     application.add_error_handler(on_error)
