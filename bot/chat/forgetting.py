@@ -94,7 +94,8 @@ class ChatForgetting:
         text = (f"Forgotten: {deleted} {'message' if deleted == 1 else 'messages'} and the "
                 f"model's saved context of this {_where(ref)}. Settings stay (/settings).")
         if not dropped:
-            text += "\n⚠️ The model's cache of this chat could not be dropped; the error was logged."
+            text += (f"\n⚠️ The model's cache of this {_where(ref)} could not be dropped; the "
+                     "error was logged.")
         return text
 
 
