@@ -207,9 +207,7 @@ class Conversation:
                         return await self._redo(accepted, sink, cancel, redo)
                     return await self._reply(accepted, sink, cancel)
         finally:
-            activity.tokens.discard(cancel)
-            if activity.by_turn.get(accepted.turn_id) is cancel:
-                del activity.by_turn[accepted.turn_id]
+            self._written(accepted, cancel)
 
     def stop_turn(self, chat_id: int, turn_id: int) -> bool:
         """Cancel the reply to one question (its Stop button); False if none is in progress."""
@@ -329,7 +327,7 @@ class Conversation:
             await sink.fail(QUESTION_GONE)
             return None
         try:
-            finished, first_text = await self._stream(prepared, sink)
+            finished, first_text = await self._stream(accepted, prepared, sink)
         except EngineBusy as exc:
             self._metrics.reply_failed()
             await self._fail(accepted.turn_id)
@@ -363,7 +361,7 @@ class Conversation:
         )
 
     async def _stream(
-        self, prepared: _Prepared, sink: ReplySink
+        self, accepted: Accepted, prepared: _Prepared, sink: ReplySink
     ) -> tuple[Finished, float | None]:
         """Run the engine into the sink; returns how it ended and the seconds to first text."""
         text = prepared.prefix
@@ -384,9 +382,19 @@ class Conversation:
                 finished = event
         if finished is None:
             raise RuntimeError("the engine ended a reply without Finished")
+        # Written: what is left is storing and showing it, which /stop cannot stop and which
+        # must not make a press of the reply's buttons (once it shows) find the chat busy.
+        self._written(accepted, prepared.request.cancel)
         # The whole text is there: a sink holding its first message back sends it whole.
         await sink.update(text, complete=True)
         return finished, first_text
+
+    def _written(self, accepted: Accepted, cancel: CancelToken) -> None:
+        """The reply is no longer written: the chat's activity forgets its token."""
+        activity = self._activity[accepted.chat_id]
+        activity.tokens.discard(cancel)
+        if activity.by_turn.get(accepted.turn_id) is cancel:
+            del activity.by_turn[accepted.turn_id]
 
     async def _redo(
         self, accepted: Accepted, sink: ReplySink, cancel: CancelToken, redo: Redo
@@ -405,7 +413,7 @@ class Conversation:
         previous = prepared.previous
         assert previous is not None
         try:
-            finished, first_text = await self._stream(prepared, sink)
+            finished, first_text = await self._stream(accepted, prepared, sink)
         except Exception as exc:
             if not isinstance(exc, EngineBusy):
                 log.exception("writing the reply to turn %d again failed", accepted.turn_id)
