@@ -22,6 +22,8 @@ pytestmark = [
 FIRST_TEXT_BUDGET = 0.15
 """The issue's bound: first visible text at most this long after the engine's first token."""
 SHOWING = ("sendMessage", "sendMessageDraft", "editMessageText")
+JITTER = 0.1
+"""Calls leave the bot an interval apart; on a loaded machine they may arrive a little closer."""
 
 
 def texts(fake: FakeBotAPI, chat: dict) -> list[str]:
@@ -87,7 +89,7 @@ async def test_the_first_text_shows_at_once_and_edits_keep_the_interval(
     # After the first text, one call per interval at most, and the final text whole.
     interval = 3.0 if kind == "group" else 1.0
     gaps = [b.at - a.at for a, b in zip(shown, shown[1:], strict=False)]
-    assert gaps and min(gaps) >= interval - 0.05, gaps
+    assert gaps and min(gaps) >= interval - JITTER, gaps
     assert fake.violations() == []
 
 
@@ -132,7 +134,7 @@ async def test_a_private_reply_streams_as_one_draft_then_is_sent(
     calls = shown_to(fake, chat)
     assert [r.method for r in calls] == ["sendMessageDraft"] * len(drafts) + ["sendMessage"]
     gaps = [b.at - a.at for a, b in zip(calls, calls[1:], strict=False)]
-    assert min(gaps) >= 0.3 - 0.05
+    assert min(gaps) >= 0.3 - JITTER, gaps
     [message] = fake.bot_messages(chat)
     assert buttons(message) == ["🔄 Regenerate"]
 
