@@ -260,13 +260,15 @@ class Conversation:
 
     def _request(
         self, accepted: Accepted, chat: ChatRow, params: GenerationParams, window: Window,
-        turns: list[Turn], cancel: CancelToken,
+        turns: list[Turn], cancel: CancelToken, *, seed: int | None = None,
     ) -> GenerationRequest:
         return GenerationRequest(
             chat_key=str(accepted.chat_id),
             prompt=window.prompt,
             sampling=SamplingParams(
-                n_predict=params.n_predict, seed=self._settings.seed, **params.sampling()
+                n_predict=params.n_predict,
+                seed=self._settings.seed if seed is None else seed,
+                **params.sampling(),
             ),
             stop=self._model.chat_format.stop,
             cancel=cancel,
@@ -309,7 +311,9 @@ class Conversation:
                 self._summaries.left_window(chat.id, anchor(rows[window.first_turn]))
             reply.delivered = False
             await session.commit()
-        request = self._request(accepted, chat, params, window, turns, cancel)
+        # A new sample even where the operator fixed the seed (it would write the same reply).
+        seed = -1 if redo == "regenerate" else None
+        request = self._request(accepted, chat, params, window, turns, cancel, seed=seed)
         prefix = previous.text if redo == "continue" else ""
         return _Prepared(reply.id, window, request, previous, prefix)
 

@@ -125,7 +125,7 @@ async def test_regenerate_replaces_the_reply_in_its_message_and_the_window(
     fake: FakeBotAPI, run_bot: Any
 ) -> None:
     engine = ScriptedEngine(delay=0.01)
-    runner = await run_bot(engine)
+    runner = await run_bot(engine, seed=5)
     alice = fake.user("Alice")
     chat = fake.private_chat(alice)
     engine.enqueue("the first answer", "the second answer", "about two million")
@@ -140,8 +140,10 @@ async def test_regenerate_replaces_the_reply_in_its_message_and_the_window(
                         and buttons(last(fake, chat)) == [REGENERATE], timeout=10)
     [again] = fake.bot_messages(chat)
     assert again.message_id == message.message_id
-    # The same question, without the old answer in the prompt: a new sample of it.
+    # The same question, without the old answer in the prompt: a new sample of it (a fixed
+    # seed would write the same reply again).
     assert engine.prompts()[1] == engine.prompts()[0]
+    assert [r.sampling.seed for r in engine.history] == [5, -1]
     rows = await settled(runner, "the second answer")
     assert [(r.text, r.state, r.delivered) for r in rows] == [
         ("the second answer", "complete", True)]
