@@ -40,11 +40,12 @@ def texts(fake: FakeBotAPI, chat: dict) -> list[str]:
 
 
 def remote(*servers: LlamaServer, kind: str = "llama.cpp", **values: Any) -> dict[str, Any]:
-    """Settings of a bot on these servers (greedy replies of 48 tokens unless told)."""
+    """Settings of a bot on these servers (greedy replies of 48 tokens unless told), streaming
+    by edits, which these tests follow (drafts are tested with the scripted engine)."""
     return {
         "engine": "remote",
         "backends": [{"url": server.url, "kind": kind} for server in servers],
-        "n_predict": 48, "temp": 0.0, "seed": 3, **values,
+        "n_predict": 48, "temp": 0.0, "seed": 3, "stream_mode": "edit", **values,
     }
 
 
