@@ -80,7 +80,9 @@ def write_7b_shaped(path: Path, n_layers: int) -> None:
     writer.add_layer_norm_rms_eps(1e-6)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_0)
     # A minimal sentencepiece-style vocabulary: unk/bos/eos, the 256 byte tokens, filler words.
-    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    # "▁" and "▁w" let the tokenizer merge a word back into its token (each shorter
+    # prefix "▁w1", "▁w12" is a word too): a reply's text gives back the tokens sampled.
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + ["\u2581", "\u2581w"]
     tokens += [f"\u2581w{i}" for i in range(VOCAB - len(tokens))]
     writer.add_tokenizer_model("llama")
     writer.add_token_list(tokens)
@@ -114,11 +116,26 @@ def write_7b_shaped(path: Path, n_layers: int) -> None:
     rng = np.random.default_rng(0)
     blocks = {cols: quantize(rng.standard_normal((61, cols)).astype(np.float32) * 0.02, q4)
               for cols in (DIM, FFN)}
-    for _, rows, cols in matrices:  # one quantized block of rows tiled over each matrix
-        writer.write_tensor_data(np.resize(blocks[cols], (rows, cols // 32 * 18)))
+    for name, rows, cols in matrices:  # one quantized block of rows tiled over each matrix
+        if name == "output.weight":
+            writer.write_tensor_data(distinct_rows(blocks[cols], rows, rng))
+        else:
+            writer.write_tensor_data(np.resize(blocks[cols], (rows, cols // 32 * 18)))
     for _ in norms:
         writer.write_tensor_data(np.ones(DIM, dtype=np.float32))
     writer.close()
+
+
+def distinct_rows(base: np.ndarray, rows: int, rng: np.random.Generator) -> np.ndarray:
+    """`rows` q4_0 rows, each 32-weight block taken from a random row of `base` at its column.
+
+    Tiled rows would give the vocabulary's tokens equal logits in groups (every 61st token the
+    same), and greedy decoding would pick among them by each sampler's tie-breaking: the pool
+    and llama-server would then write different replies to the same prompt.
+    """
+    blocks = base.reshape(len(base), -1, 18)
+    picks = rng.integers(0, len(base), size=(rows, blocks.shape[1]))
+    return blocks[picks, np.arange(blocks.shape[1])].reshape(rows, -1)
 
 
 # -- baseline (b): a bare low-level loop -----------------------------------------------------
@@ -308,7 +325,7 @@ async def taking_turns(engine: Engine, n_chats: int, n_turns: int, reply: int) -
         for chat in range(n_chats):  # one after the other: the baseline serves one at a time
             histories[chat].append(Turn("user", user_message(chat, turn)))
             # As the bot's window does: the oldest exchange leaves once the prompt would not
-            # fit (a random-weight model's replies re-tokenize to many more tokens). The whole
+            # fit (a random-weight model's replies run to full length). The whole
             # prompt then counts as new, and is evaluated again.
             budget = engine.info.n_ctx - reply - 64
             while (len(histories[chat]) > 1 and await engine.count_tokens(
