@@ -38,6 +38,9 @@ def describe_plan(plan: AutoPlan) -> str:
     return "\n".join(lines)
 
 
+_BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+
+
 class StepBars:
     """One tqdm bar per step, replaced when the next step starts."""
 
@@ -57,14 +60,14 @@ class StepBars:
             self._key = key
             if self._enabled:
                 self._bar = tqdm(total=p.total or 1, desc=label, file=self._stream, leave=True,
-                                 unit="tensor" if p.stage == "quantize" else "chunk",
-                                 dynamic_ncols=True)
+                                 dynamic_ncols=True, bar_format=_BAR_FORMAT)
             else:
                 print(label, file=self._stream, flush=True)
         if self._bar is not None:
-            if self._bar.total != p.total and p.total:
-                self._bar.total = p.total
-            self._bar.n = p.done
+            if p.stage != "speed":  # the speed test closes the measure step: keep its chunks
+                if self._bar.total != p.total and p.total:
+                    self._bar.total = p.total
+                self._bar.n = p.done
             left = f", ~{format_duration(p.remaining)} left in all" if p.remaining else ""
             self._bar.set_postfix_str(f"{p.detail}{left}", refresh=False)
             self._bar.refresh()

@@ -123,7 +123,7 @@ def plan_auto_quantize(source: Path, options: AutoQuantizeOptions) -> AutoPlan:
         raise QuantizeError(
             f"{source.name} is already quantized ({info.file_type_name}); measuring types "
             "requantized from it says little about the original. Use the F16/F32 original, or "
-            "pass --allow-requantize to do it anyway."
+            "pass --allow-requantize (on the command line) to do it anyway."
         )
     if not options.types:
         raise UserError("no quantization types to try")
@@ -256,10 +256,12 @@ def run_auto_quantize(
         }},
     )
     if draw:
+        drawing = time.monotonic()
         try:
             report = replace(report, chart_path=draw_chart(report, plan.chart_path))
         except ChartUnavailable as exc:
             report = replace(report, chart_note=str(exc))
+        report.extra["chart_seconds"] = round(time.monotonic() - drawing, 3)
     report = replace(report, seconds=time.monotonic() - started)
     _write_json(plan.json_path, report)
     log.info("auto quantization of %s: %s in %.1f s", source.path.name,
@@ -332,9 +334,11 @@ def _run_type(run: _Run, planned: PlannedType) -> Candidate:
             ppl = perplexity_on(evaluator, options.text, max_chunks=options.chunks,
                                 on_chunk=on_chunk)
             run.report("speed", qtype, 0, 1, "generation speed")
-            so_far = result.seconds + (time.monotonic() - measured)
-            speed = measure_generation(evaluator, min_tokens=2,
+            speed_started = time.monotonic()
+            so_far = result.seconds + (speed_started - measured)
+            speed = measure_generation(evaluator, min_tokens=2, warm_up=False,
                                        max_seconds=SPEED_SHARE * so_far)
+            speed_seconds = time.monotonic() - speed_started
     except ModelError as exc:  # this file cannot be evaluated: say so, measure the others
         log.warning("auto quantization: measuring %s failed: %s", qtype.label, exc)
         run.clock.step_finished()
@@ -346,6 +350,7 @@ def _run_type(run: _Run, planned: PlannedType) -> Candidate:
         qtype=qtype.label, size_bytes=result.size_after, ram_bytes=ram, ppl=ppl.ppl,
         ppl_error=ppl.stderr, tokens_per_second=speed.tokens_per_second, path=work_file,
         quantize_seconds=result.seconds, measure_seconds=time.monotonic() - measured,
+        speed_seconds=speed_seconds,
     )
 
 

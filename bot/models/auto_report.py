@@ -41,6 +41,9 @@ class Candidate:
     """The file, if it is kept."""
     quantize_seconds: float | None = None
     measure_seconds: float | None = None
+    """Loading the file, perplexity and the speed test."""
+    speed_seconds: float | None = None
+    """The speed test alone."""
 
     @property
     def measured(self) -> bool:
@@ -167,6 +170,7 @@ def _candidate_json(c: Candidate) -> dict[str, Any]:
         "file": str(c.path) if c.path else None,
         "quantize_seconds": finite(c.quantize_seconds),
         "measure_seconds": finite(c.measure_seconds),
+        "speed_seconds": finite(c.speed_seconds),
     }
 
 

@@ -29,15 +29,17 @@ class GenerationSpeed:
 
 def measure_generation(
     evaluator: Evaluator, *, max_tokens: int = 128, min_tokens: int = 8,
-    max_seconds: float | None = None, seed: int = 0,
+    max_seconds: float | None = None, warm_up: bool = True, seed: int = 0,
 ) -> GenerationSpeed:
-    """Decode up to `max_tokens` single tokens after one untimed warm-up token."""
+    """Decode up to `max_tokens` single tokens, after one untimed warm-up token as llama-bench
+    does (`warm_up=False` when the model has just been evaluated, as after perplexity)."""
     rng = random.Random(seed)
     max_tokens = min(max_tokens, evaluator.n_ctx - 1)
     evaluator.clear()
     token = evaluator.bos if evaluator.add_bos else rng.randrange(evaluator.n_vocab)
-    evaluator.decode_one(token, 0)  # warm-up, as llama-bench runs one before timing
-    evaluator.clear()
+    if warm_up:
+        evaluator.decode_one(token, 0)
+        evaluator.clear()
     done = 0
     started = time.perf_counter()
     while done < max_tokens:
