@@ -354,6 +354,7 @@ async def test_a_full_disk_gets_a_clear_answer_and_the_admins_hear(fake: FakeBot
     from sqlalchemy.exc import OperationalError
 
     boss = fake.user("Boss")
+    boss_chat = fake.private_chat(boss)  # the admin has started the bot: it may write to him
     runner = await run_bot(engine, admins=[boss["id"]])
     alice = fake.user("Alice")
     chat = fake.private_chat(alice)
@@ -367,8 +368,8 @@ async def test_a_full_disk_gets_a_clear_answer_and_the_admins_hear(fake: FakeBot
     assert texts(fake, chat) == [
         "⚠️ The server's disk is full, so I could not store that. Try again later."
     ]
-    await fake.wait_for(lambda: fake.bot_messages(fake.private_chat(boss)), timeout=10)
-    assert "OperationalError" in fake.bot_messages(fake.private_chat(boss))[0].text
+    await fake.wait_for(lambda: fake.bot_messages(boss_chat), timeout=10)
+    assert "OperationalError" in fake.bot_messages(boss_chat)[0].text
 
 
 async def test_command_answer_survives_a_deleted_command(fake: FakeBotAPI, engine: ScriptedEngine, run_bot) -> None:
