@@ -292,7 +292,7 @@ async def test_replies_stream_by_editing_at_a_bounded_rate(fake: FakeBotAPI, run
              and r.method in ("sendMessage", "editMessageText")]
     assert len(calls) >= 3, "the reply should appear progressively"
     gaps = [b.at - a.at for a, b in zip(calls, calls[1:], strict=False)]
-    assert min(gaps) >= 0.5 - 0.05
+    assert min(gaps) >= 0.5 - 0.1, gaps  # calls leave 0.5 s apart; arrival jitters under load
     assert len(calls) <= elapsed / 0.5 + 2
     assert fake.bot_messages(chat)[0].edit_count == len(calls) - 1
     await asyncio.sleep(0)
