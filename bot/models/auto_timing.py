@@ -4,9 +4,8 @@ about a second, turned into an estimate for each step, and refined as steps fini
 The measurement loads the source and times one batch of prompt tokens, which also checks that
 the text is long enough before anything is quantized.
 Perplexity is compute-bound, so its time follows from the prompt rate and the tokens it
-evaluates. The quantizer has no such probe; its rate is the one measured on a reference machine
-(two cores, llama.cpp's quantizer on an f16 file), scaled by how this machine's prompt rate
-compares with that machine's, since both are the CPU's arithmetic on the same weights.
+evaluates. The quantizer has no such probe: it streams the file through memory, at a rate per
+type measured on two cores here.
 """
 
 from __future__ import annotations
@@ -21,11 +20,10 @@ from bot.errors import UserError
 from bot.models.evaluator import Evaluator
 from bot.models.quant_types import QuantType
 
-# The reference machine (2 cores of a Xeon, the demo model written back to f16): the probe's
-# rate in parameter-tokens per second, and the quantizer's speed there in source bytes per
-# second (q4_0, the child's start-up aside).
-_REFERENCE_PARAM_TOKENS_PER_S = 4.0e9
-_REFERENCE_QUANTIZE_BYTES_PER_S = 1.75e8
+# llama.cpp's quantizer on two cores, in source bytes a second for q4_0 (13.1 GiB of a
+# 7B-shaped f16 in 35.5 s, the demo model's 271 MB in about a second past the child's start):
+# it streams the file through memory, so no probe of the arithmetic predicts it better.
+_QUANTIZE_BYTES_PER_S = 3.0e8
 _QUANTIZED_PROMPT_SPEEDUP = 2.0
 """Perplexity runs on the quantized file in batches of n_ctx, the probe on the f16 source in
 one batch of 64: measured here, the former evaluates about 2-2.5 times as many tokens a second."""
@@ -92,14 +90,13 @@ class StepEstimate:
 def estimate_steps(speed: MachineSpeed, types: Sequence[QuantType], *, expected_sizes:
                    Sequence[int], n_ctx: int, chunks: int | None) -> list[StepEstimate]:
     """Seconds for each type's quantize step and measure step (perplexity + speed)."""
-    scale = speed.param_tokens_per_second / _REFERENCE_PARAM_TOKENS_PER_S
     n_chunks = speed.text_tokens // n_ctx
     if chunks is not None:
         n_chunks = min(n_chunks, chunks)
     perplexity = n_chunks * n_ctx / (speed.prompt_tokens_per_second * _QUANTIZED_PROMPT_SPEEDUP)
     estimates = []
     for qtype, size in zip(types, expected_sizes, strict=True):
-        rate = _REFERENCE_QUANTIZE_BYTES_PER_S * scale / _QUANTIZE_COST.get(qtype, 2.0)
+        rate = _QUANTIZE_BYTES_PER_S / _QUANTIZE_COST.get(qtype, 2.0)
         quantize = _CHILD_START_SECONDS + speed.source_bytes / rate
         measure = size / _LOAD_BYTES_PER_S + perplexity
         estimates.append(StepEstimate(quantize, measure + SPEED_SHARE * (quantize + measure)))
