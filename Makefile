@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint clean system-packages
+.PHONY: run test install lint clean system-packages container container-test
 
 run: $(STAMP)
 	$(BIN)/alpaca-bot start
@@ -30,6 +30,14 @@ endif
 lint: $(STAMP)
 	$(BIN)/ruff check bot tests migrations bench
 	$(BIN)/mypy
+
+# The container image on a Debian base made with mmdebstrap (README: "Running in a container");
+# container-test also runs it against the fake Bot API until it answers a message.
+container:
+	bash config/container-test.sh --build-only
+
+container-test:
+	bash config/container-test.sh
 
 install: $(STAMP)
 
