@@ -13,6 +13,17 @@ free disk allows. Everything generated is deleted at the end.
 Linux keeps a process's peak RSS across fork and exec, so a child's ru_maxrss includes its
 parent's size at the time: this driver imports only the standard library, and the figures
 are read from os.wait4 for each child.
+
+`--auto` benchmarks `quantize --auto` instead: on an f16 written back from the demo model
+(or `--source`), one child runs the same quantize and perplexity steps by hand, type after
+type, and another runs the auto mode over the same types; it prints both wall times, their
+ratio (target <= 1.10: the auto mode's own work, the machine probe, the speed tests, the
+table and the chart, stays within 10%), their CPU seconds, each child's peak RSS, and the auto
+run's table. Since other work on a shared machine can change its speed several-fold between two
+runs, it also prints the ratio inside the best auto run: its total against the same quantize and
+perplexity steps as it timed them.
+
+    python bench/quantize.py --auto [--types q4_0 q8_0] [--chunks 2]
 """
 
 from __future__ import annotations
@@ -121,6 +132,72 @@ print(json.dumps({
 """
 
 
+_BY_HAND = """
+import json, resource, sys, time
+from pathlib import Path
+from bot.models.perplexity import compute_perplexity, load_sample_text
+from bot.models.quantize import quantize_model
+src, work = Path(sys.argv[1]), Path(sys.argv[2])
+types, n_ctx, chunks, threads = sys.argv[3].split(","), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+text = load_sample_text()
+steps = {}
+started = time.monotonic()
+for qtype in types:
+    dst = work / f"hand-{qtype}.gguf"
+    t0 = time.monotonic()
+    quantize_model(src, dst, qtype, threads=threads)
+    t1 = time.monotonic()
+    result = compute_perplexity(dst, text, n_ctx=n_ctx, max_chunks=chunks, threads=threads)
+    steps[qtype] = [t1 - t0, time.monotonic() - t1, result.ppl]
+    dst.unlink()
+print(json.dumps({
+    "seconds": time.monotonic() - started, "steps": steps,
+    "child_peak": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
+    "self_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+}))
+"""
+
+_AUTO = """
+import json, resource, sys, time
+from pathlib import Path
+from bot.models.auto_quantize import AutoQuantizeOptions, plan_auto_quantize, run_auto_quantize
+from bot.models.perplexity import load_sample_text
+from bot.models.quant_types import parse_quant_type
+src = Path(sys.argv[1])
+types, n_ctx, chunks, threads = sys.argv[3].split(","), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+started = time.monotonic()
+options = AutoQuantizeOptions(
+    types=tuple(parse_quant_type(t) for t in types), budget_bytes=1 << 50,
+    text=load_sample_text(), n_ctx=n_ctx, chunks=chunks, threads=threads, replace=True,
+)
+estimate = []
+report = run_auto_quantize(plan_auto_quantize(src, options),
+                           on_estimate=lambda seconds, speed: estimate.append(seconds))
+seconds = time.monotonic() - started
+chosen = report.chosen
+if chosen is not None and chosen.path is not None:
+    chosen.path.unlink()
+print(json.dumps({
+    "seconds": seconds, "estimate": estimate[0], "table": report.table(),
+    "summary": report.summary(), "chart": bool(report.chart_path),
+    "probe": report.extra["machine"]["probe_seconds"],
+    "steps": {c.qtype: [c.quantize_seconds, c.measure_seconds, c.speed_seconds, c.ppl]
+              for c in report.candidates},
+    "chart_seconds": report.extra.get("chart_seconds", 0.0),
+    "child_peak": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
+    "self_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+}))
+"""
+
+_DEMO_F16 = """
+import sys
+from pathlib import Path
+from bot.models.demo import find_demo_model
+from bot.models.quantize import quantize_model
+quantize_model(find_demo_model(), Path(sys.argv[1]), "f16", allow_requantize=True)
+"""
+
+
 @dataclass
 class Run:
     seconds: float
@@ -154,6 +231,12 @@ def layers_that_fit(free: int, requested: int | None) -> int:
 
 def run_child(code: str, *args: str, capture: bool = False) -> tuple[float, int, str]:
     """Run `python -c code args` in the repository: (seconds, peak RSS bytes, stdout)."""
+    seconds, _, peak, out = run_child_cpu(code, *args, capture=capture)
+    return seconds, peak, out
+
+
+def run_child_cpu(code: str, *args: str, capture: bool = False) -> tuple[float, float, int, str]:
+    """`run_child`, also returning the CPU seconds of the child and what it waited for."""
     with tempfile.TemporaryFile("w+") as out:
         started = time.monotonic()
         proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO,
@@ -166,7 +249,7 @@ def run_child(code: str, *args: str, capture: bool = False) -> tuple[float, int,
             raise SystemExit(f"child {code.strip().splitlines()[0]!r} failed with exit code "
                              f"{proc.returncode}")
         out.seek(0)
-        return seconds, usage.ru_maxrss * 1024, out.read()
+        return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, out.read()
 
 
 def read_through(path: Path) -> None:
@@ -190,8 +273,83 @@ def quantize_ours(src: Path, dst: Path, threads: int) -> Run:
     return run
 
 
+def bench_auto(args: argparse.Namespace) -> None:
+    """By hand against --auto, in two children each, alternating which goes first."""
+    work = Path(tempfile.mkdtemp(prefix="quantize-auto-bench-", dir=args.dir))
+    try:
+        if args.source is None:
+            src = work / "demo-f16.gguf"
+            run_child(_DEMO_F16, str(src))
+        else:
+            src = work / args.source.name
+            if args.source.stat().st_dev == work.stat().st_dev:
+                os.link(args.source, src)
+            else:
+                shutil.copyfile(args.source, src)
+        read_through(src)
+        threads = args.threads or 2
+        common = [str(src), str(work), ",".join(args.types), str(args.ctx), str(args.chunks),
+                  str(threads)]
+        print(f"source {src.name} ({src.stat().st_size / 1e6:.0f} MB), types "
+              f"{' '.join(args.types)}, -c {args.ctx}, {args.chunks} chunks, {threads} threads",
+              flush=True)
+        hand: list[tuple[float, int, dict]] = []
+        auto: list[tuple[float, int, dict]] = []
+        cpu: dict[str, list[float]] = {"hand": [], "auto": []}
+        for i in range(args.rounds):
+            order = ("hand", "auto") if i % 2 == 0 else ("auto", "hand")
+            for which in order:
+                code = _BY_HAND if which == "hand" else _AUTO
+                seconds, used, peak, out = run_child_cpu(code, *common, capture=True)
+                report = json.loads(out.strip().splitlines()[-1])
+                (hand if which == "hand" else auto).append((seconds, peak, report))
+                cpu[which].append(used)
+                print(f"  round {i + 1} {which}: {seconds:6.1f} s ({used:6.1f} s of CPU), peak "
+                      f"RSS {peak / 1e6:5.0f} MB", flush=True)
+        best_hand = min(hand, key=lambda r: r[0])
+        best_auto = min(auto, key=lambda r: r[0])
+        ah = best_auto[2]
+        # Inside one auto run, whatever the machine's load did meanwhile: the same quantize and
+        # perplexity steps (each type's measure step less its speed test) against the total.
+        steps = sum(q + m - sp for q, m, sp, _ in ah["steps"].values() if q and m)
+        own_speed = sum(sp for _, _, sp, _ in ah["steps"].values() if sp)
+        print()
+        print(ah["table"])
+        print(ah["summary"])
+        print()
+        print(f"by hand (quantize + perplexity per type): {best_hand[0]:.1f} s (best of "
+              f"{len(hand)}), peak RSS {max(r[1] for r in hand) / 1e6:.0f} MB "
+              f"(quantizer child {best_hand[2]['child_peak'] / 1e6:.0f} MB, process "
+              f"{best_hand[2]['self_peak'] / 1e6:.0f} MB)")
+        print(f"--auto:                                   {best_auto[0]:.1f} s (best of "
+              f"{len(auto)}; estimated {ah['estimate']:.0f} s before it started, probe "
+              f"{ah['probe']:.1f} s, chart {'drawn' if ah['chart'] else 'skipped'}), peak RSS "
+              f"{max(r[1] for r in auto) / 1e6:.0f} MB (quantizer child "
+              f"{ah['child_peak'] / 1e6:.0f} MB, process {ah['self_peak'] / 1e6:.0f} MB)")
+        ratio = best_auto[0] / best_hand[0]
+        print(f"time ratio auto/by hand: {ratio:.3f} (target <= 1.10: "
+              f"{'met' if ratio <= 1.10 else 'NOT met'}); CPU seconds "
+              f"{min(cpu['auto']):.1f} / {min(cpu['hand']):.1f} = "
+              f"{min(cpu['auto']) / min(cpu['hand']):.3f}")
+        inside = ah["seconds"] / steps if steps else float("nan")
+        print(f"inside the best auto run: {steps:.1f} s of quantize and perplexity steps, "
+              f"{ah['seconds'] - steps:.1f} s of its own (probe {ah['probe']:.1f} s, speed tests "
+              f"{own_speed:.1f} s, chart {ah['chart_seconds']:.1f} s): {inside:.3f}x the steps")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--auto", action="store_true",
+                        help="benchmark quantize --auto against the same steps by hand")
+    parser.add_argument("--source", type=Path,
+                        help="--auto: an f16 GGUF (default: one written from the demo model)")
+    parser.add_argument("--types", nargs="+",
+                        default=["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k_m", "q5_k_m",
+                                 "q6_k"], help="--auto: the types (default: the auto mode's)")
+    parser.add_argument("--chunks", type=int, default=2, help="--auto: perplexity chunks (2)")
+    parser.add_argument("--ctx", type=int, default=512, help="--auto: perplexity chunk size")
     parser.add_argument("--layers", type=int, help="layer count (default: 32 if the disk allows)")
     parser.add_argument("--rounds", type=int, default=2,
                         help="baseline/ours pairs, alternating the order (default 2)")
@@ -200,6 +358,9 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()),
                         help="where to write the model and its quantized copies")
     args = parser.parse_args()
+    if args.auto:
+        bench_auto(args)
+        return
 
     n_layers = layers_that_fit(shutil.disk_usage(args.dir).free, args.layers)
     size = model_bytes(n_layers)
