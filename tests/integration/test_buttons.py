@@ -232,7 +232,9 @@ async def test_a_second_press_while_it_is_rewritten_is_refused(
     chat = fake.private_chat(alice)
     engine.enqueue("first", " ".join(["again"] * 20))
     fake.send_text(chat, alice, "hi")
-    await fake.wait_for(lambda: texts(fake, chat) == ["first"], timeout=10)
+    # The first text can arrive before the reply and its buttons are stored: wait for them.
+    await fake.wait_for(lambda: texts(fake, chat) == ["first"]
+                        and buttons(last(fake, chat)) == [REGENERATE], timeout=10)
     message = last(fake, chat)
     one, two = fake.press(message, REGENERATE, alice), fake.press(message, REGENERATE, alice)
     assert await answered(fake, one) == "🔄 Writing it again…"
