@@ -114,7 +114,7 @@ def smoke(image: str, podman: list[str], run_options: list[str], timeout: float)
             reply = wait(SettledReply(fake, chat), container, timeout, "the reply to finish")
             print(f"answered {time.monotonic() - asked:.1f} s after the message", flush=True)
 
-            print("data volume:", container.exec("ls", "/data"))
+            print("data volume:", " ".join(container.exec("ls", "/data").split()))
             print("llama.cpp:", container.exec("python3", "-c", SYSTEM_INFO))
             health = container.run("healthcheck", "run", container.name, check=False)
             print("health check:", "healthy" if health.returncode == 0 else
