@@ -250,6 +250,9 @@ async def test_reply_cut_off_by_a_restart_is_redone(fake: FakeBotAPI, run_bot) -
     chat = fake.private_chat(alice)
     fake.send_text(chat, alice, "an important question")
     await fake.wait_for(lambda: texts(fake, chat) == ["partial answer"], timeout=10)
+    # The message shows before the bot hears back and stores its id: wait for that, then stop
+    # (a crash between the two is the one case where a new message is sent instead).
+    await turns(runner, until=lambda rows: len(rows) == 2 and rows[1].message_id is not None)
     await runner.stop()  # the reply is cut off mid-way
 
     rows = await turns(runner)

@@ -45,9 +45,15 @@ async def test_admin_quantizes_with_progress_and_result(
     real = jobs_module.quantize_model_async
     release = asyncio.Event()
 
+    def progress_shown() -> bool:
+        return any("tensor" in t and "/" in t for t in texts(fake, group))
+
     async def held(*args, **kwargs):  # type: ignore[no-untyped-def]
         await release.wait()  # keep the job running until the test has tried a second one
-        return await real(*args, **kwargs)
+        result = await real(*args, **kwargs)
+        # A tiny model quantizes within one edit interval: let its progress show before the end.
+        await fake.wait_for(progress_shown, timeout=10, what="a progress edit")
+        return result
 
     monkeypatch.setattr(jobs_module, "quantize_model_async", held)
     root, member = fake.user("Root", "root"), fake.user("Mia", "mia")
