@@ -14,8 +14,11 @@ shape), every turn sending the whole conversation rendered with the model's chat
 
 It prints for each wall time, prompt tokens evaluated / new tokens (new: the prompt minus what
 the chat's previous prompt and reply already held), mean and max time to first token, and the
-goals: through the remote engine evaluated/new <= 1.1 and wall <= 1.1x the baseline's; the pool
-evaluating no more prompt tokens than the server and taking <= 0.95x its wall time.
+goals: through the remote engine evaluated/new <= 1.1 (one or two servers) and, on the
+baseline's server, wall <= 1.1x the baseline's; the pool evaluating no more prompt tokens than
+the server and taking <= 0.95x its wall time. Greedy replies to the same prompt may differ
+between the pool and the server (other kernels, flash attention): each line says how many of
+its replies, and of its prompts' lengths, are the baseline's.
 
 Then what giving a slot up costs a chat: one slot, two chats with long conversations taking
 turns, the time to first token of a follow-up whose slot cache was restored from the server's
@@ -345,9 +348,13 @@ async def workload_section(model: Path, args: argparse.Namespace, work: Workload
     for name in ("remote(1)", "remote(2)"):
         tally = best[name]
         ratio = tally.evaluated / tally.new
+        wall = tally.wall / base.wall
+        # The wall-time goal holds the engine against a client of the same server; two servers
+        # with half the threads each are another setup, their ratio is for information.
+        verdict = (f"{goal(wall <= 1.1)}: <= 1.1" if name == "remote(1)"
+                   else "other servers, half the threads each: no goal")
         print(f"  {name}: evaluated/new {ratio:.2f} ({goal(ratio <= 1.1)}: <= 1.1); wall "
-              f"x{tally.wall / base.wall:.2f} of the baseline's ({goal(tally.wall <= 1.1 * base.wall)}:"
-              f" <= 1.1)")
+              f"x{wall:.2f} of the baseline's ({verdict})")
     pool = best["pool"]
     print(f"  pool: evaluated {pool.evaluated} vs the server's {base.evaluated}: "
           f"x{pool.evaluated / base.evaluated:.2f} ({goal(pool.evaluated <= base.evaluated)}: "
