@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from bot.core.chats import ChatRef
+from bot.chat.languages import AUTO
 from bot.core.knobs import KNOBS, Knob
 from bot.errors import ModelError, QuantizeError, UserError
+from bot.i18n import languages
 
 if TYPE_CHECKING:
     from bot.chat.conversation import Redo
@@ -146,6 +148,12 @@ async def _summary(chat: ChatService, front: Front, call: Invocation) -> str:
     return await chat.chat_settings.show_summary(call.ref)
 
 
+async def _lang(chat: ChatService, front: Front, call: Invocation) -> str:
+    if call.argument:
+        return await chat.languages.change(call.ref, call.argument)
+    return await chat.languages.show(call.ref)
+
+
 async def _reset(chat: ChatService, front: Front, call: Invocation) -> str:
     return await chat.chat_settings.reset(call.ref)
 
@@ -271,6 +279,9 @@ COMMANDS: tuple[Command, ...] = (
     Command(name="summary", args="[on|off]", help="the summary of older messages", run=_summary,
             access="chat_admins", guard_reading=False,
             denied="Only the group's admins can turn the summary on or off."),
+    Command(name="lang", args=f"[{'|'.join((AUTO, *languages()))}]", help="the language I answer in", run=_lang,
+            access="chat_admins", guard_reading=False,
+            denied="Only the group's admins can change the language."),
     Command(name="reset", help="start a fresh conversation", run=_reset, access="chat_admins",
             denied="Only the group's admins can reset the conversation."),
     Command(name="forget", args="[yes]", help="delete this chat's stored messages",

@@ -15,6 +15,7 @@ from bot.chat.chat_settings import ChatSettings
 from bot.chat.conversation import Accepted, Conversation, Redo, ReplyOutcome
 from bot.chat.followups import Followups
 from bot.chat.forgetting import ChatForgetting
+from bot.chat.languages import ChatLanguages
 from bot.chat.recovery import Recovery, RecoveryItem
 from bot.chat.remembered import Remembered
 from bot.chat.retention import Retention
@@ -55,6 +56,7 @@ class ChatService:
         self._sessions = sessions
         self.model = RunningModel(settings=settings, engine=engine, chat_format=chat_format)
         self.chat_settings = ChatSettings(settings=settings, sessions=sessions, model=self.model)
+        self.languages = ChatLanguages(sessions=sessions)
         self.summaries = Summaries(
             sessions=sessions, model=self.model, summary_tokens=settings.summary_tokens
         )

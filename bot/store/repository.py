@@ -97,7 +97,9 @@ async def set_state(session: AsyncSession, key: str, value: str) -> None:
         row.value = value
 
 
-CHAT_FIELDS = frozenset({"system_prompt", "title", "summary", "summary_upto", "summary_on"})
+CHAT_FIELDS = frozenset(
+    {"system_prompt", "title", "summary", "summary_upto", "summary_on", "language"}
+)
 """The chat columns besides the knobs that `set_chat_values` may change."""
 
 
@@ -122,10 +124,12 @@ async def add_user_turn(
     user_id: int | None = None,
     message_id: int | None = None,
     thread_id: int | None = None,
+    language: str | None = None,
 ) -> TurnRow:
     turn = TurnRow(
         chat_id=chat_id, role="user", state="pending", text=text, speaker=speaker,
         user_id=user_id, message_id=message_id, thread_id=thread_id, delivered=True,
+        language=language,
     )
     session.add(turn)
     await session.flush()

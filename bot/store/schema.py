@@ -111,6 +111,8 @@ class ChatRow(Base):
     summary_upto: Mapped[int | None] = mapped_column(Integer)
     summary_on: Mapped[bool | None] = mapped_column(Boolean)
     """/summary off|on (NULL: on)."""
+    language: Mapped[str | None] = mapped_column(String(16))
+    """/lang: the interface's language here (NULL: auto, each person's own)."""
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         UtcDateTime, default=utcnow, onupdate=utcnow
@@ -141,6 +143,9 @@ class TurnRow(Base):
     text: Mapped[str] = mapped_column(UserText, default="")
     speaker: Mapped[str | None] = mapped_column(UserName(128))
     user_id: Mapped[int | None] = mapped_column(BigInteger)
+    language: Mapped[str | None] = mapped_column(String(16))
+    """A question's: the language its asker is answered in (a reply redone after a restart
+    speaks it)."""
     reply_to: Mapped[int | None] = mapped_column(Integer, ForeignKey("turns.id"))
     """For a reply: the user turn it answers."""
     message_id: Mapped[int | None] = mapped_column(BigInteger)
