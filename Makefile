@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint clean system-packages container container-test
+.PHONY: run test install lint clean system-packages container container-test messages
 
 run: $(STAMP)
 	$(BIN)/alpaca-bot start
@@ -30,6 +30,14 @@ endif
 lint: $(STAMP)
 	$(BIN)/ruff check bot tests migrations bench
 	$(BIN)/mypy
+
+# The interface's texts: extract every marked message (bot.i18n's _, N_, _n) into the template,
+# then bring each language's catalog up to date with it (new entries empty, gone ones dropped).
+messages: $(STAMP)
+	$(BIN)/pybabel extract --no-default-keywords -k _ -k N_ -k _n:1,2 \
+		--project alpaca-bot -o bot/locale/alpaca_bot.pot bot
+	$(BIN)/pybabel update --no-fuzzy-matching --ignore-obsolete -D alpaca_bot -d bot/locale \
+		-i bot/locale/alpaca_bot.pot
 
 # The container image on a Debian base made with mmdebstrap (README: "Running in a container");
 # container-test also runs it against the fake Bot API until it answers a message.

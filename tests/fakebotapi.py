@@ -701,13 +701,17 @@ class FakeBotAPI:
     # test side: the world
 
     def user(
-        self, first_name: str = "Alice", username: str | None = None, *, id: int | None = None
+        self, first_name: str = "Alice", username: str | None = None, *, id: int | None = None,
+        language_code: str | None = None,
     ) -> dict[str, Any]:
+        """A person; `language_code` (IETF tag, optional as in Telegram's User) is their app's."""
         with self._lock:
             user_id = id if id is not None else 1001 + len(self._users)
-            user = {"id": user_id, "is_bot": False, "first_name": first_name}
+            user: dict[str, Any] = {"id": user_id, "is_bot": False, "first_name": first_name}
             if username:
                 user["username"] = username
+            if language_code:
+                user["language_code"] = language_code
             self._users[user_id] = user
             return dict(user)
 
@@ -928,6 +932,15 @@ class FakeBotAPI:
         key = _chat_key(chat)
         with self._lock:
             return [(draft_id, text) for chat_id, draft_id, text in self._drafts if chat_id == key]
+
+    def commands(self, language_code: str = "") -> list[tuple[str, str]]:
+        """The bot's command menu for the default scope as a user of `language_code` sees it:
+        the list set for that language, else the one set without a language (Telegram's rule)."""
+        with self._lock:
+            listing = self._commands.get(self._commands_key({"language_code": language_code}))
+            if listing is None:
+                listing = self._commands.get(self._commands_key({}), [])
+            return [(c["command"], c["description"]) for c in listing]
 
     def requests(self, method: str | None = None) -> list[ApiRequest]:
         with self._lock:

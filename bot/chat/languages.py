@@ -10,6 +10,7 @@ from bot.core.chats import ChatRef
 from bot.errors import InvalidParameter
 from bot.i18n import _
 from bot.store import repository as repo
+from bot.store.schema import ChatRow
 
 AUTO = "auto"
 
@@ -25,10 +26,10 @@ class ChatLanguages:
     async def chosen(self, ref: ChatRef) -> str | None:
         """The chat's /lang (None: auto)."""
         if ref.chat_id not in self._chosen:
+            # Read only: every update asks, also ones the bot then ignores (no row made for them).
             async with self._sessions() as session:
-                chat = await repo.get_or_create_chat(session, _whole_chat(ref))
-                await session.commit()
-            language = chat.language
+                chat = await session.get(ChatRow, ref.chat_id)
+            language = chat.language if chat is not None else None
             self._chosen[ref.chat_id] = language if language in i18n.languages() else None
         return self._chosen[ref.chat_id]
 
@@ -63,10 +64,6 @@ class ChatLanguages:
         i18n.use(language)  # this answer already speaks it
         return _("Language set to {name} for everyone in this chat.",
                  name=i18n.language_name(language))
-
-    def forget(self, chat_id: int) -> None:
-        """The chat's row went away (/forget keeps settings, retention too): read it again."""
-        self._chosen.pop(chat_id, None)
 
 
 def _whole_chat(ref: ChatRef) -> ChatRef:
