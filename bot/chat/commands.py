@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from bot.core.chats import ChatRef
 from bot.chat.languages import AUTO
+from bot.core.chats import ChatRef
 from bot.core.knobs import KNOBS, Knob
 from bot.errors import ModelError, QuantizeError, UserError
 from bot.i18n import languages
