@@ -113,7 +113,11 @@ async def test_auto_quantization_reports_table_chart_and_switches_by_button(
     assert progress.history[0].startswith("Auto-quantization #1 queued: demo-f16.gguf → q4_0, q8_0")
     steps = [t for t in progress.history if " step " in t]
     assert any("step 1/4 — q4_0 quantize, tensor " in t and "elapsed" in t for t in steps)
-    assert any("step 4/4 — q8_0 measure, chunk " in t for t in steps)
+    # Edits coalesce (the latest text wins an interval): a short last step may never show, so
+    # the steps are checked in order and up to the second type, not each one.
+    seen = [int(t.split(" step ")[1].split("/")[0]) for t in steps]
+    assert seen == sorted(seen) and seen[-1] >= 3
+    assert any("— q8_0 quantize, tensor " in t or "— q8_0 measure, chunk " in t for t in steps)
     assert any("left" in t and "estimated" in t for t in steps)
     # The table (a code block), the choice, the file.
     assert progress.entities and progress.entities[0]["type"] == "pre"
