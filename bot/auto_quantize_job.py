@@ -9,12 +9,14 @@ the table and a caption for the chart. `bot.quantize_jobs` records and schedules
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from bot.errors import QuantizeError, UserError
+from bot.i18n import _
 from bot.models.auto_quantize import (
     DEFAULT_TYPES,
     AutoPlan,
@@ -58,10 +60,10 @@ def plan_auto_job(settings: Settings, argument: str) -> AutoPlan:
     elif settings.quantize_source is not None:
         source = settings.quantize_source
     else:
-        raise UserError(
+        raise UserError(_(
             "No source to quantize: set `quantize_source` (an f16 GGUF) in the config, or "
             "name a file of the models directory: /quantize auto FILE"
-        )
+        ))
     models.mkdir(parents=True, exist_ok=True)
     options = AutoQuantizeOptions(
         types=tuple(types) or tuple(parse_quant_type(t) for t in DEFAULT_TYPES),
@@ -80,15 +82,19 @@ def describe(plan: AutoPlan) -> str:
 
 def queued_text(job_id: int, plan: AutoPlan) -> str:
     skipped = [t.qtype.label for t in plan.types if not t.fits]
+    fitting = ", ".join(t.qtype.label for t in plan.fitting)
+    name = plan.source.path.name
     lines = [
-        f"Auto-quantization #{job_id} queued: {plan.source.path.name} → "
-        f"{', '.join(t.qtype.label for t in plan.fitting) or 'nothing'}.",
-        f"Memory budget {format_bytes(plan.options.budget_bytes)} (model + KV cache of "
-        f"{plan.kv.slots} × {plan.kv.n_ctx} tokens, {format_bytes(plan.kv.bytes)}).",
+        _("Auto-quantization #{id} queued: {file} → {types}.", id=job_id, file=name,
+          types=fitting) if fitting
+        else _("Auto-quantization #{id} queued: {file} → nothing.", id=job_id, file=name),
+        _("Memory budget {budget} (model + KV cache of {slots} × {n_ctx} tokens, {kv}).",
+          budget=format_bytes(plan.options.budget_bytes), slots=plan.kv.slots,
+          n_ctx=plan.kv.n_ctx, kv=format_bytes(plan.kv.bytes)),
     ]
     if skipped:
-        lines.append(f"Too large for it: {', '.join(skipped)}.")
-    lines.append("Measuring this machine's speed first… /quantize cancel stops it.")
+        lines.append(_("Too large for it: {types}.", types=", ".join(skipped)))
+    lines.append(_("Measuring this machine's speed first… /quantize cancel stops it."))
     return "\n".join(lines)
 
 
@@ -96,13 +102,25 @@ def progress_text(plan: AutoPlan, p: AutoProgress, estimate: float | None) -> st
     """One line a progress edit shows."""
     from bot.quantize_jobs import format_duration
 
+    name = plan.source.path.name
     if p.stage == "probe":
-        return f"Auto-quantizing {plan.source.path.name}: {p.detail}…"
-    stage = "quantize" if p.stage == "quantize" else "measure"
-    left = f", ~{format_duration(p.remaining)} left" if p.remaining is not None else ""
-    planned = f" (estimated {format_duration(estimate)} in all)" if estimate else ""
-    return (f"Auto-quantizing {plan.source.path.name}: step {p.step}/{p.steps} — {p.qtype} "
-            f"{stage}, {p.detail} · {format_duration(p.elapsed)} elapsed{left}{planned}")
+        return _("Auto-quantizing {file}: {detail}…", file=name, detail=p.detail)
+    stage = (_("{qtype} quantize", qtype=p.qtype) if p.stage == "quantize"
+             else _("{qtype} measure", qtype=p.qtype))
+    elapsed = format_duration(p.elapsed)
+    if p.remaining is not None and estimate:
+        timing = _("{elapsed} elapsed, ~{left} left (estimated {total} in all)", elapsed=elapsed,
+                   left=format_duration(p.remaining), total=format_duration(estimate))
+    elif p.remaining is not None:
+        timing = _("{elapsed} elapsed, ~{left} left", elapsed=elapsed,
+                   left=format_duration(p.remaining))
+    elif estimate:
+        timing = _("{elapsed} elapsed (estimated {total} in all)", elapsed=elapsed,
+                   total=format_duration(estimate))
+    else:
+        timing = _("{elapsed} elapsed", elapsed=elapsed)
+    return _("Auto-quantizing {file}: step {step}/{steps} — {stage}, {detail} · {timing}",
+             file=name, step=p.step, steps=p.steps, stage=stage, detail=p.detail, timing=timing)
 
 
 def table_text(report: AutoQuantizeReport) -> str:
@@ -110,21 +128,22 @@ def table_text(report: AutoQuantizeReport) -> str:
     reply streamer renders it)."""
     from bot.quantize_jobs import format_duration
 
-    lines = [f"✅ Auto-quantization of {report.source.name} done in "
-             f"{format_duration(report.seconds)}:", "```", report.table(), "```",
+    lines = [_("✅ Auto-quantization of {file} done in {duration}:", file=report.source.name,
+               duration=format_duration(report.seconds)), "```", report.table(), "```",
              report.summary()]
     chosen = report.chosen
     if chosen is not None and chosen.path is not None:
-        lines.append(f"File: {chosen.path}")
+        lines.append(_("File: {path}", path=chosen.path))
     if report.chart_note:
-        lines.append(f"({report.chart_note})")
+        lines.append(_("({note})", note=_(report.chart_note)))
     return "\n".join(lines)
 
 
 def caption_text(report: AutoQuantizeReport) -> str:
     """The chart's caption: the choice (within Telegram's 1024 characters)."""
     chosen = report.chosen
-    text = f"{report.source.name}: file size against perplexity, tokens/s as labels."
+    text = _("{file}: file size against perplexity, tokens/s as labels.",
+             file=report.source.name)
     if chosen is not None:
         text += f"\n{report.summary()}"
     return text[:MAX_CAPTION]
@@ -149,7 +168,9 @@ class AutoJobRun:
         def estimated(seconds: float, speed: MachineSpeed) -> None:
             self.estimate = seconds
 
-        job = loop.run_in_executor(None, lambda: run_auto_quantize(
+        # In this task's context: the worker's texts are in the chat's language.
+        context = contextvars.copy_context()
+        job = loop.run_in_executor(None, context.run, lambda: run_auto_quantize(
             self.plan, on_progress=progress, on_estimate=estimated, cancel=self.cancel))
         try:
             return await asyncio.shield(job)
@@ -163,9 +184,10 @@ class AutoJobRun:
         if p.stage != "probe":  # the queued message already says it measures the machine
             self.on_progress(progress_text(self.plan, p, self.estimate))
 
-    def where(self) -> str:
+    def at_step(self) -> tuple[int, int] | None:
+        """The step it is at and the number of steps, None while it measures the machine."""
         p = self.last
-        return "" if p is None or p.stage == "probe" else f", step {p.step}/{p.steps}"
+        return None if p is None or p.stage == "probe" else (p.step, p.steps)
 
 
 def remove_leftovers(target: Path) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from bot import __version__
 from bot.core.knobs import BY_NAME, KNOBS
 from bot.errors import AlpacaBotError, UserError
+from bot.i18n import N_, SOURCE, _, languages, locale_language, speaking
 from bot.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -22,11 +23,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("alpaca_bot")
 
-NO_TOKEN_HINT = """\
-No Telegram token is configured, so this is the console chat.
-To run the Telegram bot: create a bot with @BotFather, then
-    export ALPACA_BOT_TOKEN=123456:ABC...   (or set `token` in your config file)
-and start again (`make run` or `alpaca-bot run`)."""
+NO_TOKEN_HINT = N_(
+    "No Telegram token is configured, so this is the console chat.\n"
+    "To run the Telegram bot: create a bot with @BotFather, then\n"
+    "    export ALPACA_BOT_TOKEN=123456:ABC...   (or set `token` in your config file)\n"
+    "and start again (`make run` or `alpaca-bot run`)."
+)
+"""The console's first lines when `start` finds no token (in the console's language)."""
+LANGUAGE_CHOICES = ("auto", *languages())
+"""--lang: the console's language; auto follows the locale (LANGUAGE, LC_ALL, LC_MESSAGES,
+LANG). The CLI's own output stays English."""
 
 
 class RedactToken(logging.Filter):
@@ -260,11 +266,18 @@ def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     """`make run`: the Telegram bot when a token is configured, else the console chat."""
     if settings.token is not None:
         return asyncio.run(_run_bot(settings))
-    return asyncio.run(_run_console(settings, color=sys.stdout.isatty(), banner=NO_TOKEN_HINT))
+    return asyncio.run(_run_console(settings, color=sys.stdout.isatty(), banner=NO_TOKEN_HINT,
+                                    language=_console_language(args)))
 
 
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
-    return asyncio.run(_run_console(settings, color=args.color, prompt_file=args.file, flags=args))
+    return asyncio.run(_run_console(settings, color=args.color, prompt_file=args.file, flags=args,
+                                    language=_console_language(args)))
+
+
+def _console_language(args: argparse.Namespace) -> str:
+    chosen = getattr(args, "lang", "auto")  # `alpaca-bot` alone runs start without its flags
+    return locale_language() if chosen == "auto" else str(chosen)
 
 
 async def _run_bot(settings: Settings, *, engine: Engine | None = None) -> int:
@@ -309,7 +322,9 @@ async def _run_console(
     banner: str | None = None,
     prompt_file: Path | None = None,
     flags: argparse.Namespace | None = None,
+    language: str = SOURCE,
 ) -> int:
+    """`banner`: an English message (`N_`), shown in `language`."""
     from bot.console import CONSOLE_CHAT, run_console
     from bot.runtime import open_runtime
 
@@ -329,7 +344,9 @@ async def _run_console(
             await service.set_system(CONSOLE_CHAT, text)
         info = runtime.engine.info
         header = f"alpaca-bot {__version__} — model {info.name} ({info.path.name})"
-        await run_console(service, color=color, banner=f"{banner}\n\n{header}" if banner else header)
+        with speaking(language):
+            intro = f"{_(banner)}\n\n{header}" if banner else header
+        await run_console(service, color=color, banner=intro, language=language)
     return 0
 
 
@@ -352,8 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    commands.add_parser("start", help="migrate, then run the Telegram bot (or the console chat "
-                                      "when no token is set); the default")
+    start = commands.add_parser("start", help="migrate, then run the Telegram bot (or the console "
+                                              "chat when no token is set); the default")
+    start.add_argument("--lang", choices=LANGUAGE_CHOICES, default="auto",
+                       help="the console chat's language (auto: the locale's)")
     commands.add_parser("run", help="run the Telegram bot")
     commands.add_parser("migrate", help="upgrade the database to the newest schema")
     commands.add_parser("doctor", help="check the config, model, database, disk and token; "
@@ -428,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("-f", "--file", type=Path, help="prompt file: the system prompt/preamble")
     chat.add_argument("--color", action="store_true", help="colour the input and the output")
     chat.add_argument("-s", "--seed", type=int, help="random seed (-1: random)")
+    chat.add_argument("--lang", choices=LANGUAGE_CHOICES, default="auto",
+                      help="the language of the console's texts (auto: the locale's)")
     return parser
 
 

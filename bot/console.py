@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from bot import i18n
 from bot.chat import Accepted, ChatService, ReplySink
 from bot.chat.commands import BY_NAME, Access, FrontName, Invocation, commands_for, dispatch
 from bot.chat.conversation import Redo
@@ -19,17 +20,19 @@ from bot.chat.followups import RedoPlan
 from bot.chat.sink import STALLED_NOTE, ReplyAction
 from bot.core.chats import ChatRef
 from bot.errors import UserError
+from bot.i18n import N_, _, _n
 
 CONSOLE_CHAT = ChatRef(chat_id=0, kind="console", title="console")
-CONSOLE_INTRO = """\
-Type a message and press Enter; end a line with \\ to continue on the next one.
-Ctrl+C stops a reply; Ctrl+C at the prompt (or Ctrl+D, or /quit) exits."""
+CONSOLE_INTRO = N_(
+    "Type a message and press Enter; end a line with \\ to continue on the next one.\n"
+    "Ctrl+C stops a reply; Ctrl+C at the prompt (or Ctrl+D, or /quit) exits."
+)
 
 
 def console_banner() -> str:
     """What the console shows first: how to type, and every command of the table."""
     names = " ".join(f"/{command.name}" for command in commands_for("console"))
-    return f"{CONSOLE_INTRO}\nCommands: {names} (/help explains them)"
+    return _(CONSOLE_INTRO) + "\n" + _("Commands: {names} (/help explains them)", names=names)
 
 
 USER_COLOR = "\033[1;32m"
@@ -52,7 +55,10 @@ class ConsoleSink:
         self._out.flush()
 
     async def waiting(self, ahead: int, *, stalled: bool = False) -> None:
-        note = f"({STALLED_NOTE})" if stalled else f"(waiting: {ahead} ahead)"
+        note = (
+            "(" + _(STALLED_NOTE) + ")" if stalled
+            else _n("(waiting: {n} ahead)", "(waiting: {n} ahead)", ahead)
+        )
         self._write(f"{NOTE_COLOR if self._color else ''}{note}{RESET if self._color else ''}\n")
 
     async def update(self, text: str, *, complete: bool = False) -> None:
@@ -63,7 +69,8 @@ class ConsoleSink:
             self._write(text[len(self._printed) :])
             self._printed = text
         else:  # the reply started over on another model server
-            self._write(f"\n{NOTE_COLOR if self._color else ''}(the reply starts over)"
+            note = _("(the reply starts over)")
+            self._write(f"\n{NOTE_COLOR if self._color else ''}{note}"
                         f"{MODEL_COLOR if self._color else ''}\n{text}")
             self._printed = text
 
@@ -135,15 +142,18 @@ class ConsoleFront:
 
     name: FrontName = "console"
 
-    def __init__(self, service: ChatService, out: TextIO, color: bool) -> None:
+    def __init__(self, service: ChatService, out: TextIO, color: bool,
+                 language: str = i18n.SOURCE) -> None:
         self._service = service
+        self.language = language
+        """The console user's own language (the locale's or --lang)."""
         self._out = out
         self._color = color
         self.generating = False
         self.quitting = False
 
     def intro(self, ref: ChatRef) -> str:
-        return CONSOLE_INTRO
+        return _(CONSOLE_INTRO)
 
     async def ask(self, text: str) -> None:
         try:
@@ -187,23 +197,28 @@ class ConsoleFront:
                       switch_to: str | None = None) -> None:
         lines = [text]
         if photo is not None:
-            lines.append(f"Chart: {photo}")
+            lines.append(_("Chart: {path}", path=photo))
         if switch_to is not None:
-            lines.append(f"Switch to it with /model {switch_to}")
+            lines.append(_("Switch to it with /model {name}", name=switch_to))
         self._out.write("\n".join(lines) + "\n")
         self._out.flush()
 
 
 async def handle_command(front: ConsoleFront, service: ChatService, text: str) -> str | None:
     """Run a slash command from the table; returns the answer to print, if any."""
-    name, _, argument = text[1:].partition(" ")
-    call = Invocation(ref=CONSOLE_CHAT, argument=argument.strip())
+    name, _space, argument = text[1:].partition(" ")
+    call = Invocation(ref=CONSOLE_CHAT, argument=argument.strip(), own_language=front.language)
     try:
         return await dispatch(service, front, name, call, allowed=front.allowed)
     except KeyError:
         if name.lower() in BY_NAME:
-            return f"/{name} works in Telegram only."
-        return f"Unknown command /{name}. /help lists the commands."
+            return _("/{name} works in Telegram only.", name=name)
+        return _("Unknown command /{name}. /help lists the commands.", name=name)
+
+
+async def _speak(service: ChatService, own: str) -> None:
+    """Answer in the console chat's /lang, else in `own`."""
+    i18n.use(await service.languages.language_for(CONSOLE_CHAT, own))
 
 
 async def run_console(
@@ -213,13 +228,18 @@ async def run_console(
     stdin: TextIO | None = None,
     out: TextIO | None = None,
     banner: str | None = None,
+    language: str | None = None,
 ) -> None:
-    """The interactive loop, until end of input, /quit or Ctrl+C at the prompt."""
+    """The interactive loop, until end of input, /quit or Ctrl+C at the prompt.
+
+    `language`: the console user's own (None: the locale's, `bot.i18n.locale_language`); the
+    console chat's /lang, when set, speaks instead."""
+    own = language or i18n.locale_language()
     stdin = stdin or sys.stdin
     out = out or sys.stdout
     loop = asyncio.get_running_loop()
     reader = LineReader(loop, stdin)
-    front = ConsoleFront(service, out, color)
+    front = ConsoleFront(service, out, color, own)
     interrupted = asyncio.Event()
 
     def on_interrupt() -> None:
@@ -231,6 +251,7 @@ async def run_console(
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
         loop.add_signal_handler(signal.SIGINT, on_interrupt)
     try:
+        await _speak(service, own)
         if banner:
             out.write(banner + "\n")
         out.write(console_banner() + "\n\n")
@@ -254,6 +275,7 @@ async def run_console(
                 reply = await handle_command(front, service, text)
                 if reply:
                     out.write(reply + "\n")
+                await _speak(service, own)  # /lang may have changed it
                 continue
             await front.ask(text)
     finally:

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.auto_quantize_job import AutoJobRun, describe, remove_leftovers
 from bot.errors import ModelError, QuantizeCancelled, QuantizeError, UserError
+from bot.i18n import _
 from bot.metrics import Metrics
 from bot.models.auto_quantize import AutoPlan
 from bot.models.auto_report import AutoQuantizeReport
@@ -58,12 +59,16 @@ def format_duration(seconds: float) -> str:
 
 
 def progress_text(request: JobRequest, progress: QuantizeProgress) -> str:
-    eta = f", ~{format_duration(progress.eta)} left" if progress.eta is not None else ""
-    return (
-        f"Quantizing {request.source.name} → {request.qtype.label}: tensor "
-        f"{progress.tensor_index}/{progress.tensor_count} ({progress.fraction:.0%}), "
-        f"{format_duration(progress.elapsed)} elapsed{eta}"
-    )
+    values = {
+        "file": request.source.name, "qtype": request.qtype.label,
+        "index": progress.tensor_index, "count": progress.tensor_count,
+        "percent": f"{progress.fraction:.0%}", "elapsed": format_duration(progress.elapsed),
+    }
+    if progress.eta is None:
+        return _("Quantizing {file} → {qtype}: tensor {index}/{count} ({percent}), "
+                 "{elapsed} elapsed", **values)
+    return _("Quantizing {file} → {qtype}: tensor {index}/{count} ({percent}), "
+             "{elapsed} elapsed, ~{left} left", left=format_duration(progress.eta), **values)
 
 
 class QuantizeJobs:
@@ -97,13 +102,13 @@ class QuantizeJobs:
         elif self._settings.quantize_source is not None:
             source = self._settings.quantize_source
         else:
-            raise UserError(
+            raise UserError(_(
                 "No source to quantize: set `quantize_source` (an f16 GGUF) in the config, or "
                 "name a file of the models directory: /quantize q4_0 FILE"
-            )
+            ))
         target = models / default_output_path(source, qtype).name
         if target.resolve() == source.resolve():
-            raise UserError(f"{source.name} is already {qtype.label}.")
+            raise UserError(_("{file} is already {qtype}.", file=source.name, qtype=qtype.label))
         return JobRequest(source, target, qtype)
 
     async def start(
@@ -128,24 +133,32 @@ class QuantizeJobs:
     def _check_free(self) -> None:
         if self._running is None:
             return
-        _, current = self._running
-        done = ""
-        if self._auto is not None:
-            done = self._auto.where()
-        elif self._last is not None:
-            done = f", tensor {self._last.tensor_index}/{self._last.tensor_count}"
-        raise UserError(
-            f"A quantization is already running ({current}{done}); wait for it to finish, or "
-            "stop it with /quantize cancel."
-        )
+        _job_id, current = self._running
+        step = self._auto.at_step() if self._auto is not None else None
+        if step is not None:
+            raise UserError(_(
+                "A quantization is already running ({job}, step {step}/{steps}); wait for it to "
+                "finish, or stop it with /quantize cancel.", job=current, step=step[0],
+                steps=step[1],
+            ))
+        if self._auto is None and self._last is not None:
+            raise UserError(_(
+                "A quantization is already running ({job}, tensor {index}/{count}); wait for it "
+                "to finish, or stop it with /quantize cancel.", job=current,
+                index=self._last.tensor_index, count=self._last.tensor_count,
+            ))
+        raise UserError(_(
+            "A quantization is already running ({job}); wait for it to finish, or stop it with "
+            "/quantize cancel.", job=current,
+        ))
 
     def cancel(self) -> str:
         """`/quantize cancel`: stop the running job (its partial files are removed)."""
         if self._running is None or self._cancel is None:
-            return "Nothing to cancel: no quantization is running."
+            return _("Nothing to cancel: no quantization is running.")
         self._cancel.set()
         job_id, current = self._running
-        return f"Cancelling quantization #{job_id} ({current})…"
+        return _("Cancelling quantization #{id} ({job})…", id=job_id, job=current)
 
     def plan_auto(self, argument: str) -> AutoPlan:
         """Parse `/quantize auto [TYPES...] [FILE]` (blocking: reads the source's header)."""
@@ -187,10 +200,11 @@ class QuantizeJobs:
             result = await run.run()
         except QuantizeCancelled:
             values = {"state": "cancelled", "error": "cancelled with /quantize cancel"}
-            text = f"⏹ Auto-quantization of {name} cancelled; its partial files are removed."
+            text = _("⏹ Auto-quantization of {file} cancelled; its partial files are removed.",
+                     file=name)
         except (QuantizeError, ModelError, UserError) as exc:
             values = {"state": "failed", "error": str(exc)}
-            text = f"❌ Auto-quantization of {name} failed: {exc}"
+            text = _("❌ Auto-quantization of {file} failed: {error}", file=name, error=exc)
         except asyncio.CancelledError:
             await self._record(job_id, {"state": "interrupted", "error": "the bot was stopped"})
             self._end()
@@ -198,7 +212,8 @@ class QuantizeJobs:
         except Exception as exc:  # recorded and reported, then logged with its traceback
             log.exception("auto quantization job %d failed", job_id)
             values = {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
-            text = f"❌ Auto-quantization of {name} failed unexpectedly; see the logs."
+            text = _("❌ Auto-quantization of {file} failed unexpectedly; see the logs.",
+                     file=name)
         else:
             chosen = result.chosen
             values = {"state": "done", "size_before": result.source_bytes,
@@ -231,11 +246,12 @@ class QuantizeJobs:
             )
         except QuantizeCancelled:
             values = {"state": "cancelled", "error": "cancelled with /quantize cancel"}
-            text = (f"⏹ Quantizing {request.source.name} to {request.qtype.label} cancelled; "
-                    "nothing was written.")
+            text = _("⏹ Quantizing {file} to {qtype} cancelled; nothing was written.",
+                     file=request.source.name, qtype=request.qtype.label)
         except (QuantizeError, ModelError, UserError) as exc:
             values = {"state": "failed", "error": str(exc)}
-            text = f"❌ Quantizing {request.source.name} to {request.qtype.label} failed: {exc}"
+            text = _("❌ Quantizing {file} to {qtype} failed: {error}",
+                     file=request.source.name, qtype=request.qtype.label, error=exc)
         except asyncio.CancelledError:
             values = {"state": "interrupted", "error": "the bot was stopped"}
             await self._record(job_id, values)
@@ -244,18 +260,22 @@ class QuantizeJobs:
         except Exception as exc:  # recorded and reported, then logged with its traceback
             log.exception("quantization job %d failed", job_id)
             values = {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
-            text = f"❌ Quantizing {request.source.name} failed unexpectedly; see the logs."
+            text = _("❌ Quantizing {file} failed unexpectedly; see the logs.",
+                     file=request.source.name)
         else:
             values = {
                 "state": "done", "size_before": result.size_before,
                 "size_after": result.size_after, "seconds": result.seconds,
             }
             before = await asyncio.to_thread(_type_name, request.source)
-            text = (
-                f"✅ Quantized {request.source.name} ({format_bytes(result.size_before)}, "
-                f"{before}) → {result.output.name} ({format_bytes(result.size_after)}, "
-                f"{request.qtype.label}) in {format_duration(result.seconds)}.\n"
-                f"File: {result.output}\n{self._next_step(result.output)}"
+            text = _(
+                "✅ Quantized {file} ({size_before}, {type_before}) → {output} ({size_after}, "
+                "{qtype}) in {duration}.\nFile: {path}\n{next_step}",
+                file=request.source.name, size_before=format_bytes(result.size_before),
+                type_before=before, output=result.output.name,
+                size_after=format_bytes(result.size_after), qtype=request.qtype.label,
+                duration=format_duration(result.seconds), path=result.output,
+                next_step=self._next_step(result.output),
             )
         await self._record(job_id, values)
         self._end()
@@ -263,15 +283,15 @@ class QuantizeJobs:
 
     def _next_step(self, output: Path) -> str:
         if self._settings.engine == "remote":
-            return (f"The replies come from the model servers, so /model cannot load it: serve "
-                    f"it with llama-server -m {output} to use it.")
-        return f"Switch to it with /model {output.name}"
+            return _("The replies come from the model servers, so /model cannot load it: serve "
+                     "it with llama-server -m {path} to use it.", path=output)
+        return _("Switch to it with /model {name}", name=output.name)
 
     def queued_note(self) -> str:
         """What /quantize adds to its first answer (under the remote engine: where it runs)."""
         if self._settings.engine == "remote":
-            return (" This runs on this machine's files in "
-                    f"{self._settings.models_directory}, not on the model servers.")
+            return " " + _("This runs on this machine's files in {directory}, not on the model "
+                           "servers.", directory=self._settings.models_directory)
         return ""
 
     async def _record(self, job_id: int, values: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ from bot.chat.service import ChatService
 from bot.chat.switching import REMOTE_SWITCH, chosen_model
 from bot.engine.base import Engine
 from bot.errors import ConfigError, ModelError, UserError
+from bot.i18n import _
 from bot.metrics import Metrics
 from bot.models.demo import INSTALL_HINT, find_demo_model, link_into
 from bot.quantize_jobs import QuantizeJobs
@@ -54,7 +55,7 @@ def resolve_model(settings: Settings) -> Path:
 
 def load_engine(settings: Settings, model: Path) -> Engine:
     if settings.engine == "remote":
-        raise UserError(REMOTE_SWITCH)
+        raise UserError(_(REMOTE_SWITCH))
     if settings.engine == "pool":
         from bot.engine.pool import PoolEngine, PoolOptions
 

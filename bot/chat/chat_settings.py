@@ -14,13 +14,14 @@ from bot.core.prompt import Turn
 from bot.core.window import Window, fit_window
 from bot.engine.base import Engine
 from bot.errors import InputTooLong, InvalidParameter
+from bot.i18n import N_, _, _n
 from bot.settings import Settings
 from bot.store import repository as repo
 from bot.store.schema import ChatRow, TurnRow
 
 MAX_SYSTEM_CHARS = 4000
-NO_SYSTEM = "(none set: the chat template's own default applies)"
-NOT_SENT = "(not used: an OpenAI-compatible server has no such setting)"
+NO_SYSTEM = N_("(none set: the chat template's own default applies)")
+NOT_SENT = N_("(not used: an OpenAI-compatible server has no such setting)")
 
 
 class ChatSettings:
@@ -42,7 +43,7 @@ class ChatSettings:
         if chat.parent is not None:  # a forum topic: the group's values, then its own
             values.update(repo.stored_knobs(chat.parent))
         values.update(repo.stored_knobs(chat))
-        params, _ = clamp_to_limits(GenerationParams(**values), self._model.limits)
+        params, _changes = clamp_to_limits(GenerationParams(**values), self._model.limits)
         return params
 
     def system_of(self, chat: ChatRow) -> str | None:
@@ -91,10 +92,12 @@ class ChatSettings:
     async def show(self, ref: ChatRef, knob: Knob) -> str:
         value = (await self.params(ref))[knob.name]
         default = self._settings.default_of(knob)
-        return (
-            f"{knob.flag} {knob.format(value)} — {knob.help}. "
-            f"Range {knob.range_text(self._model.limits.maximum(knob))}, default "
-            f"{knob.format(default)}. Change it with /{knob.command} VALUE."
+        return _(
+            "{flag} {value} — {help}. Range {range}, default {default}. Change it with "
+            "/{command} VALUE.",
+            flag=knob.flag, value=knob.format(value), help=_(knob.help),
+            range=knob.range_text(self._model.limits.maximum(knob)),
+            default=knob.format(default), command=knob.command,
         )
 
     async def change(self, ref: ChatRef, knob: Knob, raw: str) -> str:
@@ -105,7 +108,7 @@ class ChatSettings:
             params = with_value(self.params_of(chat), knob, value, limits)
             await repo.set_chat_values(session, chat.id, **{knob.name: params[knob.name]})
             await session.commit()
-        return f"{knob.flag} set to {knob.format(value)} for this chat."
+        return _("{flag} set to {value} for this chat.", flag=knob.flag, value=knob.format(value))
 
     async def clamp_all(self) -> list[str]:
         """Fit every chat's stored window knobs into the running model's limits (after a model
@@ -129,10 +132,11 @@ class ChatSettings:
                 changes.append(f"{chat.title or chat.id}: {', '.join(made)}")
             await session.commit()
         if defaults.n_ctx > limits.max_ctx:
-            changes.append(
-                f"other chats: /ctx {defaults.n_ctx} → {limits.max_ctx} (the configured default "
-                "is larger than this model allows)"
-            )
+            changes.append(_(
+                "other chats: /ctx {configured} → {allowed} (the configured default is larger "
+                "than this model allows)",
+                configured=defaults.n_ctx, allowed=limits.max_ctx,
+            ))
         return changes
 
     # -- /system, /reset, /settings -----------------------------------------------------------
@@ -144,32 +148,39 @@ class ChatSettings:
         system = self.system_of(chat)
         if system is None:
             system = self._model.chat_format.default_system
-        return (
-            f"System prompt: {system or NO_SYSTEM}\n"
-            "Change it with /system TEXT; /system default restores the default."
+        return _(
+            "System prompt: {system}\n"
+            "Change it with /system TEXT; /system default restores the default.",
+            system=system or _(NO_SYSTEM),
         )
 
     async def set_system(self, ref: ChatRef, text: str) -> str:
         text = text.strip()
         if len(text) > MAX_SYSTEM_CHARS:
-            raise InvalidParameter(
-                f"The system prompt is {len(text)} characters; the limit is {MAX_SYSTEM_CHARS}."
-            )
+            raise InvalidParameter(_(
+                "The system prompt is {length} characters; the limit is {limit}.",
+                length=len(text), limit=MAX_SYSTEM_CHARS,
+            ))
         value: str | None = None if text.lower() == "default" else text
         async with self._sessions() as session:
             chat = await repo.get_or_create_chat(session, ref)
             await repo.set_chat_values(session, chat.id, system_prompt=value)
             await session.commit()
-        return "System prompt restored to the default." if value is None else "System prompt set."
+        if value is None:
+            return _("System prompt restored to the default.")
+        return _("System prompt set.")
 
     async def reset(self, ref: ChatRef) -> str:
         async with self._sessions() as session:
             chat = await repo.get_or_create_chat(session, ref)
             left = await repo.reset_conversation(session, chat.id)
             await session.commit()
-        return (
-            f"Started a fresh conversation ({left} earlier messages left the context window; "
-            "they stay stored)."
+        return _n(
+            "Started a fresh conversation ({n} earlier messages left the context window; they "
+            "stay stored).",
+            "Started a fresh conversation ({n} earlier messages left the context window; they "
+            "stay stored).",
+            left,
         )
 
     async def overview(self, ref: ChatRef) -> str:
@@ -182,62 +193,79 @@ class ChatSettings:
         used, dropped = await self._context_use(chat, params, turns)
         engine = self._model.engine
         info = engine.info
-        lines = [f"Model: {info.name} ({info.path.name}), chat format: {self._model.chat_format.name}"]
+        lines = [_("Model: {name} ({file}), chat format: {chat_format}", name=info.name,
+                   file=info.path.name, chat_format=self._model.chat_format.name)]
         lines += [
             f"/{knob.command} ({knob.flag}) = {knob.format(params[knob.name])}"
-            + ("" if info.knobs is None or knob.name in info.knobs else f" {NOT_SENT}")
+            + ("" if info.knobs is None or knob.name in info.knobs else f" {_(NOT_SENT)}")
             for knob in KNOBS
         ]
         system = self.system_of(chat)
         if system is None:
-            system = self._model.chat_format.default_system or NO_SYSTEM
+            system = self._model.chat_format.default_system or _(NO_SYSTEM)
         lines.append(f"/system = {_shorten(system, 200)}")
-        lines.append(f"Memory: {engine.memory_report().summary()}")
+        lines.append(_("Memory: {summary}", summary=engine.memory_report().summary()))
         people = {row.speaker or "someone" for row in turns[dropped:] if row.role == "user"}
-        from_people = f" from {len(people)} {'person' if len(people) == 1 else 'people'}" \
-            if chat.kind not in ("private", "console") and people else ""
-        lines.append(
-            f"Context: {used}/{params.n_ctx} tokens "
-            f"({len(turns) - dropped} of {len(turns)} messages in the window{from_people}, "
-            f"{params.n_predict} reserved for the reply)"
-        )
+        counts = dict(used=used, n_ctx=params.n_ctx, in_window=len(turns) - dropped,
+                      total=len(turns), reserved=params.n_predict)
+        if chat.kind not in ("private", "console") and people:
+            lines.append(_n(
+                "Context: {used}/{n_ctx} tokens ({in_window} of {total} messages in the window "
+                "from {n} person, {reserved} reserved for the reply)",
+                "Context: {used}/{n_ctx} tokens ({in_window} of {total} messages in the window "
+                "from {n} people, {reserved} reserved for the reply)",
+                len(people), **counts,
+            ))
+        else:
+            lines.append(_(
+                "Context: {used}/{n_ctx} tokens ({in_window} of {total} messages in the "
+                "window, {reserved} reserved for the reply)",
+                **counts,
+            ))
         lines.append(self._summary_line(chat))
         return "\n".join(lines)
 
     def _summary_line(self, chat: ChatRow) -> str:
         if not self._settings.summary_tokens:
-            return "Summary: off (summary_tokens = 0)"
+            return _("Summary: off (summary_tokens = 0)")
         if not summary_on(chat):
-            return "Summary: off for this chat (/summary on)"
+            return _("Summary: off for this chat (/summary on)")
         if not chat.summary:
-            return "Summary: none yet (written when messages leave the window)"
-        return f"Summary of older messages (/summary): {_shorten(chat.summary, 200)}"
+            return _("Summary: none yet (written when messages leave the window)")
+        return _("Summary of older messages (/summary): {summary}",
+                 summary=_shorten(chat.summary, 200))
 
     async def show_summary(self, ref: ChatRef) -> str:
         """/summary: the chat's summary of the messages that left its window."""
         async with self._sessions() as session:
             chat = await repo.get_or_create_chat(session, ref)
             await session.commit()
-        state = "on" if summary_on(chat) else "off"
+        on = summary_on(chat)
         if not self._settings.summary_tokens:
-            return "Summaries are turned off on this bot (summary_tokens = 0)."
+            return _("Summaries are turned off on this bot (summary_tokens = 0).")
         if not chat.summary:
-            return (f"No summary yet (summaries are {state} here): one is written when messages "
-                    "leave the context window. /summary off|on changes it.")
-        return (f"Summary of the messages that left the window ({state}; /summary off|on):\n"
-                f"{chat.summary}")
+            if on:
+                return _("No summary yet (summaries are on here): one is written when messages "
+                         "leave the context window. /summary off|on changes it.")
+            return _("No summary yet (summaries are off here): one is written when messages "
+                     "leave the context window. /summary off|on changes it.")
+        if on:
+            return _("Summary of the messages that left the window (on; /summary off|on):\n"
+                     "{summary}", summary=chat.summary)
+        return _("Summary of the messages that left the window (off; /summary off|on):\n"
+                 "{summary}", summary=chat.summary)
 
     async def set_summary(self, ref: ChatRef, raw: str) -> str:
         value = raw.strip().lower()
         if value not in ("on", "off"):
-            raise InvalidParameter("Use /summary to see it, /summary on or /summary off.")
+            raise InvalidParameter(_("Use /summary to see it, /summary on or /summary off."))
         async with self._sessions() as session:
             chat = await repo.get_or_create_chat(session, ref)
             await repo.set_chat_values(session, chat.id, summary_on=value == "on")
             await session.commit()
         if value == "off":
-            return "Summaries off for this chat: messages that leave the window are forgotten."
-        return "Summaries on for this chat: messages that leave the window are summarised."
+            return _("Summaries off for this chat: messages that leave the window are forgotten.")
+        return _("Summaries on for this chat: messages that leave the window are summarised.")
 
     async def _context_use(
         self, chat: ChatRow, params: GenerationParams, rows: list[TurnRow]

@@ -16,7 +16,7 @@ from bot.chat.languages import AUTO
 from bot.core.chats import ChatRef
 from bot.core.knobs import KNOBS, Knob
 from bot.errors import ModelError, QuantizeError, UserError
-from bot.i18n import languages
+from bot.i18n import N_, _, languages
 
 if TYPE_CHECKING:
     from bot.chat.conversation import Redo
@@ -42,6 +42,9 @@ class Invocation:
     replied_text: str = ""
     """The text of the message the command replies to (Telegram), else empty."""
     user_id: int | None = None
+    own_language: str | None = None
+    """The language of the person who typed it (Telegram's `language_code`, the console's
+    locale), for what /lang auto answers in; None: the language being spoken."""
 
 
 class Front(Protocol):
@@ -92,6 +95,7 @@ class Command:
 
     name: str
     help: str
+    """Marked `N_` in the table: translated where /help and the menu show it."""
     run: Operation
     args: str = ""
     aliases: tuple[str, ...] = ()
@@ -100,6 +104,7 @@ class Command:
     """False: anyone may run it without an argument (show a value); the access rule applies to
     changing it."""
     denied: str = ""
+    """Marked `N_` in the table: translated where `dispatch` answers it."""
     fronts: tuple[FrontName, ...] = BOTH
     menu: bool = True
     """Listed in the bot's command menu (`setMyCommands`) and the body of /help."""
@@ -131,7 +136,7 @@ def _knob_operation(knob: Knob) -> Operation:
 async def _ask(chat: ChatService, front: Front, call: Invocation) -> str | None:
     text = call.argument or call.replied_text
     if not text.strip():
-        return "Usage: /ask TEXT — ask me a question."
+        return _("Usage: /ask TEXT — ask me a question.")
     await front.ask(text)
     return None
 
@@ -150,7 +155,7 @@ async def _summary(chat: ChatService, front: Front, call: Invocation) -> str:
 
 async def _lang(chat: ChatService, front: Front, call: Invocation) -> str:
     if call.argument:
-        return await chat.languages.change(call.ref, call.argument)
+        return await chat.languages.change(call.ref, call.argument, own=call.own_language)
     return await chat.languages.show(call.ref)
 
 
@@ -169,7 +174,7 @@ async def _settings(chat: ChatService, front: Front, call: Invocation) -> str:
 async def _stop(chat: ChatService, front: Front, call: Invocation) -> str | None:
     if chat.conversation.stop(await chat.conversation.conversation_id(call.ref)):
         return None  # the stopped reply says so itself
-    return "Nothing to stop: no reply is being written here."
+    return _("Nothing to stop: no reply is being written here.")
 
 
 async def _retry(chat: ChatService, front: Front, call: Invocation) -> str | None:
@@ -184,7 +189,7 @@ async def _redo(chat: ChatService, front: Front, call: Invocation, redo: Redo) -
     conversation_id = await chat.conversation.conversation_id(call.ref)
     plan = await chat.followups.for_last(conversation_id, redo)  # UserError: why not
     if plan.asker != call.user_id and not await front.allowed("chat_admins"):
-        return NOT_YOUR_REPLY
+        return _(NOT_YOUR_REPLY)
     await front.redo(plan)
     return None  # the reply is written again where it stands
 
@@ -196,11 +201,11 @@ async def _help(chat: ChatService, front: Front, call: Invocation) -> str:
 async def _model(chat: ChatService, front: Front, call: Invocation) -> str | None:
     switch = chat.models
     if switch is None:
-        return "Switching models is not available here."
+        return _("Switching models is not available here.")
     if not call.argument:
         return await switch.listing()
     name = call.argument
-    await front.later(f"Switching to {name}: replies in progress finish first…",
+    await front.later(_("Switching to {name}: replies in progress finish first…", name=name),
                       lambda: _switch(chat, name))
     return None
 
@@ -216,8 +221,8 @@ async def _switch(chat: ChatService, name: str) -> str:
 async def _quantize(chat: ChatService, front: Front, call: Invocation) -> str | None:
     jobs = chat.jobs
     if jobs is None:
-        return "Quantizing is not available here."
-    verb, _, rest = call.argument.strip().partition(" ")
+        return _("Quantizing is not available here.")
+    verb, _sep, rest = call.argument.strip().partition(" ")
     if verb.lower() == "cancel":
         return jobs.cancel()
     if verb.lower() == "auto":
@@ -234,7 +239,8 @@ async def _quantize(chat: ChatService, front: Front, call: Invocation) -> str | 
         report=progress.update, finish=finish,
     )
     await progress.update(
-        f"Quantization #{job} queued: {request.source.name} → {request.qtype.label}…"
+        _("Quantization #{job} queued: {file} → {qtype}…", job=job, file=request.source.name,
+          qtype=request.qtype.label)
         + jobs.queued_note()
     )
     return None
@@ -263,43 +269,47 @@ async def _quit(chat: ChatService, front: Front, call: Invocation) -> None:
     front.quit()
 
 
-CHANGE_SETTINGS = "Only the group's admins can change settings."
-NOT_YOUR_REPLY = "Only the person who asked, or the group's admins, can have that reply redone."
+CHANGE_SETTINGS = N_("Only the group's admins can change settings.")
+NOT_YOUR_REPLY = N_(
+    "Only the person who asked, or the group's admins, can have that reply redone."
+)
 
 COMMANDS: tuple[Command, ...] = (
-    Command(name="ask", args="TEXT", help="ask a question", run=_ask),
+    Command(name="ask", args="TEXT", help=N_("ask a question"), run=_ask),
     *(
         Command(name=knob.command, args="[VALUE]", help=knob.menu_line, run=_knob_operation(knob),
                 access="chat_admins", guard_reading=False, denied=CHANGE_SETTINGS)
         for knob in KNOBS
     ),
-    Command(name="system", args="[TEXT|default]", help="system prompt", run=_system,
+    Command(name="system", args="[TEXT|default]", help=N_("system prompt"), run=_system,
             access="chat_admins", guard_reading=False,
-            denied="Only the group's admins can change the system prompt."),
-    Command(name="summary", args="[on|off]", help="the summary of older messages", run=_summary,
+            denied=N_("Only the group's admins can change the system prompt.")),
+    Command(name="summary", args="[on|off]", help=N_("the summary of older messages"),
+            run=_summary,
             access="chat_admins", guard_reading=False,
-            denied="Only the group's admins can turn the summary on or off."),
-    Command(name="lang", args=f"[{'|'.join((AUTO, *languages()))}]", help="the language I answer in", run=_lang,
+            denied=N_("Only the group's admins can turn the summary on or off.")),
+    Command(name="lang", args=f"[{'|'.join((AUTO, *languages()))}]",
+            help=N_("the language I answer in"), run=_lang,
             access="chat_admins", guard_reading=False,
-            denied="Only the group's admins can change the language."),
-    Command(name="reset", help="start a fresh conversation", run=_reset, access="chat_admins",
-            denied="Only the group's admins can reset the conversation."),
-    Command(name="forget", args="[yes]", help="delete this chat's stored messages",
+            denied=N_("Only the group's admins can change the language.")),
+    Command(name="reset", help=N_("start a fresh conversation"), run=_reset, access="chat_admins",
+            denied=N_("Only the group's admins can reset the conversation.")),
+    Command(name="forget", args="[yes]", help=N_("delete this chat's stored messages"),
             run=_forget, access="chat_admins",
-            denied="Only the group's admins can make me forget this chat."),
-    Command(name="settings", help="all values and how full the context is", run=_settings),
-    Command(name="stop", help="stop the reply being written", run=_stop),
-    Command(name="retry", help="write the last reply again", run=_retry),
-    Command(name="continue", help="go on with the last reply (cut off at /n)", run=_continue),
-    Command(name="help", aliases=("start",), help="how to use this bot", run=_help),
-    Command(name="model", args="[NAME]", help="lists or switches models", run=_model,
-            access="bot_admins", denied="Only the bot's admins can list and switch models.",
+            denied=N_("Only the group's admins can make me forget this chat.")),
+    Command(name="settings", help=N_("all values and how full the context is"), run=_settings),
+    Command(name="stop", help=N_("stop the reply being written"), run=_stop),
+    Command(name="retry", help=N_("write the last reply again"), run=_retry),
+    Command(name="continue", help=N_("go on with the last reply (cut off at /n)"), run=_continue),
+    Command(name="help", aliases=("start",), help=N_("how to use this bot"), run=_help),
+    Command(name="model", args="[NAME]", help=N_("lists or switches models"), run=_model,
+            access="bot_admins", denied=N_("Only the bot's admins can list and switch models."),
             menu=False),
-    Command(name="quantize", args="[TYPE|auto|cancel] [FILE]", help="makes a 4-bit model",
+    Command(name="quantize", args="[TYPE|auto|cancel] [FILE]", help=N_("makes a 4-bit model"),
             run=_quantize,
-            access="bot_admins", denied="Only the bot's admins can quantize models.",
+            access="bot_admins", denied=N_("Only the bot's admins can quantize models."),
             fronts=("telegram",), menu=False),
-    Command(name="quit", aliases=("exit",), help="leave the console chat", run=_quit,
+    Command(name="quit", aliases=("exit",), help=N_("leave the console chat"), run=_quit,
             fronts=("console",), menu=False),
 )
 BY_NAME: dict[str, Command] = {name: command for command in COMMANDS for name in command.names}
@@ -311,23 +321,28 @@ def commands_for(front: FrontName) -> list[Command]:
 
 def menu() -> list[tuple[str, str]]:
     """The bot's command menu (`setMyCommands`): name and description."""
-    return [(command.name, command.help) for command in commands_for("telegram") if command.menu]
+    return [
+        (command.name, _(command.help)) for command in commands_for("telegram") if command.menu
+    ]
 
 
 def help_text(front: FrontName, intro: str, *, group: bool) -> str:
     """/help, from the table: how to talk here, every command, who may change what."""
     shown = commands_for(front)
-    lines = [intro, "", "Commands (as llama.cpp's flags, per chat):"]
-    lines += [f"{c.usage} — {c.help}" for c in shown if c.access != "bot_admins" and c.menu]
-    lines += [f"{c.usage} — {c.help}" for c in shown if c.access != "bot_admins" and not c.menu]
-    lines.append("Without a value a command shows the current value and its range.")
+    lines = [intro, "", _("Commands (as llama.cpp's flags, per chat):")]
+    lines += [f"{c.usage} — {_(c.help)}" for c in shown if c.access != "bot_admins" and c.menu]
+    lines += [
+        f"{c.usage} — {_(c.help)}" for c in shown if c.access != "bot_admins" and not c.menu
+    ]
+    lines.append(_("Without a value a command shows the current value and its range."))
     if group:
-        lines.append("In groups, only admins may change settings, /system, /reset and /forget.")
-    admin = [f"{c.usage} {c.help}" for c in shown if c.access == "bot_admins"]
+        lines.append(_("In groups, only admins may change settings, /system, /reset and /forget."))
+    admin = [f"{c.usage} {_(c.help)}" for c in shown if c.access == "bot_admins"]
+    between = _(", ")  # the separator of a list in a sentence (Chinese: "；")
     if admin and front == "telegram":
-        lines.append(f"Bot admins: {', '.join(admin)}.")
+        lines.append(_("Bot admins: {commands}.", commands=between.join(admin)))
     elif admin:
-        lines.append(f"Also: {', '.join(admin)}.")
+        lines.append(_("Also: {commands}.", commands=between.join(admin)))
     return "\n".join(lines)
 
 
@@ -345,7 +360,7 @@ async def dispatch(
     if command is None or front.name not in command.fronts:
         raise KeyError(name)
     if command.needs_rights(call) and not await allowed(command.access):
-        return command.denied
+        return _(command.denied) if command.denied else command.denied  # _(""): the header
     try:
         return await command.run(chat, front, call)
     except (UserError, QuantizeError, ModelError) as exc:

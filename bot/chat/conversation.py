@@ -15,9 +15,10 @@ from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot import i18n
 from bot.chat.chat_settings import ChatSettings, turn_of
 from bot.chat.running import RunningModel
-from bot.chat.sink import EMPTY_NOTE, STOP_NOTES, MessageRecorder, ReplySink, actions_after
+from bot.chat.sink import EMPTY_NOTE, MessageRecorder, ReplySink, actions_after, stop_note
 from bot.chat.summaries import Summaries, anchor
 from bot.core.chats import ChatRef
 from bot.core.params import GenerationParams
@@ -34,6 +35,7 @@ from bot.engine.base import (
     TextDelta,
 )
 from bot.errors import EngineBusy, InputTooLong, UserError
+from bot.i18n import N_, _
 from bot.metrics import Metrics
 from bot.settings import Settings
 from bot.store import repository as repo
@@ -41,11 +43,12 @@ from bot.store.schema import ChatRow, TurnRow
 
 log = logging.getLogger(__name__)
 
-MODEL_FAILED = "⚠️ The model failed while answering; the error was logged. Try again."
-STOPPED_EARLY = "⏹ stopped before it started."
-QUESTION_GONE = "⏹ not answered: the message was deleted (/forget) before I got to it."
-NOT_LAST = "A newer message exists: only the last reply can be written again."
-NOT_REDONE = "⚠️ Not written again: {reason}"
+MODEL_FAILED = N_("⚠️ The model failed while answering; the error was logged. Try again.")
+STOPPED_EARLY = N_("⏹ stopped before it started.")
+QUESTION_GONE = N_("⏹ not answered: the message was deleted (/forget) before I got to it.")
+NOT_LAST = N_("A newer message exists: only the last reply can be written again.")
+NOT_REDONE = N_("⚠️ Not written again: {reason}")
+"""The messages above are in English; shown translated (`_(MODEL_FAILED)`)."""
 
 Redo = Literal["regenerate", "continue"]
 """A finished reply written again: a new sample in its place, or more of it (it stopped at /n)."""
@@ -56,7 +59,8 @@ class TurnGone(LookupError):
 
 
 class RedoRefused(Exception):
-    """The reply cannot be written again (no longer the last, or its prompt does not fit)."""
+    """The reply cannot be written again (no longer the last, or its prompt does not fit);
+    `reason` is in the current language."""
 
     def __init__(self, reason: str, previous: _Previous | None = None) -> None:
         super().__init__(reason)
@@ -99,7 +103,8 @@ class _Previous:
 
     @property
     def note(self) -> str | None:
-        return STOP_NOTES.get(self.reason)
+        """Its note, in the current language."""
+        return stop_note(self.reason)
 
 
 @dataclass(frozen=True)
@@ -143,21 +148,23 @@ class Conversation:
         message_id: int | None = None,
         thread_id: int | None = None,
     ) -> Accepted:
-        """Store a question before anything else happens to it."""
+        """Store a question before anything else happens to it, with the language its asker
+        is answered in (the current one: a reply written after a restart speaks it)."""
         text = text.strip()
         if not text:
-            raise UserError("Send some text after the command, e.g. /ask What is a llama?")
+            raise UserError(_("Send some text after the command, e.g. /ask What is a llama?"))
         limit = self._settings.max_input_chars
         if len(text) > limit:
-            raise InputTooLong(
-                f"Your message is {len(text)} characters; the limit is {limit}. "
-                "Send a shorter message or split it."
-            )
+            raise InputTooLong(_(
+                "Your message is {length} characters; the limit is {limit}. "
+                "Send a shorter message or split it.",
+                length=len(text), limit=limit,
+            ))
         async with self._sessions() as session:
             chat = await repo.get_or_create_chat(session, ref)
             turn = await repo.add_user_turn(
                 session, chat.id, text, speaker=speaker, user_id=user_id,
-                message_id=message_id, thread_id=thread_id,
+                message_id=message_id, thread_id=thread_id, language=i18n.current(),
             )
             await session.commit()
         return Accepted(chat.id, turn.id)
@@ -200,7 +207,7 @@ class Conversation:
             async with activity.lock:
                 if cancel.cancelled and redo is None:
                     await self._fail(accepted.turn_id, state="cancelled")
-                    await sink.fail(STOPPED_EARLY)
+                    await sink.fail(_(STOPPED_EARLY))
                     return None
                 async with self._model.serving():
                     if redo is not None:
@@ -289,11 +296,11 @@ class Conversation:
                 raise TurnGone(f"turn {accepted.turn_id} of chat {accepted.chat_id} is gone")
             reply = await repo.reply_for(session, question.id)
             if reply is None or reply.state != "complete":
-                raise RedoRefused(NOT_LAST)
+                raise RedoRefused(_(NOT_LAST))
             previous = _Previous(reply.text, reply.stop_reason or "eos", reply.n_tokens or 0)
             rows = await repo.conversation(session, chat)
             if not rows or rows[-1].id != reply.id:
-                raise RedoRefused(NOT_LAST, previous)
+                raise RedoRefused(_(NOT_LAST), previous)
             params = self._chat_settings.params_of(chat)
             turns = [turn_of(r) for r in rows[:-1]]
             if redo == "continue":
@@ -302,10 +309,10 @@ class Conversation:
                 window = await self._chat_settings.window_of(chat, params, turns)
             except InputTooLong:
                 raise RedoRefused(
-                    "it no longer fits the context window (/ctx minus /n).", previous
+                    _("it no longer fits the context window (/ctx minus /n)."), previous
                 ) from None
             except TemplateError:
-                raise RedoRefused("the model's chat template cannot continue a reply.",
+                raise RedoRefused(_("the model's chat template cannot continue a reply."),
                                   previous) from None
             if window.first_turn and self._summaries is not None:
                 self._summaries.left_window(chat.id, anchor(rows[window.first_turn]))
@@ -328,7 +335,7 @@ class Conversation:
         except TurnGone:
             log.info("turn %d of chat %d was deleted before its answer", accepted.turn_id,
                      accepted.chat_id)
-            await sink.fail(QUESTION_GONE)
+            await sink.fail(_(QUESTION_GONE))
             return None
         try:
             finished, first_text = await self._stream(accepted, prepared, sink)
@@ -341,7 +348,7 @@ class Conversation:
             log.exception("reply to turn %d failed", accepted.turn_id)
             self._metrics.reply_failed()
             await self._fail(accepted.turn_id)
-            await sink.fail(MODEL_FAILED)
+            await sink.fail(_(MODEL_FAILED))
             return None
         self._metrics.reply_finished(finished, first_text)
         final = finished.text.strip()
@@ -352,9 +359,9 @@ class Conversation:
                 session, reply_row, final, reason=finished.reason, n_tokens=finished.n_generated
             )
             await session.commit()
-        note = STOP_NOTES.get(finished.reason)
+        note = stop_note(finished.reason)
         if not final and finished.reason != "cancelled":
-            note = EMPTY_NOTE
+            note = _(EMPTY_NOTE)
         ids = await sink.finish(final, note, actions=actions_after(final, finished.reason))
         async with self._sessions() as session:
             await repo.set_reply_messages(session, prepared.reply_id, ids, delivered=True)
@@ -406,7 +413,7 @@ class Conversation:
         try:
             prepared = await self._prepare_redo(accepted, cancel, redo)
         except TurnGone:
-            await sink.fail(QUESTION_GONE)
+            await sink.fail(_(QUESTION_GONE))
             return None
         except RedoRefused as exc:
             if exc.previous is None:
@@ -422,8 +429,8 @@ class Conversation:
             if not isinstance(exc, EngineBusy):
                 log.exception("writing the reply to turn %d again failed", accepted.turn_id)
             self._metrics.reply_failed()
-            reason = str(exc) if isinstance(exc, EngineBusy) else MODEL_FAILED
-            await self._keep(prepared, sink, NOT_REDONE.format(reason=reason))
+            reason = str(exc) if isinstance(exc, EngineBusy) else _(MODEL_FAILED)
+            await self._keep(prepared, sink, _(NOT_REDONE, reason=reason))
             return None
         self._metrics.reply_finished(finished, first_text)
         if finished.reason == "cancelled" and not finished.text.strip():
@@ -434,13 +441,13 @@ class Conversation:
         async with self._sessions() as session:
             reply_row = await session.get(TurnRow, prepared.reply_id)
             if reply_row is None:  # forgotten meanwhile
-                await sink.fail(QUESTION_GONE)
+                await sink.fail(_(QUESTION_GONE))
                 return None
             await repo.finish_reply(
                 session, reply_row, final, reason=finished.reason, n_tokens=n_tokens
             )
             await session.commit()
-        note = STOP_NOTES.get(finished.reason) if final else EMPTY_NOTE
+        note = stop_note(finished.reason) if final else _(EMPTY_NOTE)
         ids = await sink.finish(final, note, actions=actions_after(final, finished.reason))
         async with self._sessions() as session:
             await repo.set_reply_messages(session, prepared.reply_id, ids, delivered=True)

@@ -10,17 +10,20 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.chat.conversation import NOT_LAST, Accepted, Conversation, Redo
 from bot.chat.sink import STOP_NOTES, shown_text
 from bot.errors import UserError
+from bot.i18n import N_, _
 from bot.store import repository as repo
 from bot.store.schema import ChatRow, TurnRow
 
-BUSY = "A reply is being written here: wait for it, or stop it first."
-NOTHING_TO_REDO = "There is no reply here to write again yet."
-NOTHING_TO_CONTINUE = "That reply is complete: only one cut off at the /n limit can go on."
-DEAD = "This button no longer works."
+BUSY = N_("A reply is being written here: wait for it, or stop it first.")
+NOTHING_TO_REDO = N_("There is no reply here to write again yet.")
+NOTHING_TO_CONTINUE = N_("That reply is complete: only one cut off at the /n limit can go on.")
+DEAD = N_("This button no longer works.")
+"""The refusals above are in English; `Refused` carries them translated."""
 
 
 class Refused(UserError):
-    """A reply that cannot be written again now; `stale`: its buttons no longer apply."""
+    """A reply that cannot be written again now (the text in the current language);
+    `stale`: its buttons no longer apply."""
 
     def __init__(self, text: str, *, stale: bool = False) -> None:
         super().__init__(text)
@@ -63,7 +66,7 @@ class Followups:
         """The question behind a button of message `message_id` (raises Refused if the data
         does not name a question of this conversation whose reply is in that message)."""
         async with self._sessions() as session:
-            question, _ = await self._pressed(session, conversation_id, question_id, message_id)
+            question, _reply = await self._pressed(session, conversation_id, question_id, message_id)
             return Question(question.id, question.user_id)
 
     async def for_button(
@@ -82,10 +85,10 @@ class Followups:
             rows = await repo.conversation(session, chat) if chat is not None else []
             last = rows[-1] if rows else None
             if last is None or last.role != "assistant" or last.reply_to is None:
-                raise Refused(NOTHING_TO_REDO)
+                raise Refused(_(NOTHING_TO_REDO))
             question = await session.get(TurnRow, last.reply_to)
             if question is None:
-                raise Refused(NOTHING_TO_REDO)
+                raise Refused(_(NOTHING_TO_REDO))
             return await self._plan(session, conversation_id, question, last, redo)
 
     async def _pressed(
@@ -93,10 +96,10 @@ class Followups:
     ) -> tuple[TurnRow, TurnRow]:
         question = await session.get(TurnRow, question_id)
         if question is None or question.role != "user" or question.chat_id != conversation_id:
-            raise Refused(DEAD, stale=True)
+            raise Refused(_(DEAD), stale=True)
         reply = await repo.reply_for(session, question.id)
         if reply is None or message_id not in repo.decode_message_ids(reply.message_ids):
-            raise Refused(DEAD, stale=True)
+            raise Refused(_(DEAD), stale=True)
         return question, reply
 
     async def _plan(
@@ -106,11 +109,11 @@ class Followups:
         chat = await session.get(ChatRow, conversation_id)
         rows = await repo.conversation(session, chat) if chat is not None else []
         if not rows or rows[-1].id != reply.id:
-            raise Refused(NOT_LAST, stale=True)
+            raise Refused(_(NOT_LAST), stale=True)
         if self._conversation.busy(conversation_id) or reply.state != "complete":
-            raise Refused(BUSY)
+            raise Refused(_(BUSY))
         if redo == "continue" and reply.stop_reason != "length":
-            raise Refused(NOTHING_TO_CONTINUE)
+            raise Refused(_(NOTHING_TO_CONTINUE))
         shown = shown_text(reply.text, STOP_NOTES.get(reply.stop_reason or ""))
         return RedoPlan(
             accepted=Accepted(conversation_id, question.id), redo=redo,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.chat.conversation import Conversation
 from bot.chat.running import RunningModel
 from bot.core.chats import ChatRef
+from bot.i18n import _, _n
 from bot.store import chat_data
 
 log = logging.getLogger(__name__)
@@ -65,7 +67,7 @@ class ChatForgetting:
         """The answer to `/forget ARGUMENT`."""
         word = argument.strip().lower()
         if word not in ("", CONFIRM_WORD):
-            return f"Usage: /forget, then /forget {CONFIRM_WORD} to confirm."
+            return _("Usage: /forget, then /forget {word} to confirm.", word=CONFIRM_WORD)
         conversation = await self._conversation.conversation_id(ref)
         until = self._asked.pop(conversation, None)
         if word == CONFIRM_WORD and until is not None and self._clock() <= until:
@@ -73,14 +75,8 @@ class ChatForgetting:
         async with self._sessions() as session:
             stored = await chat_data.stored_chat(session, conversation)
         self._asked[conversation] = self._clock() + CONFIRM_SECONDS
-        since = f" since {stored.first:%Y-%m-%d}" if stored.first is not None else ""
-        late = "That confirmation came too late. " if word and until is not None else ""
-        return (
-            f"{late}This deletes the conversation I store of this {_where(ref)}: {stored.turns} "
-            f"{'message' if stored.turns == 1 else 'messages'}{since}, its summary, and the "
-            "model's saved context of it. Settings and the system prompt stay.\n"
-            f"Send /forget {CONFIRM_WORD} within {CONFIRM_SECONDS / 60:.0f} minutes to confirm."
-        )
+        late = _("That confirmation came too late. ") if word and until is not None else ""
+        return late + _what_goes(ref, stored.turns, stored.first)
 
     async def forget(self, ref: ChatRef, conversation: int) -> str:
         """Stop the conversation's replies, delete it and the model's cache of it."""
@@ -91,13 +87,61 @@ class ChatForgetting:
             dropped = await drop_cached(self._model, conversation)
         log.info("conversation %d of chat %d forgotten: %d turns deleted", conversation,
                  ref.chat_id, deleted)
-        text = (f"Forgotten: {deleted} {'message' if deleted == 1 else 'messages'} and the "
-                f"model's saved context of this {_where(ref)}. Settings stay (/settings).")
+        topic = ref.thread_id is not None
+        if topic:
+            text = _n("Forgotten: {n} message and the model's saved context of this topic. "
+                      "Settings stay (/settings).",
+                      "Forgotten: {n} messages and the model's saved context of this topic. "
+                      "Settings stay (/settings).", deleted)
+        else:
+            text = _n("Forgotten: {n} message and the model's saved context of this chat. "
+                      "Settings stay (/settings).",
+                      "Forgotten: {n} messages and the model's saved context of this chat. "
+                      "Settings stay (/settings).", deleted)
         if not dropped:
-            text += (f"\n⚠️ The model's cache of this {_where(ref)} could not be dropped; the "
-                     "error was logged.")
+            text += "\n" + (
+                _("⚠️ The model's cache of this topic could not be dropped; the error was logged.")
+                if topic else
+                _("⚠️ The model's cache of this chat could not be dropped; the error was logged.")
+            )
         return text
 
 
-def _where(ref: ChatRef) -> str:
-    return "topic" if ref.thread_id is not None else "chat"
+def _what_goes(ref: ChatRef, turns: int, first: datetime | None) -> str:
+    """What `/forget yes` would delete, and how to confirm it (a whole message for each of
+    chat or topic, with or without the date of the first message)."""
+    values = {"word": CONFIRM_WORD, "minutes": f"{CONFIRM_SECONDS / 60:.0f}"}
+    if first is None:
+        if ref.thread_id is not None:
+            return _n(
+                "This deletes the conversation I store of this topic: {n} message, its summary, "
+                "and the model's saved context of it. Settings and the system prompt stay.\n"
+                "Send /forget {word} within {minutes} minutes to confirm.",
+                "This deletes the conversation I store of this topic: {n} messages, its summary, "
+                "and the model's saved context of it. Settings and the system prompt stay.\n"
+                "Send /forget {word} within {minutes} minutes to confirm.", turns, **values)
+        return _n(
+            "This deletes the conversation I store of this chat: {n} message, its summary, "
+            "and the model's saved context of it. Settings and the system prompt stay.\n"
+            "Send /forget {word} within {minutes} minutes to confirm.",
+            "This deletes the conversation I store of this chat: {n} messages, its summary, "
+            "and the model's saved context of it. Settings and the system prompt stay.\n"
+            "Send /forget {word} within {minutes} minutes to confirm.", turns, **values)
+    date = f"{first:%Y-%m-%d}"
+    if ref.thread_id is not None:
+        return _n(
+            "This deletes the conversation I store of this topic: {n} message since {date}, its "
+            "summary, and the model's saved context of it. Settings and the system prompt "
+            "stay.\nSend /forget {word} within {minutes} minutes to confirm.",
+            "This deletes the conversation I store of this topic: {n} messages since {date}, its "
+            "summary, and the model's saved context of it. Settings and the system prompt "
+            "stay.\nSend /forget {word} within {minutes} minutes to confirm.",
+            turns, date=date, **values)
+    return _n(
+        "This deletes the conversation I store of this chat: {n} message since {date}, its "
+        "summary, and the model's saved context of it. Settings and the system prompt "
+        "stay.\nSend /forget {word} within {minutes} minutes to confirm.",
+        "This deletes the conversation I store of this chat: {n} messages since {date}, its "
+        "summary, and the model's saved context of it. Settings and the system prompt "
+        "stay.\nSend /forget {word} within {minutes} minutes to confirm.",
+        turns, date=date, **values)

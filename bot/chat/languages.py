@@ -47,7 +47,9 @@ class ChatLanguages:
         return _("Language: {name} for everyone here. Change it with /lang {choices}.",
                  name=i18n.language_name(chosen), choices=choices)
 
-    async def change(self, ref: ChatRef, raw: str) -> str:
+    async def change(self, ref: ChatRef, raw: str, *, own: str | None = None) -> str:
+        """Store the chat's choice; the answer already speaks it (auto: `own`, the asker's
+        language, when given)."""
         value = raw.strip().lower()
         language = None if value == AUTO else value if value in i18n.languages() else ""
         if language == "":
@@ -60,6 +62,8 @@ class ChatLanguages:
             await session.commit()
         self._chosen[ref.chat_id] = language
         if language is None:
+            if own is not None:
+                i18n.use(own)
             return _("Language: auto. Everyone is answered in their own Telegram language.")
         i18n.use(language)  # this answer already speaks it
         return _("Language set to {name} for everyone in this chat.",

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.chat.conversation import Accepted
-from bot.chat.sink import STOP_NOTES, ReplySink, actions_after
+from bot.chat.sink import ReplySink, actions_after, stop_note
+from bot.i18n import SOURCE
 from bot.store import repository as repo
 from bot.store.schema import ChatRow, TurnRow
 
@@ -21,6 +22,9 @@ class RecoveryItem:
     chat_kind: str
     telegram_chat_id: int
     """Where the reply goes (a forum topic's conversation is in its group)."""
+    language: str = SOURCE
+    """The language the question was asked in (its asker is answered in it); English for a
+    question stored without one."""
 
     @property
     def needs_generation(self) -> bool:
@@ -48,18 +52,19 @@ class Recovery:
         async with self._sessions() as session:
             for question in await repo.unfinished_questions(session):
                 reply = await repo.reply_for(session, question.id)
-                items.append(RecoveryItem(question, reply, *await _where(session, question.chat_id)))
+                items.append(_item(question, reply, *await _where(session, question.chat_id)))
             for reply in await repo.undelivered_replies(session):
                 asked = await session.get(TurnRow, reply.reply_to) if reply.reply_to else None
                 if asked is not None:
-                    items.append(RecoveryItem(asked, reply, *await _where(session, reply.chat_id)))
+                    items.append(_item(asked, reply, *await _where(session, reply.chat_id)))
         return items
 
     async def deliver_stored(self, item: RecoveryItem, sink: ReplySink) -> None:
-        """Finish delivering a reply that was stored complete before a crash."""
+        """Finish delivering a reply that was stored complete before a crash (its note in the
+        current language: the caller speaks `item.language`)."""
         assert item.reply is not None
         reason = item.reply.stop_reason or ""
-        ids = await sink.finish(item.reply.text, STOP_NOTES.get(reason),
+        ids = await sink.finish(item.reply.text, stop_note(reason),
                                 actions=actions_after(item.reply.text, reason))
         async with self._sessions() as session:
             await repo.set_reply_messages(session, item.reply.id, ids, delivered=True)
@@ -70,3 +75,7 @@ async def _where(session: AsyncSession, chat_id: int) -> tuple[str, int]:
     """The chat's kind and its Telegram id."""
     chat = await session.get(ChatRow, chat_id)
     return (chat.kind, chat.telegram_id) if chat else ("private", chat_id)
+
+
+def _item(question: TurnRow, reply: TurnRow | None, kind: str, telegram_id: int) -> RecoveryItem:
+    return RecoveryItem(question, reply, kind, telegram_id, question.language or SOURCE)

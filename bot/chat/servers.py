@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from bot.engine.base import ServerStatus
+from bot.i18n import _
 
 
 def server_status_text(status: ServerStatus) -> str:
-    """The alert sent to the admins when a model server goes down or comes back."""
+    """The alert sent to the admins when a model server goes down or comes back, in the
+    current language."""
     if status.up:
-        return (f"✅ Model server {status.url} is back ({status.servers_up} of {status.servers} "
-                "servers up).")
+        return _("✅ Model server {url} is back ({up} of {servers} servers up).",
+                 url=status.url, up=status.servers_up, servers=status.servers)
     if status.servers_up:
-        return (f"⚠️ Model server {status.url} is down ({status.reason}). Its chats moved to the "
-                f"other servers ({status.servers_up} of {status.servers} up); it is checked until "
-                "it answers again.")
-    return (f"🛑 Every model server is down (the last: {status.url}: {status.reason}). Messages "
-            "are kept and answered as soon as one is back.")
+        return _("⚠️ Model server {url} is down ({reason}). Its chats moved to the other servers "
+                 "({up} of {servers} up); it is checked until it answers again.",
+                 url=status.url, reason=status.reason, up=status.servers_up,
+                 servers=status.servers)
+    return _("🛑 Every model server is down (the last: {url}: {reason}). Messages are kept and "
+             "answered as soon as one is back.", url=status.url, reason=status.reason)

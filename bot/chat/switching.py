@@ -14,6 +14,7 @@ from bot.chat.chat_settings import ChatSettings
 from bot.chat.running import EngineLoader, RunningModel
 from bot.engine.base import ServedElsewhere
 from bot.errors import ModelError, UserError
+from bot.i18n import N_, _
 from bot.models.library import describe_models, find_model
 from bot.store import repository as repo
 
@@ -53,31 +54,33 @@ class ModelSwitch:
     async def switch(self, name: str) -> str:
         """Switch to a model of the models directory; the answer says what changed."""
         if isinstance(self._model.engine, ServedElsewhere):
-            raise UserError(REMOTE_SWITCH)
+            raise UserError(_(REMOTE_SWITCH))
         entry = await asyncio.to_thread(find_model, self.models_dir, name)
         if self._switch_lock.locked():
-            raise UserError("A model switch is already in progress.")
+            raise UserError(_("A model switch is already in progress."))
         async with self._switch_lock:
             running = self._model.engine.info.path
             if entry.path.resolve() == running.resolve():
-                return f"{entry.path.name} is already the running model."
+                return _("{file} is already the running model.", file=entry.path.name)
             try:
                 await self._model.replace(self._load, entry.path)
             except ModelError as exc:
                 log.error("switching to %s failed: %s", entry.path, exc)
-                raise UserError(f"Could not load {entry.path.name}: {exc}. Still running "
-                                f"{self._model.engine.info.path.name}.") from exc
+                raise UserError(_("Could not load {file}: {error}. Still running {running}.",
+                                  file=entry.path.name, error=exc,
+                                  running=self._model.engine.info.path.name)) from exc
             changes = await self._chat_settings.clamp_all()
             await remember_model(self._sessions, self._configured, entry.path)
         info = self._model.engine.info
-        lines = [f"Now running {entry.path.name} ({info.name}, context {info.n_ctx})."]
+        lines = [_("Now running {file} ({name}, context {n_ctx}).", file=entry.path.name,
+                   name=info.name, n_ctx=info.n_ctx)]
         if changes:
-            lines.append("Settings that no longer fit were clamped:")
+            lines.append(_("Settings that no longer fit were clamped:"))
             lines.extend(f"• {change}" for change in changes)
         return "\n".join(lines)
 
 
-REMOTE_SWITCH = (
+REMOTE_SWITCH = N_(
     "The model servers choose the model: start them with another model (llama-server -m FILE) "
     "or change `model` of an OpenAI backend in the bot's config. /model lists what they serve."
 )
@@ -85,11 +88,14 @@ REMOTE_SWITCH = (
 
 def served_listing(engine: ServedElsewhere) -> str:
     """/model under the remote engine: every server and the models it serves."""
-    lines = ["The replies come from these model servers:"]
+    lines = [_("The replies come from these model servers:")]
     for url, up, models in engine.served_models():
-        state = "up" if up else "down"
-        lines.append(f"• {url} ({state}): {', '.join(models) or 'no model listed'}")
-    lines.append(REMOTE_SWITCH)
+        listed = ", ".join(models) or _("no model listed")
+        if up:
+            lines.append(_("• {url} (up): {models}", url=url, models=listed))
+        else:
+            lines.append(_("• {url} (down): {models}", url=url, models=listed))
+    lines.append(_(REMOTE_SWITCH))
     return "\n".join(lines)
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from bot.i18n import N_
+
 KnobRole = Literal["sampling", "window"]
 
 
@@ -32,6 +34,7 @@ class Knob:
     maximum: float
     default: float
     help: str
+    """Marked `N_`: translated where it is shown."""
     role: KnobRole
     config_key: str = ""
     """The config file key and `ALPACA_BOT_<KEY>` suffix of its default; the name if empty."""
@@ -48,6 +51,7 @@ class Knob:
 
     @property
     def menu_line(self) -> str:
+        """English, as in the table: translated where it is shown (`_(knob.menu_line)`)."""
         return self.menu or f"{self.help.split(';')[0]} ({self.flag})"
 
     def range_text(self, maximum: float | None = None) -> str:
@@ -69,33 +73,35 @@ def format_number(value: float) -> str:
 KNOBS: tuple[Knob, ...] = (
     Knob(name="temp", command="temp", flag="--temp", cli_flags=("--temp",), kind="float",
          minimum=0.0, maximum=5.0, default=0.2, role="sampling",
-         help="sampling temperature; 0 picks the most likely token", menu="temperature (--temp)"),
+         help=N_("sampling temperature; 0 picks the most likely token"),
+         menu=N_("temperature (--temp)")),
     Knob(name="n_ctx", command="ctx", flag="-c", cli_flags=("-c", "--ctx-size"), kind="int",
          minimum=128, maximum=131072, default=2048, role="window", config_key="ctx",
-         help="context window in tokens", menu="context window in tokens (-c)"),
+         help=N_("context window in tokens"), menu=N_("context window in tokens (-c)")),
     Knob(name="n_predict", command="n", flag="-n", cli_flags=("-n", "--n-predict"), kind="int",
          minimum=1, maximum=8192, default=256, role="window",
-         help="maximum reply length in tokens", menu="reply length in tokens (-n)"),
+         help=N_("maximum reply length in tokens"), menu=N_("reply length in tokens (-n)")),
     Knob(name="top_k", command="top_k", flag="--top_k", cli_flags=("--top_k", "--top-k"),
          kind="int", minimum=0, maximum=1000, default=40, role="sampling",
-         help="sample from the k most likely tokens; 0 disables", menu="top-k sampling (--top_k)"),
+         help=N_("sample from the k most likely tokens; 0 disables"),
+         menu=N_("top-k sampling (--top_k)")),
     Knob(name="top_p", command="top_p", flag="--top_p", cli_flags=("--top_p", "--top-p"),
          kind="float", minimum=0.0, maximum=1.0, default=0.9, role="sampling",
-         help="nucleus sampling threshold; 1 disables", menu="top-p sampling (--top_p)"),
+         help=N_("nucleus sampling threshold; 1 disables"), menu=N_("top-p sampling (--top_p)")),
     Knob(name="min_p", command="min_p", flag="--min-p", cli_flags=("--min-p", "--min_p"),
          kind="float", minimum=0.0, maximum=1.0, default=0.05, role="sampling",
-         help="drop tokens less likely than this share of the most likely one; 0 disables",
-         menu="min-p sampling (--min-p)"),
+         help=N_("drop tokens less likely than this share of the most likely one; 0 disables"),
+         menu=N_("min-p sampling (--min-p)")),
     Knob(name="repeat_penalty", command="repeat_penalty", flag="--repeat_penalty",
          cli_flags=("--repeat_penalty", "--repeat-penalty"), kind="float", minimum=0.5,
          maximum=2.5, default=1.3, role="sampling",
-         help="penalty for repeating recent tokens; 1 disables",
-         menu="repetition penalty (--repeat_penalty)"),
+         help=N_("penalty for repeating recent tokens; 1 disables"),
+         menu=N_("repetition penalty (--repeat_penalty)")),
     Knob(name="repeat_last_n", command="repeat_last_n", flag="--repeat-last-n",
          cli_flags=("--repeat-last-n", "--repeat_last_n"), kind="int", minimum=-1,
          maximum=131072, default=64, role="sampling",
-         help="last tokens the repeat penalty looks at; 0 disables, -1 means the whole context",
-         menu="tokens the repetition penalty looks back over (--repeat-last-n)"),
+         help=N_("last tokens the repeat penalty looks at; 0 disables, -1 means the whole context"),
+         menu=N_("tokens the repetition penalty looks back over (--repeat-last-n)")),
 )
 
 BY_NAME: dict[str, Knob] = {knob.name: knob for knob in KNOBS}

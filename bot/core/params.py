@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from bot.core.knobs import SAMPLING, Knob, KnobValues
 from bot.errors import InvalidParameter
+from bot.i18n import _
 
 MIN_PROMPT_BUDGET = 64
 """Tokens a context must keep for the prompt after reserving the reply length (-n)."""
@@ -73,10 +74,8 @@ class ParamLimits:
 
 def usage(knob: Knob, limits: ParamLimits) -> str:
     """The one-line usage answer of a knob's command."""
-    return (
-        f"Usage: /{knob.command} VALUE ({knob.kind}, {knob.range_text(limits.maximum(knob))}): "
-        f"{knob.help}"
-    )
+    return _("Usage: /{command} VALUE ({kind}, {range}): {help}", command=knob.command,
+             kind=knob.kind, range=knob.range_text(limits.maximum(knob)), help=_(knob.help))
 
 
 def parse_value(knob: Knob, text: str, limits: ParamLimits) -> Value:
@@ -88,11 +87,13 @@ def parse_value(knob: Knob, text: str, limits: ParamLimits) -> Value:
     try:
         value: Value = int(raw) if knob.kind == "int" else float(raw)
     except ValueError:
-        raise InvalidParameter(f"{shown!r} is not a valid value. {line}") from None
+        raise InvalidParameter(_("{value!r} is not a valid value. {usage}",
+                                 value=shown, usage=line)) from None
     if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidParameter(f"{shown!r} is not a valid value. {line}")
+        raise InvalidParameter(_("{value!r} is not a valid value. {usage}",
+                                 value=shown, usage=line))
     if not knob.minimum <= value <= maximum:
-        raise InvalidParameter(f"{shown} is out of range. {line}")
+        raise InvalidParameter(_("{value} is out of range. {usage}", value=shown, usage=line))
     return value
 
 
@@ -103,14 +104,17 @@ def with_value(
     updated = params.replace(**{knob.name: value})
     if updated.prompt_budget < MIN_PROMPT_BUDGET:
         if knob.name == "n_ctx":
-            raise InvalidParameter(
-                f"/ctx {value} leaves no room for the prompt: it must be at least "
-                f"{updated.n_predict + MIN_PROMPT_BUDGET} while /n is {updated.n_predict}."
-            )
-        raise InvalidParameter(
-            f"/n {value} leaves no room for the prompt: it must be at most "
-            f"{updated.n_ctx - MIN_PROMPT_BUDGET} while /ctx is {updated.n_ctx}."
-        )
+            raise InvalidParameter(_(
+                "/ctx {value} leaves no room for the prompt: it must be at least {least} while "
+                "/n is {n_predict}.",
+                value=value, least=updated.n_predict + MIN_PROMPT_BUDGET,
+                n_predict=updated.n_predict,
+            ))
+        raise InvalidParameter(_(
+            "/n {value} leaves no room for the prompt: it must be at most {most} while /ctx is "
+            "{n_ctx}.",
+            value=value, most=updated.n_ctx - MIN_PROMPT_BUDGET, n_ctx=updated.n_ctx,
+        ))
     return updated
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from bot.core.prompt import Prompt, Turn
 from bot.core.templates import ChatFormat
 from bot.errors import InputTooLong
+from bot.i18n import _
 
 
 @dataclass(frozen=True)
@@ -62,11 +63,12 @@ async def fit_window(
         else:
             low = middle + 1
     if best is None:
-        _, used = await measure(starts[-1])
-        raise InputTooLong(
-            f"This message is too long for the context window: it needs {used} tokens with the "
-            f"system prompt, and {budget} are available (/ctx minus /n). Send a shorter message, "
-            "shorten /system, or raise /ctx."
-        )
+        _prompt, used = await measure(starts[-1])
+        raise InputTooLong(_(
+            "This message is too long for the context window: it needs {used} tokens with the "
+            "system prompt, and {budget} are available (/ctx minus /n). Send a shorter message, "
+            "shorten /system, or raise /ctx.",
+            used=used, budget=budget,
+        ))
     start, prompt, used = best
     return Window(prompt=prompt, first_turn=start, n_tokens=used, budget=budget)

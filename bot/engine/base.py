@@ -18,6 +18,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from bot.core.knobs import SAMPLING, KnobValues
 from bot.core.prompt import Prompt, Turn
+from bot.i18n import _
 
 StopReason = Literal["eos", "stop", "length", "cancelled", "context"]
 
@@ -86,17 +87,27 @@ class MemoryReport:
     """A remote engine's servers, a line each (their KV caches are theirs to report)."""
 
     def summary(self) -> str:
+        """One line, in the current language (shown by /settings)."""
         if self.servers:
-            return "model servers: " + "; ".join(self.servers)
+            return _("model servers: {servers}", servers="; ".join(self.servers))
         mib = 1 << 20
         used = sum(1 for slot in self.slots if slot.chat_key is not None)
-        text = (
-            f"KV cache {self.kv_type}: {self.kv_bytes_used / mib:.1f} of "
-            f"{self.kv_bytes_allocated / mib:.1f} MiB in use, {used}/{len(self.slots)} slots hold chats"
-        )
+        values = {
+            "kv_type": self.kv_type, "used": f"{self.kv_bytes_used / mib:.1f}",
+            "allocated": f"{self.kv_bytes_allocated / mib:.1f}", "held": used,
+            "slots": len(self.slots),
+        }
         if self.saved_bound:
-            text += f"; saved states {self.saved_bytes / mib:.1f} of {self.saved_bound / mib:.0f} MiB"
-        return text
+            return _(
+                "KV cache {kv_type}: {used} of {allocated} MiB in use, {held}/{slots} "
+                "slots hold chats; saved states {saved} of {bound} MiB",
+                saved=f"{self.saved_bytes / mib:.1f}", bound=f"{self.saved_bound / mib:.0f}",
+                **values,
+            )
+        return _(
+            "KV cache {kv_type}: {used} of {allocated} MiB in use, {held}/{slots} slots "
+            "hold chats", **values,
+        )
 
 
 class CancelToken:

@@ -28,6 +28,7 @@ from bot.engine.base import (
     TextDelta,
 )
 from bot.errors import EngineBusy, ModelError
+from bot.i18n import _
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +116,10 @@ class Intake:
             raise ModelError("the model was unloaded")
         with self._lock:
             if self._pending >= self._max_queue:
-                raise EngineBusy(
-                    f"The model is busy with {self._pending} requests; try again in a minute."
-                )
+                raise EngineBusy(_(
+                    "The model is busy with {count} requests; try again in a minute.",
+                    count=self._pending,
+                ))
             ahead = self._pending
             self._pending += 1
         ticket = Ticket(request, asyncio.get_running_loop())

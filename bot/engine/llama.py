@@ -33,6 +33,7 @@ from bot.engine.reply import ReplyStream
 from bot.engine.slots import common_prefix
 from bot.engine.tokens import PromptTokenizer, SampledPieces
 from bot.errors import ModelError
+from bot.i18n import _
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +67,11 @@ class LlamaEngine(LocalEngine):
                 self._llama.close()
                 self._llama = self._load(llama_cpp, options, trained, threads)
         except (ValueError, RuntimeError, OSError) as exc:
-            raise ModelError(
-                f"cannot load model {options.model_path}: {exc} "
-                "(is it a complete GGUF file of a supported architecture?)"
-            ) from exc
+            raise ModelError(_(
+                "cannot load model {path}: {error} "
+                "(is it a complete GGUF file of a supported architecture?)",
+                path=options.model_path, error=exc,
+            )) from exc
         model = self._llama._model
         self._tokenize = PromptTokenizer(model.vocab)
         self._pieces = SampledPieces(model.vocab)

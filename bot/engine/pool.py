@@ -33,6 +33,7 @@ from bot.engine.slots import SlotContext
 from bot.engine.statestore import StateStore, model_identity
 from bot.engine.tokens import PromptTokenizer
 from bot.errors import ModelError
+from bot.i18n import _
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,8 @@ class PoolEngine(LocalEngine):
                 threads=threads, batch=options.batch, kv_type=options.kv_type,
             )
         except (OSError, RuntimeError) as exc:
-            raise ModelError(f"cannot load model {options.model_path}: {exc}") from exc
+            raise ModelError(_("cannot load model {path}: {error}", path=options.model_path,
+                               error=exc)) from exc
         self._options = options
         self._tokenize = PromptTokenizer(self._ctx.vocab)
         self._info = describe_model(self._ctx.model, self._ctx.vocab, options.model_path,
@@ -113,9 +115,10 @@ class PoolEngine(LocalEngine):
             self._thread.join()
             self._intake.close()
             self._ctx.close()
-            raise ModelError(
-                f"cannot run model {options.model_path}: {self._warm_up_error}"
-            ) from self._warm_up_error
+            raise ModelError(_(
+                "cannot run model {path}: {error}", path=options.model_path,
+                error=self._warm_up_error,
+            )) from self._warm_up_error
         log.info(
             "model loaded: %s (%s, trained context %d, %d slots x %d tokens, %d threads)",
             self._info.name, options.model_path, self._info.n_ctx_train, options.n_slots,

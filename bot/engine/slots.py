@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 
 from bot.engine.native import kv_bytes_per_token, model_params
 from bot.errors import ModelError
+from bot.i18n import _
 
 
 class SlotState(enum.Enum):
@@ -132,10 +133,10 @@ class SlotContext:
         self._batch: Any = None
         self.model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), model_params())
         if not self.model:
-            raise ModelError(
-                f"cannot load model {model_path} (is it a complete GGUF file of a supported "
-                "architecture?)"
-            )
+            raise ModelError(_(
+                "cannot load model {path} (is it a complete GGUF file of a supported "
+                "architecture?)", path=model_path,
+            ))
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
         self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(self.model))
@@ -162,9 +163,10 @@ class SlotContext:
         self.ctx = llama_cpp.llama_init_from_model(self.model, params)
         if not self.ctx:
             self.close()
-            raise ModelError(
-                f"llama.cpp cannot create a context of {n_slots} x {n_ctx} tokens for {model_path}"
-            )
+            raise ModelError(_(
+                "llama.cpp cannot create a context of {slots} x {n_ctx} tokens for {path}",
+                slots=n_slots, n_ctx=n_ctx, path=model_path,
+            ))
         self.n_slots = n_slots
         self.n_ctx = int(llama_cpp.llama_n_ctx_seq(self.ctx))
         self.batch_size = batch

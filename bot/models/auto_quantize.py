@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Literal
 
 from bot.errors import ModelError, QuantizeCancelled, QuantizeError, UserError
-from bot.models.auto_report import AutoQuantizeReport, Candidate, mark_choice
+from bot.i18n import N_, _
+from bot.models.auto_report import AutoQuantizeReport, Candidate, Reason, mark_choice
 from bot.models.auto_timing import (
     SPEED_SHARE,
     MachineSpeed,
@@ -58,6 +59,11 @@ WORK_DIR_PREFIX = ".auto-"
 WORK_DIR_SUFFIX = ".work"
 
 Stage = Literal["probe", "quantize", "perplexity", "speed"]
+
+TOO_LARGE_EXPECTED = N_("skipped: needs ~{ram}, budget {budget}")
+TOO_LARGE = N_("skipped: needs {ram}, budget {budget}")
+FAILED = N_("failed: {error}")
+"""Why a type was not measured: the table shows them translated, the JSON in English."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,19 +124,20 @@ def plan_auto_quantize(source: Path, options: AutoQuantizeOptions) -> AutoPlan:
     try:
         info = read_gguf_info(source)
     except ModelError as exc:
-        raise QuantizeError(f"cannot quantize: {exc}") from exc
+        raise QuantizeError(_("cannot quantize: {error}", error=exc)) from exc
     if info.quantized_types and not options.allow_requantize:
-        raise QuantizeError(
-            f"{source.name} is already quantized ({info.file_type_name}); measuring types "
-            "requantized from it says little about the original. Use the F16/F32 original, or "
-            "pass --allow-requantize (on the command line) to do it anyway."
-        )
+        raise QuantizeError(_(
+            "{file} is already quantized ({type}); measuring types requantized from it says "
+            "little about the original. Use the F16/F32 original, or pass --allow-requantize "
+            "(on the command line) to do it anyway.", file=source.name, type=info.file_type_name,
+        ))
     if not options.types:
-        raise UserError("no quantization types to try")
+        raise UserError(_("no quantization types to try"))
     check_perplexity_args(options.n_ctx, options.n_ctx, options.chunks)
     output_dir = (options.output_dir or source.parent).absolute()
     if not output_dir.is_dir():
-        raise QuantizeError(f"the output directory {output_dir} does not exist")
+        raise QuantizeError(_("the output directory {directory} does not exist",
+                              directory=output_dir))
     kv = kv_cache_size(info, slots=options.slots, max_ctx=options.max_ctx,
                        kv_type=options.kv_type)
     planned: list[PlannedType] = []
@@ -141,9 +148,10 @@ def plan_auto_quantize(source: Path, options: AutoQuantizeOptions) -> AutoPlan:
         seen.add(qtype)
         target = output_dir / default_output_path(source, qtype).name
         if target.resolve() == source.resolve():
-            raise UserError(f"{source.name} is already {qtype.label}: leave it out of the types")
+            raise UserError(_("{file} is already {qtype}: leave it out of the types",
+                              file=source.name, qtype=qtype.label))
         if target.exists() and not options.replace:
-            raise UserError(f"{target} exists; pass --force to replace it")
+            raise UserError(_("{path} exists; pass --force to replace it", path=target))
         expected = expected_output_size(info, qtype)
         ram = expected + kv.bytes
         planned.append(PlannedType(qtype, target, expected, ram, ram <= options.budget_bytes))
@@ -221,7 +229,8 @@ def run_auto_quantize(
     source = plan.source
     started = time.monotonic()
     run.clock = RunClock([], started=started)
-    run.report("probe", None, 0, 1, f"measuring this machine's speed on {source.path.name}")
+    run.report("probe", None, 0, 1,
+               _("measuring this machine's speed on {file}", file=source.path.name))
     speed = measure_machine(
         source.path, options.text, n_ctx=options.n_ctx, parameters=source.parameter_count,
         source_bytes=source.size_bytes, threads=options.threads, cancel=cancel,
@@ -274,11 +283,12 @@ def _run_types(run: _Run, estimates: Sequence[StepEstimate]) -> list[Candidate]:
     candidates: list[Candidate] = []
     for planned in plan.types:
         if not planned.fits:
+            reason = Reason(TOO_LARGE_EXPECTED, {"ram": format_bytes(planned.ram_bytes),
+                                                 "budget": format_bytes(options.budget_bytes)})
             candidates.append(Candidate(
                 qtype=planned.qtype.label, size_bytes=planned.expected_bytes,
-                ram_bytes=planned.ram_bytes, estimated=True,
-                skipped=f"skipped: needs ~{format_bytes(planned.ram_bytes)}, budget "
-                        f"{format_bytes(options.budget_bytes)}",
+                ram_bytes=planned.ram_bytes, estimated=True, skipped=reason.english(),
+                reason=reason,
             ))
             continue
         candidates.append(_run_type(run, planned))
@@ -291,11 +301,11 @@ def _run_type(run: _Run, planned: PlannedType) -> Candidate:
 
     def on_tensor(p: QuantizeProgress) -> None:
         run.report("quantize", qtype, p.tensor_index, p.tensor_count,
-                   f"tensor {p.tensor_index}/{p.tensor_count}")
+                   _("tensor {index}/{count}", index=p.tensor_index, count=p.tensor_count))
 
     run.step += 1
     run.clock.step_started()
-    run.report("quantize", qtype, 0, plan.source.tensor_count, "starting the quantizer")
+    run.report("quantize", qtype, 0, plan.source.tensor_count, _("starting the quantizer"))
     try:
         result = quantize_model(
             plan.source.path, work_file, qtype, threads=options.threads,
@@ -308,32 +318,35 @@ def _run_type(run: _Run, planned: PlannedType) -> Candidate:
         run.clock.step_finished()
         run.clock.skip()
         run.step += 1
+        reason = Reason(FAILED, {"error": str(exc).splitlines()[0]})
         return Candidate(qtype=qtype.label, size_bytes=planned.expected_bytes,
-                         ram_bytes=planned.ram_bytes, estimated=True,
-                         skipped=f"failed: {str(exc).splitlines()[0]}")
+                         ram_bytes=planned.ram_bytes, estimated=True, skipped=reason.english(),
+                         reason=reason)
     run.clock.step_finished()
     ram = result.size_after + plan.kv.bytes
     run.step += 1
     if ram > options.budget_bytes:
         work_file.unlink()
         run.clock.skip()
+        reason = Reason(TOO_LARGE, {"ram": format_bytes(ram),
+                                    "budget": format_bytes(options.budget_bytes)})
         return Candidate(qtype=qtype.label, size_bytes=result.size_after, ram_bytes=ram,
-                         skipped=f"skipped: needs {format_bytes(ram)}, budget "
-                                 f"{format_bytes(options.budget_bytes)}",
+                         skipped=reason.english(), reason=reason,
                          quantize_seconds=result.seconds)
     run.clock.step_started()
     measured = time.monotonic()
-    run.report("perplexity", qtype, 0, 1, f"loading {work_file.name}")
+    run.report("perplexity", qtype, 0, 1, _("loading {file}", file=work_file.name))
 
     def on_chunk(index: int, n_chunks: int, ppl: float) -> None:
-        run.report("perplexity", qtype, index, n_chunks, f"chunk {index}/{n_chunks}")
+        run.report("perplexity", qtype, index, n_chunks,
+                   _("chunk {index}/{count}", index=index, count=n_chunks))
 
     try:
         with Evaluator(work_file, n_ctx=options.n_ctx, n_batch=options.n_ctx,
                        threads=options.threads, cancel=run.cancel) as evaluator:
             ppl = perplexity_on(evaluator, options.text, max_chunks=options.chunks,
                                 on_chunk=on_chunk)
-            run.report("speed", qtype, 0, 1, "generation speed")
+            run.report("speed", qtype, 0, 1, _("generation speed"))
             speed_started = time.monotonic()
             so_far = result.seconds + (speed_started - measured)
             speed = measure_generation(evaluator, min_tokens=2, warm_up=False,
@@ -343,8 +356,10 @@ def _run_type(run: _Run, planned: PlannedType) -> Candidate:
         log.warning("auto quantization: measuring %s failed: %s", qtype.label, exc)
         run.clock.step_finished()
         work_file.unlink()
+        reason = Reason(FAILED, {"error": exc})
         return Candidate(qtype=qtype.label, size_bytes=result.size_after, ram_bytes=ram,
-                         skipped=f"failed: {exc}", quantize_seconds=result.seconds)
+                         skipped=reason.english(), reason=reason,
+                         quantize_seconds=result.seconds)
     run.clock.step_finished()
     return Candidate(
         qtype=qtype.label, size_bytes=result.size_after, ram_bytes=ram, ppl=ppl.ppl,

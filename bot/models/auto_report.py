@@ -9,15 +9,32 @@ perplexity is within the best one's error of it count as tied, and a tie goes to
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bot.i18n import _
 from bot.models.progress import format_bytes
 
 SPEED_TOLERANCE = 0.05
 """Generation speeds closer than this share count as the same."""
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a type was not measured: a message marked with `N_` and its values. The JSON has it
+    in English (`english`), the table in the reader's language (`shown`)."""
+
+    message: str
+    values: Mapping[str, object] = field(default_factory=dict)
+
+    def english(self) -> str:
+        return self.message.format(**self.values)
+
+    def shown(self) -> str:
+        return _(self.message, **self.values)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,7 +52,10 @@ class Candidate:
     ppl_error: float | None = None
     tokens_per_second: float | None = None
     skipped: str | None = None
-    """Why the type was not measured (too large for the budget, llama.cpp refused it)."""
+    """Why the type was not measured (too large for the budget, llama.cpp refused it), in
+    English."""
+    reason: Reason | None = None
+    """The same, to be shown translated (`skipped` is shown as it is without it)."""
     chosen: bool = False
     path: Path | None = None
     """The file, if it is kept."""
@@ -103,20 +123,22 @@ class AutoQuantizeReport:
 
     def table(self) -> str:
         """A fixed-width table: type, file size, RAM needed, PPL ± error, tokens/s, chosen."""
-        header = ("type", "file size", "RAM needed", "PPL ± error", "tokens/s", "chosen")
+        header = (_("type"), _("file size"), _("RAM needed"), _("PPL ± error"), "tokens/s",
+                  _("chosen"))
         rows = [header]
         for c in self.candidates:
             approx = "~" if c.estimated else ""
             ppl = "" if c.ppl is None else f"{c.ppl:.3f} ± {_error(c.ppl_error)}"
             speed = "" if c.tokens_per_second is None else f"{c.tokens_per_second:.1f}"
-            mark = "✓" if c.chosen else (c.skipped or "")
+            skipped = c.reason.shown() if c.reason is not None else c.skipped
+            mark = "✓" if c.chosen else (skipped or "")
             rows.append((c.qtype, approx + format_bytes(c.size_bytes),
                          approx + format_bytes(c.ram_bytes), ppl, speed, mark))
-        widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+        widths = [max(_width(row[i]) for row in rows) for i in range(len(header) - 1)]
         right = (False, True, True, True, True)
         lines = []
         for row in rows:
-            cells = [cell.rjust(w) if r else cell.ljust(w)
+            cells = [_pad(cell, w, right=r)
                      for cell, w, r in zip(row[:-1], widths, right, strict=True)]
             lines.append("  ".join([*cells, row[-1]]).rstrip())
         return "\n".join(lines)
@@ -126,12 +148,13 @@ class AutoQuantizeReport:
         chosen = self.chosen
         budget = format_bytes(self.budget_bytes)
         if chosen is None:
-            return (f"No type was chosen: none of them fitted the memory budget of {budget} "
-                    "or could be measured.")
-        return (f"Chosen: {chosen.qtype} ({format_bytes(chosen.size_bytes)}, PPL "
-                f"{chosen.ppl:.3f}, {_speed(chosen)} tokens/s; needs "
-                f"{format_bytes(chosen.ram_bytes)} of the {budget} budget with the KV cache of "
-                f"{self.kv_slots} × {self.kv_ctx} tokens).")
+            return _("No type was chosen: none of them fitted the memory budget of {budget} or "
+                     "could be measured.", budget=budget)
+        return _("Chosen: {qtype} ({size}, PPL {ppl}, {speed} tokens/s; needs {ram} of the "
+                 "{budget} budget with the KV cache of {slots} × {n_ctx} tokens).",
+                 qtype=chosen.qtype, size=format_bytes(chosen.size_bytes), ppl=f"{chosen.ppl:.3f}",
+                 speed=_speed(chosen), ram=format_bytes(chosen.ram_bytes), budget=budget,
+                 slots=self.kv_slots, n_ctx=self.kv_ctx)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -172,6 +195,18 @@ def _candidate_json(c: Candidate) -> dict[str, Any]:
         "measure_seconds": finite(c.measure_seconds),
         "speed_seconds": finite(c.speed_seconds),
     }
+
+
+def _width(text: str) -> int:
+    """The columns `text` takes in a monospaced font: wide (CJK) characters take two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+
+
+def _pad(text: str, width: int, *, right: bool) -> str:
+    """`text` padded with spaces to `width` columns (as rjust/ljust, counting wide characters
+    as two)."""
+    fill = " " * max(width - _width(text), 0)
+    return fill + text if right else text + fill
 
 
 def _error(value: float | None) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.errors import UserError
+from bot.i18n import _
 from bot.models.evaluator import Evaluator
 from bot.models.quant_types import QuantType
 
@@ -67,8 +68,9 @@ def measure_machine(source: Path, text: str, *, n_ctx: int, parameters: int, sou
         tokens = evaluator.tokenize(text)
         if len(tokens) < 2 * n_ctx:
             raise UserError(
-                f"the text is too short for a context of {n_ctx}: perplexity needs at least "
-                f"{2 * n_ctx} tokens (two chunks), and the text has only {len(tokens)}"
+                _("the text is too short for a context of {n_ctx}: perplexity needs at least "
+                  "{needed} tokens (two chunks), and the text has only {count}", n_ctx=n_ctx,
+                  needed=2 * n_ctx, count=len(tokens))
             )
         batch = tokens[:min(_PROBE_TOKENS, n_ctx)]
         probe = time.perf_counter()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from bot.errors import ModelError
+from bot.i18n import _
 
 GGUF_MAGIC = b"GGUF"
 # The magics of the pre-GGUF formats (ggml, ggmf, ggjt) as they appear on disk.
@@ -198,19 +199,20 @@ class ModelFileEntry:
 def check_gguf_magic(path: Path) -> None:
     """Fail with one clear line unless `path` is a readable file starting with `GGUF`."""
     if not path.exists():
-        raise ModelError(f"model file not found: {path}")
+        raise ModelError(_("model file not found: {path}", path=path))
     if path.is_dir():
-        raise ModelError(f"{path} is a directory, not a GGUF file")
+        raise ModelError(_("{path} is a directory, not a GGUF file", path=path))
     try:
         with path.open("rb") as handle:
             magic = handle.read(4)
     except OSError as exc:
-        raise ModelError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise ModelError(_("cannot read {path}: {error}", path=path,
+                           error=exc.strerror or exc)) from exc
     if magic != GGUF_MAGIC:
-        hint = ""
         if magic in _OLD_GGML_MAGICS:
-            hint = " (an old GGML .bin file: convert the original checkpoint to GGUF again)"
-        raise ModelError(f"not a GGUF file (no GGUF magic): {path}{hint}")
+            raise ModelError(_("not a GGUF file (no GGUF magic): {path} (an old GGML .bin file: "
+                               "convert the original checkpoint to GGUF again)", path=path))
+        raise ModelError(_("not a GGUF file (no GGUF magic): {path}", path=path))
 
 
 def read_gguf_info(path: Path) -> GGUFInfo:
@@ -221,9 +223,11 @@ def read_gguf_info(path: Path) -> GGUFInfo:
         with path.open("rb", buffering=1 << 20) as handle:
             return _HeaderParser(handle, path, size).parse()
     except OSError as exc:
-        raise ModelError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise ModelError(_("cannot read {path}: {error}", path=path,
+                           error=exc.strerror or exc)) from exc
     except (struct.error, EOFError) as exc:
-        raise ModelError(f"{path} is truncated or corrupt: its GGUF header ends early") from exc
+        raise ModelError(_("{path} is truncated or corrupt: its GGUF header ends early",
+                           path=path)) from exc
 
 
 def list_gguf_files(directory: Path) -> list[ModelFileEntry]:
@@ -265,15 +269,17 @@ class _HeaderParser:
             self._order = ">"
             version = struct.unpack(">I", raw_version)[0]
         if version == 1:
-            raise ModelError(
-                f"{self._path} is GGUF version 1, which llama.cpp no longer reads: convert again"
-            )
+            raise ModelError(_(
+                "{path} is GGUF version 1, which llama.cpp no longer reads: convert again",
+                path=self._path,
+            ))
         if version not in (2, 3):
-            raise ModelError(f"{self._path} has an unsupported GGUF version {version}")
+            raise ModelError(_("{path} has an unsupported GGUF version {version}",
+                               path=self._path, version=version))
         n_tensors = self._count()
         n_kv = self._count()
         metadata: dict[str, Scalar] = {}
-        for _ in range(n_kv):
+        for _entry in range(n_kv):
             key = self._string()
             value_type = self._u32()
             value = self._value(value_type)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.errors import UserError
+from bot.i18n import _
 from bot.models.gguf_file import ModelFileEntry, list_gguf_files
 from bot.models.progress import format_bytes
 
@@ -14,17 +15,19 @@ def describe_models(directory: Path, current: Path) -> str:
     try:
         entries = list_gguf_files(directory) if directory.is_dir() else []
     except OSError as exc:
-        return f"Cannot read the models directory {directory}: {exc.strerror or exc}"
+        return _("Cannot read the models directory {directory}: {error}", directory=directory,
+                 error=exc.strerror or exc)
     if not entries:
-        return f"No GGUF files in {directory}. Put models there (or use /quantize)."
-    lines = [f"Models in {directory}:"]
+        return _("No GGUF files in {directory}. Put models there (or use /quantize).",
+                 directory=directory)
+    lines = [_("Models in {directory}:", directory=directory)]
     for entry in entries:
         mark = "▶" if _same(entry.path, current) else "•"
         detail = entry.error if entry.error else (
             f"{format_bytes(entry.size_bytes)}, {entry.file_type_name}"
         )
         lines.append(f"{mark} {entry.path.name} — {detail}")
-    lines.append("Switch with /model NAME.")
+    lines.append(_("Switch with /model NAME."))
     return "\n".join(lines)
 
 
@@ -33,7 +36,7 @@ def find_model(directory: Path, name: str) -> ModelFileEntry:
     unique prefix. Never a path outside the directory."""
     wanted = name.strip()
     if not wanted or "/" in wanted or "\\" in wanted or wanted in (".", ".."):
-        raise UserError("Give the file name of a model in the models directory (see /model).")
+        raise UserError(_("Give the file name of a model in the models directory (see /model)."))
     entries = list_gguf_files(directory) if directory.is_dir() else []
     lowered = wanted.lower()
     for entry in entries:
@@ -44,13 +47,16 @@ def find_model(directory: Path, name: str) -> ModelFileEntry:
         return _usable(matches[0])
     if len(matches) > 1:
         names = ", ".join(e.path.name for e in matches)
-        raise UserError(f"{wanted!r} matches several models: {names}")
-    raise UserError(f"No model {wanted!r} in the models directory; /model lists them.")
+        raise UserError(_("{name} matches several models: {names}", name=repr(wanted),
+                          names=names))
+    raise UserError(_("No model {name} in the models directory; /model lists them.",
+                      name=repr(wanted)))
 
 
 def _usable(entry: ModelFileEntry) -> ModelFileEntry:
     if entry.error:
-        raise UserError(f"{entry.path.name} cannot be used: {entry.error}")
+        raise UserError(_("{file} cannot be used: {error}", file=entry.path.name,
+                          error=entry.error))
     return entry
 
 

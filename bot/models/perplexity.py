@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bot.errors import UserError
+from bot.i18n import _
 from bot.models.evaluator import Evaluator
 
 SAMPLE_TEXT_RESOURCE = "data/perplexity-sample.txt"
@@ -95,11 +96,12 @@ def compute_perplexity(
 
 def check_perplexity_args(n_ctx: int, n_batch: int, max_chunks: int | None = None) -> None:
     if n_ctx < 4:
-        raise UserError(f"the context must be at least 4 tokens, not {n_ctx}")
+        raise UserError(_("the context must be at least 4 tokens, not {n_ctx}", n_ctx=n_ctx))
     if n_batch < 1:
-        raise UserError(f"the batch size must be at least 1, not {n_batch}")
+        raise UserError(_("the batch size must be at least 1, not {n_batch}", n_batch=n_batch))
     if max_chunks is not None and max_chunks < 1:
-        raise UserError(f"the number of chunks must be at least 1, not {max_chunks}")
+        raise UserError(_("the number of chunks must be at least 1, not {chunks}",
+                          chunks=max_chunks))
 
 
 def perplexity_on(
@@ -116,8 +118,9 @@ def perplexity_on(
     tokens = evaluator.tokenize(text)
     if len(tokens) < 2 * n_ctx:
         raise UserError(
-            f"the text is too short for a context of {n_ctx}: perplexity needs at least "
-            f"{2 * n_ctx} tokens (two chunks), and the text has only {len(tokens)}"
+            _("the text is too short for a context of {n_ctx}: perplexity needs at least "
+              "{needed} tokens (two chunks), and the text has only {count}", n_ctx=n_ctx,
+              needed=2 * n_ctx, count=len(tokens))
         )
     n_chunks = len(tokens) // n_ctx
     if max_chunks is not None:

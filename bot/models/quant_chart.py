@@ -10,10 +10,12 @@ import secrets
 from contextlib import suppress
 from pathlib import Path
 
+from bot.i18n import N_
 from bot.models.auto_report import AutoQuantizeReport
 
-MISSING_NOTE = ("chart skipped: matplotlib is not installed "
-                "(pip install 'alpaca-bot[chart]' adds it)")
+MISSING_NOTE = N_("chart skipped: matplotlib is not installed "
+                  "(pip install 'alpaca-bot[chart]' adds it)")
+"""In English (the CLI, the JSON); a chat shows it translated."""
 
 
 class ChartUnavailable(Exception):

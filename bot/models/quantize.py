@@ -9,6 +9,7 @@ when complete, so a failure or a cancel leaves nothing at the target.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import os
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.errors import ModelError, QuantizeError
+from bot.i18n import _
 from bot.models.gguf_file import GGUFInfo, read_gguf_info
 from bot.models.progress import format_bytes
 from bot.models.quant_types import QuantType, parse_quant_type
@@ -78,7 +80,8 @@ def quantize_model(
         try:
             output = read_gguf_info(tmp)
         except ModelError as exc:
-            raise QuantizeError(f"llama.cpp wrote an unreadable file: {exc}") from exc
+            raise QuantizeError(_("llama.cpp wrote an unreadable file: {error}",
+                                  error=exc)) from exc
         os.replace(tmp, dst)
     finally:
         with suppress(FileNotFoundError):
@@ -113,7 +116,9 @@ async def quantize_model_async(
         if on_progress is not None:
             loop.call_soon_threadsafe(on_progress, progress)
 
-    job = loop.run_in_executor(None, lambda: quantize_model(
+    # In this task's context: the worker's errors and progress are in the chat's language.
+    context = contextvars.copy_context()
+    job = loop.run_in_executor(None, context.run, lambda: quantize_model(
         src, dst, qtype, threads=threads, allow_requantize=allow_requantize,
         on_progress=forward, cancel=cancel,
     ))
@@ -132,14 +137,15 @@ def _check_input(src: Path) -> GGUFInfo:
     try:
         return read_gguf_info(src)
     except ModelError as exc:
-        raise QuantizeError(f"cannot quantize: {exc}") from exc
+        raise QuantizeError(_("cannot quantize: {error}", error=exc)) from exc
 
 
 def _check_requantize(info: GGUFInfo, qtype: QuantType, allow_requantize: bool) -> None:
     quantized = info.quantized_types
     if quantized and not allow_requantize:
-        raise QuantizeError(
-            f"{info.path.name} is already quantized ({info.file_type_name}); quantizing it again "
-            f"to {qtype.label} loses more quality than quantizing the F16/F32 original. "
-            "Use the original, or pass --allow-requantize to do it anyway."
-        )
+        raise QuantizeError(_(
+            "{file} is already quantized ({type}); quantizing it again to {qtype} loses more "
+            "quality than quantizing the F16/F32 original. Use the original, or pass "
+            "--allow-requantize to do it anyway.", file=info.path.name,
+            type=info.file_type_name, qtype=qtype.label,
+        ))

@@ -11,6 +11,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from bot.errors import QuantizeError
+from bot.i18n import _
 from bot.models.gguf_file import GGUFInfo, TensorInfo
 from bot.models.progress import format_bytes
 from bot.models.quant_types import QUANT_TYPES, QuantType, parse_quant_type
@@ -72,16 +73,17 @@ def expected_output_size(info: GGUFInfo, qtype: str | int | QuantType) -> int:
 def check_output_path(src: Path, dst: Path) -> None:
     """`dst` must be a file name in an existing directory, and not the input itself."""
     if dst.is_dir():
-        raise QuantizeError(f"the output {dst} is a directory; give a file name")
+        raise QuantizeError(_("the output {path} is a directory; give a file name", path=dst))
     if not dst.parent.is_dir():
-        raise QuantizeError(f"the output directory {dst.parent} does not exist")
+        raise QuantizeError(_("the output directory {directory} does not exist",
+                              directory=dst.parent))
     same = src.resolve() == dst.resolve()
     if not same and dst.exists():
         with suppress(OSError):
             same = os.path.samefile(src, dst)
     if same:
         raise QuantizeError(
-            f"the output {dst} is the input file; choose another output name"
+            _("the output {path} is the input file; choose another output name", path=dst)
         )
 
 
@@ -90,10 +92,11 @@ def check_disk_space(info: GGUFInfo, qtype: QuantType, dst: Path) -> None:
     needed = estimate_output_size(info, qtype)
     free = shutil.disk_usage(dst.parent).free
     if needed > free:
-        raise QuantizeError(
-            f"not enough disk space in {dst.parent}: the {qtype.label} file needs about "
-            f"{format_bytes(needed)}, and only {format_bytes(free)} is free"
-        )
+        raise QuantizeError(_(
+            "not enough disk space in {directory}: the {qtype} file needs about {needed}, and "
+            "only {free} is free", directory=dst.parent, qtype=qtype.label,
+            needed=format_bytes(needed), free=format_bytes(free),
+        ))
 
 
 def _is_quantizable(tensor: TensorInfo) -> bool:

@@ -14,6 +14,7 @@ from telegram import BotCommand
 from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
 from telegram.ext import ApplicationBuilder
 
+from bot import i18n
 from bot.chat import ChatService
 from bot.chat.commands import menu
 from bot.engine.base import ServedElsewhere
@@ -103,12 +104,7 @@ async def run_telegram(
     jobs = service.jobs
     health = _health_server(settings, service, application)
     try:
-        try:
-            await application.bot.set_my_commands(
-                [BotCommand(name, text) for name, text in menu()]
-            )
-        except TelegramError as exc:
-            log.warning("could not set the command menu: %s", exc)
+        await _set_menus(application)
         await application.start()
         if isinstance(service.engine, ServedElsewhere):
             service.engine.add_listener(partial(handlers.on_server_status, application))
@@ -141,6 +137,19 @@ async def run_telegram(
         await application.shutdown()
         if health is not None:
             health.stop()
+
+
+async def _set_menus(application: AnyApplication) -> None:
+    """The command menu in every language: English for everyone, and each other language for
+    the users whose Telegram is set to it (setMyCommands' language_code)."""
+    for language in i18n.languages():
+        with i18n.speaking(language):
+            commands = [BotCommand(name, text) for name, text in menu()]
+        code = None if language == i18n.SOURCE else language
+        try:
+            await application.bot.set_my_commands(commands, language_code=code)
+        except TelegramError as exc:
+            log.warning("could not set the command menu (%s): %s", language, exc)
 
 
 def _health_server(

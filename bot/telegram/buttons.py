@@ -16,12 +16,13 @@ from typing import Literal
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.chat.sink import ReplyAction
+from bot.i18n import N_, _
 
 Button = Literal["stop", "regenerate", "continue"]
 LABELS: dict[Button, str] = {
-    "stop": "⏹ Stop",
-    "regenerate": "🔄 Regenerate",
-    "continue": "➡ Continue",
+    "stop": N_("⏹ Stop"),
+    "regenerate": N_("🔄 Regenerate"),
+    "continue": N_("➡ Continue"),
 }
 _CODES: dict[Button, str] = {"stop": "s", "regenerate": "r", "continue": "c"}
 _BY_CODE: dict[str, Button] = {code: button for button, code in _CODES.items()}
@@ -74,6 +75,7 @@ class ReplyButtons:
         if not key:
             return None
         return InlineKeyboardMarkup([[
-            InlineKeyboardButton(LABELS[button], callback_data=callback_data(button, self.question_id))
+            InlineKeyboardButton(_(LABELS[button]),
+                                 callback_data=callback_data(button, self.question_id))
             for button in key
         ]])

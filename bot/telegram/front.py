@@ -22,6 +22,7 @@ from bot.chat.conversation import Redo
 from bot.chat.followups import RedoPlan
 from bot.core.chats import ChatRef, is_group_kind
 from bot.errors import UserError
+from bot.i18n import N_, _
 from bot.settings import Settings
 from bot.telegram.buttons import ReplyButtons
 from bot.telegram.drafts import DraftPolicy
@@ -30,9 +31,11 @@ from bot.telegram.streamer import FloodGate, ReplyStreamer
 
 log = logging.getLogger(__name__)
 
-HOW_PRIVATE = "Just write to me."
-HOW_GROUP = "In this group, mention me (@{username}), reply to one of my messages, or use /ask."
-INTRO = "I answer with a local language model running on this server.\n{how}"
+HOW_PRIVATE = N_("Just write to me.")
+HOW_GROUP = N_(
+    "In this group, mention me (@{username}), reply to one of my messages, or use /ask."
+)
+INTRO = N_("I answer with a local language model running on this server.\n{how}")
 
 
 @dataclass
@@ -171,8 +174,11 @@ class TelegramFront:
         return deps_of(self._context.bot_data)
 
     def intro(self, ref: ChatRef) -> str:
-        how = HOW_GROUP.format(username=self._context.bot.username) if ref.is_group else HOW_PRIVATE
-        return INTRO.format(how=how)
+        how = (
+            _(HOW_GROUP, username=self._context.bot.username) if ref.is_group
+            else _(HOW_PRIVATE)
+        )
+        return _(INTRO, how=how)
 
     async def answer(self, text: str) -> None:
         await respond(self._context, self._message, text)

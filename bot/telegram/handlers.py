@@ -10,17 +10,26 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from telegram import Message, MessageEntity, Update
 from telegram.error import TelegramError
-from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler, filters
+from telegram.ext import (
+    CallbackQueryHandler,
+    CommandHandler,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
 
-from bot.chat import Accepted
+from bot import i18n
+from bot.chat import Accepted, ChatService
 from bot.chat.commands import Invocation, commands_for, dispatch
 from bot.chat.servers import server_status_text
-from bot.core.chats import is_group_kind
+from bot.core.chats import ChatRef, is_group_kind
 from bot.engine.base import ServerStatus
+from bot.i18n import _
 from bot.telegram import presses, switch_button
 from bot.telegram.front import (
     DEPS_KEY,
@@ -34,6 +43,35 @@ from bot.telegram.front import (
 )
 
 log = logging.getLogger(__name__)
+
+
+async def set_language(update: Update, context: BotContext) -> None:
+    """First for every update (group -1): the language the rest of its handling speaks, the
+    chat's /lang, else the sender's Telegram language (a button press: the presser's). PTB
+    handles each update in its own task, so this holds for its handlers and the tasks they
+    start. Never stops the update: a failure to read the choice answers in the sender's
+    language."""
+    chat, user, message = update.effective_chat, update.effective_user, update.effective_message
+    code = user.language_code if user is not None else None
+    language = i18n.language_of(code)
+    if chat is not None:
+        ref = chat_ref(chat, message if isinstance(message, Message) else None)
+        try:
+            language = await deps_of(context.bot_data).service.languages.language_for(ref, code)
+        except Exception:
+            log.warning("could not read the language of chat %s", chat.id, exc_info=True)
+    i18n.use(language)
+
+
+async def chosen_language(service: ChatService, chat_id: int) -> str:
+    """The language of a message the bot sends on its own (not answering an update): the
+    chat's /lang, else English."""
+    try:
+        chosen = await service.languages.chosen(ChatRef(chat_id, "private"))
+    except Exception:
+        log.warning("could not read the language of chat %s", chat_id, exc_info=True)
+        chosen = None
+    return chosen or i18n.SOURCE
 
 
 def command_argument(message: Message) -> str:
@@ -60,6 +98,7 @@ async def on_command(update: Update, context: BotContext) -> None:
         ref=chat_ref(chat, message), argument=command_argument(message),
         replied_text=(replied.text or "") if replied is not None else "",
         user_id=user.id if user else None,
+        own_language=i18n.language_of(user.language_code) if user else None,
     )
     text = await dispatch(
         deps_of(context.bot_data).service, front, command_name(message), call,
@@ -89,7 +128,7 @@ async def on_group_text(update: Update, context: BotContext) -> None:
     front = TelegramFront(update, context, message, chat)
     text = re.sub(rf"@{re.escape(username)}\b", "", message.text, flags=re.I).strip()
     if not text:
-        await front.answer("Yes? Ask me something after the mention.")
+        await front.answer(_("Yes? Ask me something after the mention."))
         return
     await front.ask(text)
 
@@ -108,22 +147,25 @@ async def on_unknown_command(update: Update, context: BotContext) -> None:
     message, chat = update.effective_message, update.effective_chat
     if message is None or chat is None or is_group_kind(chat.type):
         return  # in groups the command may be for another bot
-    await respond(context, message, "Unknown command. /help lists what I understand.")
+    await respond(context, message, _("Unknown command. /help lists what I understand."))
 
 
 async def report_interrupted_jobs(application: AnyApplication) -> None:
     """Tell each chat whose quantization a restart cut off."""
-    jobs = deps_of(application.bot_data).service.jobs
+    service = deps_of(application.bot_data).service
+    jobs = service.jobs
     if jobs is None:
         return
     for job in await jobs.interrupted_jobs():
         log.warning("quantization job %d (%s) was interrupted by a restart", job.id, job.source)
         if job.chat_id is None:
             continue
-        text = (
-            f"⚠️ Quantization #{job.id} ({Path(job.source).name} → {job.qtype}) was interrupted "
-            "by a restart of the bot. Nothing was written; run /quantize again."
-        )
+        with i18n.speaking(await chosen_language(service, job.chat_id)):
+            text = _(
+                "⚠️ Quantization #{id} ({file} → {qtype}) was interrupted by a restart of the "
+                "bot. Nothing was written; run /quantize again.",
+                id=job.id, file=Path(job.source).name, qtype=job.qtype,
+            )
         try:
             await application.bot.send_message(job.chat_id, text)
         except TelegramError as exc:
@@ -141,13 +183,15 @@ async def resume_unfinished(application: AnyApplication) -> int:
             application.bot, item.telegram_chat_id, item.chat_kind, reply_to=question.message_id,
             thread_id=question.thread_id, existing_ids=item.message_ids, accepted=accepted,
         )
-        if item.needs_generation:
-            log.info("answering turn %d of chat %d again after a restart", question.id,
-                     question.chat_id)
-            d.spawn(answer(d.service, accepted, streamer),
-                    f"resume chat {question.chat_id} turn {question.id}")
-        else:
-            d.spawn(d.service.deliver_stored(item, streamer), f"deliver turn {question.id}")
+        # In the asker's language: the task copies the context it is made in.
+        with i18n.speaking(item.language):
+            if item.needs_generation:
+                log.info("answering turn %d of chat %d again after a restart", question.id,
+                         question.chat_id)
+                d.spawn(answer(d.service, accepted, streamer),
+                        f"resume chat {question.chat_id} turn {question.id}")
+            else:
+                d.spawn(d.service.deliver_stored(item, streamer), f"deliver turn {question.id}")
     return len(items)
 
 
@@ -158,9 +202,9 @@ async def on_error(update: object, context: BotContext) -> None:
     message = update.effective_message if isinstance(update, Update) else None
     if message is not None and d is not None and not isinstance(context.error, TelegramError):
         # The person who sent it hears that it failed instead of silence.
-        text = "⚠️ Something went wrong with that; the bot's admins have been told."
+        text = _("⚠️ Something went wrong with that; the bot's admins have been told.")
         if _disk_full(context.error):
-            text = "⚠️ The server's disk is full, so I could not store that. Try again later."
+            text = _("⚠️ The server's disk is full, so I could not store that. Try again later.")
         try:
             await respond(context, message, text)
         except TelegramError:
@@ -171,22 +215,28 @@ async def on_error(update: object, context: BotContext) -> None:
     if now - d.last_admin_alert < 60:
         return
     d.last_admin_alert = now
-    summary = f"⚠️ alpaca-bot error: {type(context.error).__name__}: {context.error}"[:1000]
-    await tell_admins(context.application, summary)
+    error = context.error
+    await tell_admins(context.application, lambda: _(
+        "⚠️ alpaca-bot error: {kind}: {error}", kind=type(error).__name__, error=error,
+    )[:1000])
 
 
-async def tell_admins(application: AnyApplication, text: str) -> None:
-    """Send `text` to every configured admin (a failure to reach one is logged)."""
-    for admin in deps_of(application.bot_data).settings.admins:
+async def tell_admins(application: AnyApplication, text: Callable[[], str]) -> None:
+    """Send `text()` to every configured admin, each in their private chat's /lang (else
+    English); a failure to reach one is logged."""
+    d = deps_of(application.bot_data)
+    for admin in d.settings.admins:
+        with i18n.speaking(await chosen_language(d.service, admin)):
+            message = text()
         try:
-            await application.bot.send_message(admin, text)
+            await application.bot.send_message(admin, message)
         except TelegramError as exc:
             log.warning("could not alert admin %s: %s", admin, exc)
 
 
 async def on_server_status(application: AnyApplication, status: ServerStatus) -> None:
     """A model server went down or came back: the admins hear it."""
-    await tell_admins(application, server_status_text(status))
+    await tell_admins(application, lambda: server_status_text(status))
 
 
 def _disk_full(error: BaseException | None) -> bool:
@@ -196,6 +246,8 @@ def _disk_full(error: BaseException | None) -> bool:
 
 def register(application: AnyApplication) -> None:
     """Attach every handler to the application: the command table's, then plain text."""
+    # Before every other group: the language the update is answered in.
+    application.add_handler(TypeHandler(Update, set_language), group=-1)
     names = [name for command in commands_for("telegram") for name in command.names]
     application.add_handler(CommandHandler(names, on_command))
     application.add_handler(

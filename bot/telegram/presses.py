@@ -15,6 +15,7 @@ from telegram import CallbackQuery, Message, Update
 from telegram.error import RetryAfter, TelegramError
 
 from bot.chat.followups import Refused
+from bot.i18n import N_, _
 from bot.telegram.buttons import parse_callback
 from bot.telegram.front import BotContext, TelegramFront, chat_ref, deps_of
 from bot.telegram.ratelimit import retry_seconds
@@ -22,14 +23,14 @@ from bot.telegram.ratelimit import retry_seconds
 log = logging.getLogger(__name__)
 
 ANSWERS = {
-    "stop": "⏹ Stopping…",
-    "regenerate": "🔄 Writing it again…",
-    "continue": "➡ Continuing…",
+    "stop": N_("⏹ Stopping…"),
+    "regenerate": N_("🔄 Writing it again…"),
+    "continue": N_("➡ Continuing…"),
 }
-NOT_YOURS = "Only the person who asked, or an admin, can use this button."
-NOT_WRITING = "This reply is not being written any more."
-DEAD = "This button no longer works."
-FAILED = "⚠️ That did not work; the bot's admins have been told."
+NOT_YOURS = N_("Only the person who asked, or an admin, can use this button.")
+NOT_WRITING = N_("This reply is not being written any more.")
+DEAD = N_("This button no longer works.")
+FAILED = N_("⚠️ That did not work; the bot's admins have been told.")
 MAX_ANSWER = 200
 """Telegram's limit for the text of a callback answer."""
 
@@ -42,7 +43,7 @@ async def on_button(update: Update, context: BotContext) -> None:
     try:
         text = await _press(update, context, query)
     except Exception:
-        await _answer(query, FAILED)
+        await _answer(query, _(FAILED))
         raise
     await _answer(query, text)
 
@@ -51,7 +52,7 @@ async def _press(update: Update, context: BotContext, query: CallbackQuery) -> s
     pressed = parse_callback(query.data)
     message = query.message
     if pressed is None or not isinstance(message, Message):
-        return DEAD  # not our data, or a message too old for the client to show
+        return _(DEAD)  # not our data, or a message too old for the client to show
     chat = message.chat
     service = deps_of(context.bot_data).service
     conversation_id = await service.conversation.conversation_id(chat_ref(chat, message))
@@ -63,10 +64,11 @@ async def _press(update: Update, context: BotContext, query: CallbackQuery) -> s
         return await _refused(context, query, message, exc)
     front = TelegramFront(update, context, message, chat)
     if query.from_user.id != question.asker and not await front.allowed("chat_admins"):
-        return NOT_YOURS
+        return _(NOT_YOURS)
     if pressed.button == "stop":
         stopped = service.conversation.stop_turn(conversation_id, question.turn_id)
-        return ANSWERS["stop"] if stopped else NOT_WRITING
+        answer = ANSWERS["stop"] if stopped else NOT_WRITING
+        return _(answer)  # not _(ANSWERS["stop"]): extraction would take "stop" as a message
     try:
         plan = await service.followups.for_button(
             conversation_id, question.turn_id, pressed.button, message_id=message.message_id
@@ -74,7 +76,7 @@ async def _press(update: Update, context: BotContext, query: CallbackQuery) -> s
     except Refused as exc:
         return await _refused(context, query, message, exc)
     await front.redo(plan)
-    return ANSWERS[pressed.button]
+    return _(ANSWERS[pressed.button])
 
 
 async def _refused(

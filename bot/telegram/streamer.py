@@ -39,6 +39,7 @@ from telegram.error import (
 
 from bot.chat.sink import STALLED_NOTE, MessageRecorder, ReplyAction, shown_text
 from bot.core.markup import RenderedMessage, render_reply
+from bot.i18n import _, _n
 from bot.telegram.buttons import MarkupKey, ReplyButtons
 from bot.telegram.ratelimit import retry_seconds
 
@@ -164,7 +165,10 @@ class ReplyStreamer:
 
     async def waiting(self, ahead: int, *, stalled: bool = False) -> None:
         if not self._started_reply and not self._rewriting:  # never in place of a reply
-            self._latest = f"⏳ {STALLED_NOTE}" if stalled else f"⏳ {ahead} ahead of you…"
+            self._latest = (
+                "⏳ " + _(STALLED_NOTE) if stalled
+                else _n("⏳ {n} ahead of you…", "⏳ {n} ahead of you…", ahead)
+            )
             self._changed.set()
             self._ensure_task()
 

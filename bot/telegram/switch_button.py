@@ -26,6 +26,7 @@ from telegram import (
 from telegram.error import RetryAfter, TelegramError
 
 from bot.chat.commands import Invocation, dispatch
+from bot.i18n import N_, _
 from bot.telegram.front import BotContext, TelegramFront, chat_ref, deps_of
 from bot.telegram.ratelimit import retry_seconds
 from bot.telegram.streamer import FloodGate
@@ -37,7 +38,7 @@ PATTERN = r"^model:"
 MAX_DATA_BYTES = 64
 MAX_CAPTION = 1024
 MAX_ANSWER = 200
-DEAD = "This button no longer works."
+DEAD = N_("This button no longer works.")
 
 
 def switch_markup(name: str) -> InlineKeyboardMarkup | None:
@@ -45,7 +46,7 @@ def switch_markup(name: str) -> InlineKeyboardMarkup | None:
     data = PREFIX + name
     if len(data.encode("utf-8")) > MAX_DATA_BYTES:
         return None
-    return InlineKeyboardMarkup([[InlineKeyboardButton(f"Switch to {name}",
+    return InlineKeyboardMarkup([[InlineKeyboardButton(_("Switch to {name}", name=name),
                                                        callback_data=data)]])
 
 
@@ -56,7 +57,7 @@ async def send_result(
     """`text` as a photo's caption (or a message without a photo), with the switch button."""
     markup = switch_markup(switch_to) if switch_to else None
     if switch_to and markup is None:
-        text += f"\nSwitch to it with /model {switch_to}"
+        text += "\n" + _("Switch to it with /model {name}", name=switch_to)
     image: bytes | None = None
     if photo is not None:
         try:
@@ -92,7 +93,7 @@ async def on_switch_press(update: Update, context: BotContext) -> None:
     message = query.message
     data = query.data or ""
     if not isinstance(message, Message) or not data.startswith(PREFIX):
-        await _answer(query, DEAD)
+        await _answer(query, _(DEAD))
         return
     name = data[len(PREFIX):]
     front = TelegramFront(update, context, message, message.chat)
@@ -101,7 +102,7 @@ async def on_switch_press(update: Update, context: BotContext) -> None:
     text = await dispatch(deps_of(context.bot_data).service, front, "model", call,
                           allowed=front.allowed)
     # No text: the switch started and answers in the chat; a text is why it did not.
-    await _answer(query, text or f"Switching to {name}…", alert=bool(text))
+    await _answer(query, text or _("Switching to {name}…", name=name), alert=bool(text))
 
 
 async def _answer(query: CallbackQuery, text: str, *, alert: bool = False) -> None:

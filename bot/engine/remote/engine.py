@@ -45,6 +45,7 @@ from bot.engine.remote.spec import BackendSpec
 from bot.engine.remote.streams import Done, Piece, ServerFacts
 from bot.engine.scheduler import FairQueue
 from bot.errors import BackendDown, BackendError, EngineBusy, ModelError
+from bot.i18n import _
 
 log = logging.getLogger(__name__)
 
@@ -220,9 +221,10 @@ class RemoteEngine:
         if self.closed:
             raise ModelError("the remote engine was closed")
         if self._pending >= self._options.max_queue:
-            raise EngineBusy(
-                f"The model is busy with {self._pending} requests; try again in a minute."
-            )
+            raise EngineBusy(_(
+                "The model is busy with {count} requests; try again in a minute.",
+                count=self._pending,
+            ))
         job = _Job(request)
         self._pending += 1
         self._queue.push(request.chat_key, job)
@@ -281,16 +283,20 @@ class RemoteEngine:
         """A line per server: URL, kind, model, state, slots held."""
         lines = []
         held: dict[int, int] = {}
-        for index, _, owner, _ in self._placement.slots():
+        for index, _slot, owner, _busy in self._placement.slots():
             held[index] = held.get(index, 0) + (owner is not None)
         for backend in self._backends:
             facts = backend.facts
             model = Path(facts.model).name if facts else "?"
             if backend.up and facts is not None:
-                state = f"up, {held.get(backend.index, 0)}/{facts.slots} slots hold chats"
+                lines.append(_("{url} ({kind}, {model}): up, {held}/{slots} slots hold chats",
+                               url=backend.spec.url, kind=backend.spec.kind, model=model,
+                               held=held.get(backend.index, 0), slots=facts.slots))
             else:
-                state = f"down for {time.monotonic() - backend.since:.0f} s: {backend.reason}"
-            lines.append(f"{backend.spec.url} ({backend.spec.kind}, {model}): {state}")
+                lines.append(_("{url} ({kind}, {model}): down for {seconds} s: {reason}",
+                               url=backend.spec.url, kind=backend.spec.kind, model=model,
+                               seconds=f"{time.monotonic() - backend.since:.0f}",
+                               reason=backend.reason))
         return lines
 
     def served_models(self) -> list[tuple[str, bool, tuple[str, ...]]]:
