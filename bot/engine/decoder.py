@@ -12,11 +12,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bot.engine.base import GenerationRequest, StopReason
-from bot.engine.cache import SlotCache
+from bot.engine.cache import MIN_SHARED_PREFIX, SlotCache
 from bot.engine.intake import Intake, Outcome, Ticket, finished_now
 from bot.engine.reply import ReplyStream
 from bot.engine.sampler import Sampler
-from bot.engine.slots import BatchRow, Slot, SlotContext, SlotState
+from bot.engine.slots import BatchRow, Slot, SlotContext, SlotState, common_prefix
 from bot.engine.tokens import SampledPieces
 from bot.errors import ModelError
 
@@ -35,6 +35,9 @@ class PoolJob:
     next_token: int = -1
     running: bool = False
     """Started by the scheduler and not yet reported done to it."""
+    awaits: tuple[PoolJob, int] | None = None
+    """(a prompt started before this one, n): its first n tokens are this prompt's too, and
+    they are copied from its slot once evaluated there instead of being evaluated twice."""
 
     @property
     def request(self) -> GenerationRequest:
@@ -95,11 +98,48 @@ class BatchDecoder:
         job.reply = ReplyStream(self._intake, job.ticket, n_prompt=len(tokens),
                                 n_evaluated=len(tokens) - len(slot.tokens), room=room)
         job.sampler = Sampler(request.sampling, n_vocab=self._ctx.n_vocab, seed=job.reply.seed)
+        if synced:
+            job.awaits = self._sibling_prefix(job)
         self.active.append(job)
         if not synced:
             # llama.cpp applies stream copies and position shifts at the next decode; make it
             # happen now, before another slot is written or this one saved.
             self._decode({job: 1})
+
+    def _sibling_prefix(self, job: PoolJob) -> tuple[PoolJob, int] | None:
+        """A prompt still being evaluated that begins as `job`'s does, beyond what `job`'s slot
+        holds: chats that start together (after a restart, a busy moment) share the system
+        prompt, and it is evaluated once, not once per chat."""
+        assert job.slot is not None
+        best: tuple[PoolJob, int] | None = None
+        needed = len(job.slot.tokens) + MIN_SHARED_PREFIX
+        for other in self.active:
+            if other.awaits is not None or other.slot is None or other.prompt_left <= 0:
+                continue
+            shared = min(common_prefix(other.tokens, job.tokens), len(job.tokens) - 1)
+            if shared >= needed and shared > len(other.slot.tokens) and (
+                    best is None or shared > best[1]):
+                best = (other, shared)
+        return best
+
+    def _prefix_ready(self, job: PoolJob) -> bool:
+        """Whether `job` may evaluate its prompt: what it awaits is copied into its slot (or
+        will never come: the other prompt was cancelled or failed)."""
+        assert job.awaits is not None and job.slot is not None and job.reply is not None
+        donor, shared = job.awaits
+        source = donor.slot
+        if (donor in self.active and source is not None and source.state is SlotState.PROMPT
+                and len(source.tokens) < shared):
+            return False
+        job.awaits = None
+        if (source is not None and source is not job.slot and len(source.tokens) >= shared
+                and source.tokens[:shared] == job.tokens[:shared]):
+            # Applied by llama.cpp at the start of the next decode, before the batch is written.
+            self._ctx.copy_prefix(source, job.slot, shared)
+            job.reply.n_evaluated = len(job.tokens) - shared
+            log.debug("chat %s: copied %d prompt tokens from chat %s", job.chat_key, shared,
+                      donor.chat_key)
+        return True
 
     def step(self) -> None:
         for job in [job for job in self.active if job.request.cancel.cancelled]:
@@ -112,7 +152,7 @@ class BatchDecoder:
             assert job.slot is not None
             if job.slot.state is SlotState.GENERATING:
                 plan[job] = 1
-            elif job.prompt_left > 0:
+            elif job.prompt_left > 0 and (job.awaits is None or self._prefix_ready(job)):
                 prompts.append(job)
         # While others generate, a prompt advances by chunks so their streams keep flowing;
         # alone, it takes whole batches.
@@ -124,7 +164,8 @@ class BatchDecoder:
             n = min(job.prompt_left, budget)
             plan[job] = n
             budget -= n
-        self._decode(plan)
+        if plan:
+            self._decode(plan)
 
     def _decode(self, counts: dict[PoolJob, int]) -> None:
         """Evaluate `counts[job]` tokens of each job in one batch, then sample where due."""

@@ -387,6 +387,47 @@ async def test_a_shared_system_prompt_is_copied_not_evaluated(
         assert_matches_reference(reference, engine, recorder, "p1", again.prompt)
 
 
+async def test_prompts_starting_together_evaluate_their_shared_prefix_once(
+    demo_model: Path, reference: Any
+) -> None:
+    # A chat keeps the pool decoding, so the three prompts below arrive within one step and
+    # are admitted together, none of them cached anywhere yet.
+    async with open_pool(demo_model, n_slots=4) as engine:
+        busy = engine.generate(ask(engine, "x", [Turn("user", "Count to fifty.")],
+                                   system="Be brief.", sampling=sampling(200)))
+        assert isinstance(await anext(busy), TextDelta)
+        steps: list[list[tuple[str, int]]] = []
+        engine.on_step = steps.append
+        recorder = LogitRecorder(engine)
+        keys = ("t1", "t2", "t3")
+        requests = {key: ask(engine, key, [Turn("user", question)])
+                    for key, question in zip(keys, QUESTIONS.values(), strict=True)}
+        results = await asyncio.gather(*(collect(engine, requests[key]) for key in keys))
+        await busy.aclose()
+        tokens = {key: engine.tokenize(requests[key].prompt) for key in keys}
+        shared = common_prefix(tokens["t1"], tokens["t2"])
+        assert shared > 30 and common_prefix(tokens["t1"], tokens["t3"]) == shared
+        evaluated = {key: done.n_evaluated for key, (_, done) in zip(keys, results, strict=True)}
+        # The first evaluates the system prompt; the others take it from its slot.
+        assert evaluated["t1"] == len(tokens["t1"])
+        for key in ("t2", "t3"):
+            assert evaluated[key] == len(tokens[key]) - shared
+        # The steps fed each chat its evaluated prompt tokens and its reply (the last token
+        # sampled is fed only if generation went on, so never at the end; an end of turn is
+        # not counted as generated).
+        for key, (_, done) in zip(keys, results, strict=True):
+            fed = sum(n for step in steps for chat, n in step if chat == key)
+            assert fed == done.n_evaluated + done.n_generated - (done.reason != "eos")
+        # The others' prompts wait for the first's to be evaluated, then go on from the copy.
+        t1_read = next(i for i, step in enumerate(steps) if dict(step).get("t1", 0) > 1)
+        assert all("t2" not in dict(step) and "t3" not in dict(step) for step in steps[:t1_read])
+        # What they compute is what each would alone, the copied prefix included.
+        assert_matches_reference(reference, engine, recorder, "t1", requests["t1"].prompt)
+        for key in ("t2", "t3"):
+            assert_matches_reference(reference, engine, recorder, key, requests[key].prompt,
+                                     [tokens[key][:shared]])
+
+
 def window_turns(n: int) -> list[Turn]:
     turns = []
     for i in range(n):
