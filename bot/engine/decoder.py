@@ -154,6 +154,8 @@ class BatchDecoder:
                 plan[job] = 1
             elif job.prompt_left > 0 and (job.awaits is None or self._prefix_ready(job)):
                 prompts.append(job)
+        if plan and self._finish_short_prompts(prompts):
+            return
         # While others generate, a prompt advances by chunks so their streams keep flowing;
         # alone, it takes whole batches.
         budget = self._prefill_chunk if plan else self._batch
@@ -166,6 +168,27 @@ class BatchDecoder:
             budget -= n
         if plan:
             self._decode(plan)
+
+    def _finish_short_prompts(self, prompts: list[PoolJob]) -> bool:
+        """Evaluate the prompts whose rest fits in one chunk in a step of their own, without
+        the generating chats' next tokens; False if there is none.
+
+        With one KV stream per slot, llama.cpp splits a batch into parts holding as many tokens
+        of each sequence, so one token for each generating chat beside a prompt costs a pass
+        over the weights of its own. Without them the prompt costs one pass, and the others
+        lose nothing: their next token comes after that step and one more, as it would after
+        the mixed step, and then the new chat decodes beside them."""
+        plan: dict[PoolJob, int] = {}
+        budget = self._batch
+        for job in prompts:
+            n = job.prompt_left
+            if n <= self._prefill_chunk and n <= budget:
+                plan[job] = n
+                budget -= n
+        if not plan:
+            return False
+        self._decode(plan)
+        return True
 
     def _decode(self, counts: dict[PoolJob, int]) -> None:
         """Evaluate `counts[job]` tokens of each job in one batch, then sample where due."""

@@ -659,6 +659,28 @@ async def test_a_long_prompt_does_not_freeze_other_streams(demo_model: Path) -> 
         assert all(step["s"] == 1 and step["l"] <= 64 for step in reading)
 
 
+async def test_a_short_prompt_beside_generating_chats_takes_a_step_of_its_own(
+    demo_model: Path,
+) -> None:
+    # With one KV stream per slot llama.cpp would split a step holding both into two passes
+    # over the weights; alone, the prompt costs one and the generating chat waits no longer.
+    async with open_pool(demo_model, n_slots=2, prefill_chunk=64) as engine:
+        steps: list[list[tuple[str, int]]] = []
+        engine.on_step = steps.append
+        story = [Turn("user", "Write a long story about a llama in the Andes.")]
+        stream = engine.generate(ask(engine, "s", story, system=None, sampling=sampling(120)))
+        assert isinstance(await anext(stream), TextDelta)
+        _, short = await collect(engine, ask(engine, "q", [Turn("user", "Hi!")], system=None,
+                                             sampling=sampling(4)))
+        rest = [event async for event in stream]
+        assert isinstance(rest[-1], Finished) and rest[-1].n_generated == 120
+        assert 1 < short.n_evaluated <= 64
+        reading = [i for i, step in enumerate(steps) if dict(step).get("q", 0) > 1]
+        assert len(reading) == 1 and [key for key, _ in steps[reading[0]]] == ["q"]
+        # The chats decode together again right after it.
+        assert dict(steps[reading[0] + 1]) == {"s": 1, "q": 1}
+
+
 async def test_memory_report_and_q8_0_cache(demo_model: Path) -> None:
     first: dict[str, np.ndarray] = {}
     async with open_pool(demo_model, n_slots=2, n_ctx=1024) as f16:
