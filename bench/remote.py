@@ -229,6 +229,10 @@ class Tally:
         return sum(a.n_evaluated for chat in self.answers for a in chat)
 
     @property
+    def generated(self) -> int:
+        return sum(a.n_generated for chat in self.answers for a in chat)
+
+    @property
     def ttfts(self) -> list[float]:
         return [a.ttft for chat in self.answers for a in chat]
 
@@ -280,14 +284,16 @@ def tally_line(name: str, tally: Tally, runs: list[Tally], baseline: Tally) -> s
     evaluated = sorted({run_.evaluated for run_ in runs})
     varied = f" (runs: {evaluated[0]}..{evaluated[-1]})" if len(evaluated) > 1 else ""
     return (f"  {name:<10} wall {tally.wall:6.1f} s   evaluated {tally.evaluated:5d} / new "
-            f"{tally.new:5d} = {tally.evaluated / tally.new:.2f}{varied}   first token mean "
-            f"{statistics.mean(ttfts) * 1000:5.0f} ms, max {max(ttfts) * 1000:5.0f} ms   "
-            f"as the baseline's: {same}/{len(pairs)} replies, {lengths} prompt lengths")
+            f"{tally.new:5d} = {tally.evaluated / tally.new:.2f}{varied}   generated "
+            f"{tally.generated:4d}   first token mean {statistics.mean(ttfts) * 1000:5.0f} ms, "
+            f"max {max(ttfts) * 1000:5.0f} ms   as the baseline's: {same}/{len(pairs)} replies, "
+            f"{lengths} prompt lengths")
 
 
 async def workload_section(model: Path, args: argparse.Namespace, work: Workload,
                            slots_dir: Path) -> None:
     threads = args.threads
+    configs = [name for name in CONFIGS if name == "baseline" or name in args.configs]
     # With --slot-save-path so that every run can start from erased slots.
     one = LlamaServer(model, slots=work.chats, ctx=work.chats * work.n_ctx, threads=threads,
                       slot_save_path=slots_dir)
@@ -300,7 +306,7 @@ async def workload_section(model: Path, args: argparse.Namespace, work: Workload
         async with httpx.AsyncClient(timeout=httpx.Timeout(300.0, connect=5.0)) as client:
             direct = await DirectClient(client, one.url).start()
             pool_options = PoolOptions(model_path=model, n_ctx=work.n_ctx, n_slots=work.chats,
-                                       threads=threads)
+                                       threads=threads, prefill_chunk=args.prefill_chunk)
 
             async def through_baseline(tag: str) -> Tally:
                 await erase_slots(client, one)
@@ -329,9 +335,9 @@ async def workload_section(model: Path, args: argparse.Namespace, work: Workload
                 "pool": through_pool,
             }
             await converse(direct, Workload(1, 1, 4, work.n_ctx), "warm-up")
-            runs: dict[str, list[Tally]] = {name: [] for name in CONFIGS}
+            runs: dict[str, list[Tally]] = {name: [] for name in configs}
             for attempt in range(args.repeat):
-                for name in CONFIGS:  # interleaved: each attempt runs every client once
+                for name in configs:  # interleaved: each attempt runs every client once
                     tally = await clients[name](f"{name}-{attempt}")
                     runs[name].append(tally)
                     print(f"    (run {attempt + 1}: {name} {tally.wall:.1f} s, "
@@ -343,9 +349,9 @@ async def workload_section(model: Path, args: argparse.Namespace, work: Workload
     base = best["baseline"]
     print(f"{work.chats} chats x {work.turns} turns, greedy replies of {work.reply} tokens, "
           f"best of {args.repeat} (by wall time):")
-    for name in CONFIGS:
+    for name in configs:
         print(tally_line(name, best[name], runs[name], base))
-    for name in ("remote(1)", "remote(2)"):
+    for name in [name for name in ("remote(1)", "remote(2)") if name in best]:
         tally = best[name]
         ratio = tally.evaluated / tally.new
         wall = tally.wall / base.wall
@@ -355,6 +361,8 @@ async def workload_section(model: Path, args: argparse.Namespace, work: Workload
                    else "other servers, half the threads each: no goal")
         print(f"  {name}: evaluated/new {ratio:.2f} ({goal(ratio <= 1.1)}: <= 1.1); wall "
               f"x{wall:.2f} of the baseline's ({verdict})")
+    if "pool" not in best:
+        return
     pool = best["pool"]
     print(f"  pool: evaluated {pool.evaluated} vs the server's {base.evaluated}: "
           f"x{pool.evaluated / base.evaluated:.2f} ({goal(pool.evaluated <= base.evaluated)}: "
@@ -479,6 +487,12 @@ async def main() -> None:
     parser.add_argument("--slot-rounds", type=int, default=4,
                         help="follow-ups of each kind in the slot figures (the best counts)")
     parser.add_argument("--skip-workload", action="store_true", help="only the slot figures")
+    parser.add_argument("--configs", type=lambda text: text.split(","), default=list(CONFIGS),
+                        help="comma-separated runs of the workload besides the baseline "
+                             f"(default all: {','.join(CONFIGS[1:])})")
+    parser.add_argument("--prefill-chunk", type=int, default=PoolOptions.prefill_chunk,
+                        help="the pool's prompt tokens per step while other chats generate "
+                             "(default: the bot's)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     route_llama_log()
