@@ -242,3 +242,20 @@ async def test_the_openai_kind_streams_from_v1_chat_completions(server: LlamaSer
         assert estimate >= finished.n_prompt_tokens  # the calibrated estimate errs high
     finally:
         await engine.aclose()
+
+
+async def test_a_start_with_no_server_up_says_it_waits_then_fails_clearly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import socket
+
+    from bot.errors import ModelError
+
+    with socket.socket() as closed:  # a loopback port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    with caplog.at_level("WARNING", logger="bot.engine.remote.engine"), \
+            pytest.raises(ModelError, match=r"no model server answered within 2 s \(http://"):
+        await connect(url, connect_wait=2.0)
+    waiting = [r.getMessage() for r in caplog.records if "waiting up to 2 s" in r.getMessage()]
+    assert len(waiting) == 1 and url in waiting[0]

@@ -152,12 +152,14 @@ class RemoteEngine:
             await asyncio.gather(*(self._check(b) for b in self._backends if not b.up))
             if any(b.up for b in self._backends) or time.monotonic() >= deadline:
                 break
+            if delay == FIRST_RETRY:  # said once, so that a start waiting is not a silent one
+                log.warning("no model server answers yet (%s); waiting up to %.0f s for one",
+                            self._problems(), self._options.connect_wait)
             await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, LAST_RETRY)
         if not any(b.up for b in self._backends):
-            problems = "; ".join(f"{b.spec.url}: {b.reason}" for b in self._backends)
             raise ModelError(f"no model server answered within {self._options.connect_wait:.0f} s "
-                             f"({problems})")
+                             f"({self._problems()})")
         self._info = self._model_info()
         for backend in self._backends:
             if backend.up:
@@ -171,6 +173,9 @@ class RemoteEngine:
                 self._watch(backend)
         self._spawn(self._check_cancels())
         self._spawn(self._patrol())
+
+    def _problems(self) -> str:
+        return "; ".join(f"{b.spec.url}: {b.reason}" for b in self._backends if not b.up)
 
     async def aclose(self) -> None:
         """Cancel the replies in flight and waiting, stop the health checks, close the client."""
