@@ -1,5 +1,6 @@
-"""The pool's decode loop: every step evaluates the next token of each generating chat plus a
-chunk of at most one waiting prompt in one batch (continuous batching), then samples where due."""
+"""The pool's decode loop (continuous batching): a step evaluates the next token of each
+generating chat plus a chunk of the prompts being read, or, when the prompts' rest fits in one
+chunk, those prompts alone; then it samples where due."""
 
 from __future__ import annotations
 
