@@ -135,7 +135,7 @@ async def _export(settings: Settings, chat_id: int, fmt: Any) -> str:
 
 
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.doctor import run_doctor
+    from bot.ops.doctor import run_doctor
 
     return run_doctor(settings, sys.stdout)
 
@@ -286,9 +286,9 @@ async def _run_bot(settings: Settings, *, engine: Engine | None = None) -> int:
     Under systemd (Type=notify) it reports its progress, READY once updates arrive, watchdog
     pings from the event loop for as long as it runs, and STOPPING.
     """
-    from bot.runtime import open_runtime
+    from bot.ops.runtime import open_runtime
     from bot.store.instance_lock import hold_instance_lock
-    from bot.systemd import SystemdNotifier
+    from bot.ops.systemd import SystemdNotifier
     from bot.telegram.app import check_telegram, run_telegram
 
     notifier = SystemdNotifier.from_environment()
@@ -326,7 +326,7 @@ async def _run_console(
 ) -> int:
     """`banner`: an English message (`N_`), shown in `language`."""
     from bot.console import CONSOLE_CHAT, run_console
-    from bot.runtime import open_runtime
+    from bot.ops.runtime import open_runtime
 
     async with open_runtime(settings) as runtime:
         service = runtime.service

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bot.runtime import Runtime, open_runtime
+from bot.ops.runtime import Runtime, open_runtime
 from bot.settings import Settings
 from bot.telegram.app import run_telegram
 from tests.fakebotapi import FakeBotAPI

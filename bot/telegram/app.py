@@ -19,9 +19,9 @@ from bot.chat import ChatService
 from bot.chat.commands import menu
 from bot.engine.base import ServedElsewhere
 from bot.errors import ConfigError
-from bot.health import HealthServer, check_ready, engine_problems
+from bot.ops.health import HealthServer, check_ready, engine_problems
 from bot.settings import Settings
-from bot.systemd import SystemdNotifier
+from bot.ops.systemd import SystemdNotifier
 from bot.telegram import handlers
 from bot.telegram.front import DEPS_KEY, AnyApplication, BotDeps, deps_of
 from bot.telegram.ordering import ChatOrderedUpdateProcessor

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from bot.chat.followups import BUSY, DEAD, NOTHING_TO_CONTINUE, NOTHING_TO_REDO
 from bot.console import ConsoleFront, handle_command
-from bot.runtime import open_runtime
+from bot.ops.runtime import open_runtime
 from bot.store.schema import TurnRow
 from bot.telegram.presses import NOT_WRITING, NOT_YOURS
 from tests.fakebotapi import FakeBotAPI

@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 
 from bot.chat.forgetting import CONFIRM_SECONDS, ChatForgetting
 from bot.core.chats import ChatRef
-from bot.runtime import open_runtime
+from bot.ops.runtime import open_runtime
 from bot.store import repository as repo
 from bot.store.database import migrate_async, open_database, sessions
 from bot.store.schema import TurnRow, utcnow

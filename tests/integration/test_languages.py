@@ -13,7 +13,7 @@ import pytest
 
 from bot.console import run_console
 from bot.i18n import _, speaking
-from bot.runtime import open_runtime
+from bot.ops.runtime import open_runtime
 from tests.fakebotapi import FakeBotAPI
 from tests.fakeengine import ScriptedEngine
 

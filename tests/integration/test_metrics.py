@@ -11,7 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.doctor import run_doctor
+from bot.ops.doctor import run_doctor
 from bot.settings import load_settings
 from tests.fakebotapi import FakeBotAPI
 from tests.fakeengine import ScriptedEngine

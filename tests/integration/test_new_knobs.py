@@ -11,7 +11,7 @@ import pytest
 
 from bot.chat.commands import BY_NAME
 from bot.console import CONSOLE_CHAT, ConsoleFront, handle_command
-from bot.runtime import open_runtime
+from bot.ops.runtime import open_runtime
 from tests.fakebotapi import FakeBotAPI
 from tests.fakeengine import ScriptedEngine
 
@@ -149,11 +149,11 @@ def test_chat_flags_are_stored_for_the_console_chat(
 
     settings = make_settings()
     monkeypatch.setattr("bot.console.run_console", fake_console)
-    import bot.runtime  # the CLI imports it when the command runs
+    import bot.ops.runtime  # the CLI imports it when the command runs
 
-    real_open = bot.runtime.open_runtime
+    real_open = bot.ops.runtime.open_runtime
     monkeypatch.setattr(
-        bot.runtime, "open_runtime", lambda s, engine=None, **kw: real_open(s, ScriptedEngine(), **kw)
+        bot.ops.runtime, "open_runtime", lambda s, engine=None, **kw: real_open(s, ScriptedEngine(), **kw)
     )
     args = cli.build_parser().parse_args(
         ["chat", "--min-p", "0.3", "--repeat-last-n", "128", "--temp", "0.5"]

@@ -10,7 +10,7 @@ import pytest
 from bot.chat.switching import chosen_model, remember_model
 from bot.engine.base import Engine
 from bot.errors import ModelError
-from bot.runtime import open_runtime
+from bot.ops.runtime import open_runtime
 from bot.store.repository import ChatRef
 from tests.fakeengine import ScriptedEngine
 from tests.sinks import RecordingSink

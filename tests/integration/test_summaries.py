@@ -12,7 +12,7 @@ import pytest
 
 from bot.chat.summaries import SUMMARY_INTRO
 from bot.core.prompt import Segment, prompt_text
-from bot.runtime import open_runtime
+from bot.ops.runtime import open_runtime
 from bot.store.repository import ChatRef
 from bot.store.schema import ChatRow
 from tests.fakeengine import ScriptedEngine

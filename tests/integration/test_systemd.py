@@ -21,7 +21,7 @@ import pytest
 
 from bot.cli import _run_bot, setup_logging
 from bot.settings import TOKEN_CREDENTIAL, credential_token
-from bot.systemd import SystemdNotifier
+from bot.ops.systemd import SystemdNotifier
 from tests.fakebotapi import FakeBotAPI
 from tests.fakeengine import ScriptedEngine
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bot.runtime import open_runtime
+from bot.ops.runtime import open_runtime
 from bot.store.repository import ChatRef
 from tests.sinks import RecordingSink
 

@@ -11,7 +11,7 @@ import pytest
 
 from bot.core.prompt import Segment
 from bot.engine.base import Finished, GenerationEvent, GenerationRequest
-from bot.runtime import open_runtime
+from bot.ops.runtime import open_runtime
 from bot.store.repository import ChatRef
 from bot.store.schema import ChatRow
 from tests.sinks import RecordingSink

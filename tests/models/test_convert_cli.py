@@ -12,7 +12,7 @@ from bot.cli import main
 from bot.core.prompt import Turn, prompt_text
 from bot.core.templates import AlpacaFormat
 from bot.engine.llama import EngineOptions, LlamaEngine
-from bot.runtime import open_runtime
+from bot.ops.runtime import open_runtime
 from bot.store.repository import ChatRef
 from tests.sinks import RecordingSink
 

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.engine.base import Finished
 from bot.errors import ConfigError
-from bot.health import HealthServer, check_ready
+from bot.ops.health import HealthServer, check_ready
 from bot.metrics import Metrics
 from bot.settings import load_settings
 
