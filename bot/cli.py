@@ -341,7 +341,7 @@ async def _run_console(
                 text = await asyncio.to_thread(prompt_file.read_text, encoding="utf-8")
             except OSError as exc:
                 raise UserError(f"cannot read prompt file {prompt_file}: {exc.strerror}") from None
-            await service.set_system(CONSOLE_CHAT, text)
+            await service.chat_settings.set_system(CONSOLE_CHAT, text)
         info = runtime.engine.info
         header = f"alpaca-bot {__version__} — model {info.name} ({info.path.name})"
         with speaking(language):

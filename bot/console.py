@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import TextIO
 
 from bot import i18n
-from bot.chat import Accepted, ChatService, ReplySink
+from bot.chat import ChatService, ReplySink
 from bot.chat.commands import BY_NAME, Access, FrontName, Invocation, commands_for, dispatch
-from bot.chat.conversation import Redo
-from bot.chat.followups import RedoPlan
+from bot.chat.redo import RedoPlan
 from bot.chat.sink import STALLED_NOTE, ReplyAction
 from bot.core.chats import ChatRef
 from bot.errors import UserError
@@ -157,11 +156,12 @@ class ConsoleFront:
 
     async def ask(self, text: str) -> None:
         try:
-            accepted = await self._service.accept(CONSOLE_CHAT, text)
+            accepted = await self._service.conversation.accept(CONSOLE_CHAT, text)
         except UserError as exc:
             self._out.write(f"{exc}\n")
             return
-        await self._answer(accepted, ConsoleSink(self._out, self._color))
+        sink = ConsoleSink(self._out, self._color)
+        await self._generating(self._service.conversation.write_reply(accepted, sink))
 
     async def redo(self, plan: RedoPlan) -> None:
         """/retry prints the new reply; /continue prints what follows the last one."""
@@ -169,13 +169,14 @@ class ConsoleFront:
         if plan.redo == "continue":
             printed = plan.shown
             self._out.write("…")
-        await self._answer(plan.accepted, ConsoleSink(self._out, self._color, printed=printed),
-                           redo=plan.redo)
+        sink = ConsoleSink(self._out, self._color, printed=printed)
+        await self._generating(self._service.redo.write_again(plan.accepted, sink, plan.redo))
 
-    async def _answer(self, accepted: Accepted, sink: ConsoleSink, redo: Redo | None = None) -> None:
+    async def _generating(self, writing: Awaitable[object]) -> None:
+        """Await a reply being written (Ctrl+C meanwhile stops it instead of exiting)."""
         self.generating = True
         try:
-            await self._service.answer(accepted, sink, redo=redo)
+            await writing
         finally:
             self.generating = False
 
@@ -244,7 +245,7 @@ async def run_console(
 
     def on_interrupt() -> None:
         if front.generating:
-            service.stop(CONSOLE_CHAT.chat_id)
+            service.activity.stop(CONSOLE_CHAT.chat_id)
         else:
             interrupted.set()
 

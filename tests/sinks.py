@@ -1,8 +1,14 @@
-"""A reply sink for tests of the chat service: keeps what it was shown."""
+"""A reply sink for tests of the chat service: keeps what it was shown; and `ask`, a question
+stored and answered into one."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.chat import ChatService, ReplyOutcome
+    from bot.core.chats import ChatRef
 
 
 class RecordingSink:
@@ -31,3 +37,11 @@ class RecordingSink:
 
     async def fail(self, message: str) -> None:
         self.final = message
+
+
+async def ask(
+    service: ChatService, ref: ChatRef, text: str, sink: RecordingSink | None = None
+) -> ReplyOutcome | None:
+    """Store `text` as a question of `ref` and write its reply into `sink` (a new one if None)."""
+    accepted = await service.conversation.accept(ref, text)
+    return await service.conversation.write_reply(accepted, sink or RecordingSink())

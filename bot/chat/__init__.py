@@ -1,5 +1,6 @@
-"""What a chat does, front-end neutral: the conversation, the settings commands, recovery after
-a restart, model switching and the command table, composed by `ChatService`."""
+"""What a chat does, front-end neutral: the conversation, writing a reply again, the settings
+commands, recovery after a restart, model switching and the command table, composed by
+`ChatService`."""
 
 from bot.chat.conversation import Accepted, ReplyOutcome
 from bot.chat.recovery import RecoveryItem

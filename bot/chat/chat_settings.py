@@ -1,4 +1,4 @@
-"""A chat's settings: the knob commands (/temp, /ctx, ...), /system, /reset and /settings, and
+"""A chat's settings: the knob commands (/temp, /ctx, ...), /system, /reset and /summary, and
 what a chat's stored values amount to under the running model's limits."""
 
 from __future__ import annotations
@@ -6,22 +6,18 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.chat.running import RunningModel
-from bot.chat.summaries import summary_on, system_with_summary
+from bot.chat.summaries import summary_on
 from bot.core.chats import ChatRef
 from bot.core.knobs import KNOBS, Knob
 from bot.core.params import GenerationParams, clamp_to_limits, parse_value, with_value
-from bot.core.prompt import Turn
-from bot.core.window import Window, fit_window
-from bot.engine.base import Engine
-from bot.errors import InputTooLong, InvalidParameter
+from bot.errors import InvalidParameter
 from bot.i18n import N_, _, _n
 from bot.settings import Settings
 from bot.store import repository as repo
-from bot.store.schema import ChatRow, TurnRow
+from bot.store.schema import ChatRow
 
 MAX_SYSTEM_CHARS = 4000
 NO_SYSTEM = N_("(none set: the chat template's own default applies)")
-NOT_SENT = N_("(not used: an OpenAI-compatible server has no such setting)")
 
 
 class ChatSettings:
@@ -52,34 +48,6 @@ class ChatSettings:
         if chat.parent is not None and chat.parent.system_prompt is not None:
             return chat.parent.system_prompt
         return self._settings.system_prompt
-
-    def window_system(self, chat: ChatRow) -> str | None:
-        """The system text of the chat's window: its system prompt, then its summary."""
-        system = self.system_of(chat)
-        if chat.summary and summary_on(chat) and self._settings.summary_tokens:
-            return system_with_summary(system, self._model.chat_format.default_system,
-                                       chat.summary)
-        return system
-
-    async def window_of(
-        self, chat: ChatRow, params: GenerationParams, turns: list[Turn]
-    ) -> Window:
-        """The prompt of the chat's next reply: system prompt (and summary) and the turns that
-        fit. Where the summary leaves no room for the question, the window goes without it."""
-        engine: Engine = self._model.engine
-        system = self.window_system(chat)
-        try:
-            return await fit_window(
-                self._model.chat_format, system, turns,
-                budget=params.prompt_budget, count_tokens=engine.count_tokens,
-            )
-        except InputTooLong:
-            if system == self.system_of(chat):
-                raise
-        return await fit_window(
-            self._model.chat_format, self.system_of(chat), turns,
-            budget=params.prompt_budget, count_tokens=engine.count_tokens,
-        )
 
     async def params(self, ref: ChatRef) -> GenerationParams:
         async with self._sessions() as session:
@@ -183,58 +151,6 @@ class ChatSettings:
             left,
         )
 
-    async def overview(self, ref: ChatRef) -> str:
-        """/settings: the model, every knob, the system prompt, memory and context use."""
-        async with self._sessions() as session:
-            chat = await repo.get_or_create_chat(session, ref)
-            turns = await repo.conversation(session, chat)
-            await session.commit()
-        params = self.params_of(chat)
-        used, dropped = await self._context_use(chat, params, turns)
-        engine = self._model.engine
-        info = engine.info
-        lines = [_("Model: {name} ({file}), chat format: {chat_format}", name=info.name,
-                   file=info.path.name, chat_format=self._model.chat_format.name)]
-        lines += [
-            f"/{knob.command} ({knob.flag}) = {knob.format(params[knob.name])}"
-            + ("" if info.knobs is None or knob.name in info.knobs else f" {_(NOT_SENT)}")
-            for knob in KNOBS
-        ]
-        system = self.system_of(chat)
-        if system is None:
-            system = self._model.chat_format.default_system or _(NO_SYSTEM)
-        lines.append(f"/system = {_shorten(system, 200)}")
-        lines.append(_("Memory: {summary}", summary=engine.memory_report().summary()))
-        people = {row.speaker or "someone" for row in turns[dropped:] if row.role == "user"}
-        counts = dict(used=used, n_ctx=params.n_ctx, in_window=len(turns) - dropped,
-                      total=len(turns), reserved=params.n_predict)
-        if chat.kind not in ("private", "console") and people:
-            lines.append(_n(
-                "Context: {used}/{n_ctx} tokens ({in_window} of {total} messages in the window "
-                "from {n} person, {reserved} reserved for the reply)",
-                "Context: {used}/{n_ctx} tokens ({in_window} of {total} messages in the window "
-                "from {n} people, {reserved} reserved for the reply)",
-                len(people), **counts,
-            ))
-        else:
-            lines.append(_(
-                "Context: {used}/{n_ctx} tokens ({in_window} of {total} messages in the "
-                "window, {reserved} reserved for the reply)",
-                **counts,
-            ))
-        lines.append(self._summary_line(chat))
-        return "\n".join(lines)
-
-    def _summary_line(self, chat: ChatRow) -> str:
-        if not self._settings.summary_tokens:
-            return _("Summary: off (summary_tokens = 0)")
-        if not summary_on(chat):
-            return _("Summary: off for this chat (/summary on)")
-        if not chat.summary:
-            return _("Summary: none yet (written when messages leave the window)")
-        return _("Summary of older messages (/summary): {summary}",
-                 summary=_shorten(chat.summary, 200))
-
     async def show_summary(self, ref: ChatRef) -> str:
         """/summary: the chat's summary of the messages that left its window."""
         async with self._sessions() as session:
@@ -266,26 +182,3 @@ class ChatSettings:
         if value == "off":
             return _("Summaries off for this chat: messages that leave the window are forgotten.")
         return _("Summaries on for this chat: messages that leave the window are summarised.")
-
-    async def _context_use(
-        self, chat: ChatRow, params: GenerationParams, rows: list[TurnRow]
-    ) -> tuple[int, int]:
-        turns = [turn_of(row) for row in rows]
-        if any(turn.role == "user" for turn in turns):
-            try:
-                window = await self.window_of(chat, params, turns)
-                return window.n_tokens, window.first_turn
-            except InputTooLong:
-                return params.prompt_budget, len(turns)
-        prompt = self._model.chat_format.render(self.system_of(chat), [])
-        return await self._model.engine.count_tokens(prompt), 0
-
-
-def turn_of(row: TurnRow) -> Turn:
-    if row.role == "user":
-        return Turn("user", row.text, row.speaker)
-    return Turn("assistant", row.text)
-
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -19,8 +19,7 @@ from bot.errors import ModelError, QuantizeError, UserError
 from bot.i18n import N_, _, languages
 
 if TYPE_CHECKING:
-    from bot.chat.conversation import Redo
-    from bot.chat.followups import RedoPlan
+    from bot.chat.redo import Redo, RedoPlan
     from bot.chat.service import ChatService
     from bot.chat.sink import ReplySink
     from bot.models.auto_report import AutoQuantizeReport
@@ -168,11 +167,11 @@ async def _forget(chat: ChatService, front: Front, call: Invocation) -> str:
 
 
 async def _settings(chat: ChatService, front: Front, call: Invocation) -> str:
-    return await chat.chat_settings.overview(call.ref)
+    return await chat.overview.text(call.ref)
 
 
 async def _stop(chat: ChatService, front: Front, call: Invocation) -> str | None:
-    if chat.conversation.stop(await chat.conversation.conversation_id(call.ref)):
+    if chat.activity.stop(await chat.conversation.conversation_id(call.ref)):
         return None  # the stopped reply says so itself
     return _("Nothing to stop: no reply is being written here.")
 
@@ -187,7 +186,7 @@ async def _continue(chat: ChatService, front: Front, call: Invocation) -> str | 
 
 async def _redo(chat: ChatService, front: Front, call: Invocation, redo: Redo) -> str | None:
     conversation_id = await chat.conversation.conversation_id(call.ref)
-    plan = await chat.followups.for_last(conversation_id, redo)  # UserError: why not
+    plan = await chat.redo.for_last(conversation_id, redo)  # UserError: why not
     if plan.asker != call.user_id and not await front.allowed("chat_admins"):
         return _(NOT_YOUR_REPLY)
     await front.redo(plan)
@@ -199,7 +198,7 @@ async def _help(chat: ChatService, front: Front, call: Invocation) -> str:
 
 
 async def _model(chat: ChatService, front: Front, call: Invocation) -> str | None:
-    switch = chat.models
+    switch = chat.model_switch
     if switch is None:
         return _("Switching models is not available here.")
     if not call.argument:
@@ -211,9 +210,9 @@ async def _model(chat: ChatService, front: Front, call: Invocation) -> str | Non
 
 
 async def _switch(chat: ChatService, name: str) -> str:
-    assert chat.models is not None
+    assert chat.model_switch is not None
     try:
-        return await chat.models.switch(name)
+        return await chat.model_switch.switch(name)
     except UserError as exc:
         return str(exc)
 

@@ -11,6 +11,7 @@ from typing import Protocol, runtime_checkable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.chat.activity import ChatActivity
 from bot.chat.conversation import Conversation
 from bot.chat.running import RunningModel
 from bot.core.chats import ChatRef
@@ -54,11 +55,13 @@ class ChatForgetting:
         sessions: async_sessionmaker[AsyncSession],
         model: RunningModel,
         conversation: Conversation,
+        activity: ChatActivity,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessions = sessions
         self._model = model
         self._conversation = conversation
+        self._activity = activity
         self._clock = clock
         self._asked: dict[int, float] = {}
         """Chats asked to confirm, and until when the confirmation counts."""
@@ -80,7 +83,7 @@ class ChatForgetting:
 
     async def forget(self, ref: ChatRef, conversation: int) -> str:
         """Stop the conversation's replies, delete it and the model's cache of it."""
-        async with self._conversation.quiet(conversation):
+        async with self._activity.stop_and_hold(conversation):
             async with self._sessions() as session:
                 deleted = await chat_data.forget_chat(session, conversation)
                 await session.commit()

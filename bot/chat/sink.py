@@ -9,7 +9,7 @@ from bot.i18n import N_, _
 
 MessageRecorder = Callable[[Sequence[int]], Awaitable[None]]
 """Stores the message ids a reply spans so far; a front end hands one to the sink it builds
-(`ChatService.recorder`), so a reply cut off by a crash is edited in place after a restart."""
+(`Conversation.recorder`), so a reply cut off by a crash is edited in place after a restart."""
 
 STOP_NOTES: dict[str, str | None] = {
     "cancelled": N_("⏹ stopped"),

@@ -1,6 +1,6 @@
 """Memory past the window: turns that leave a chat's window are folded into a running summary,
 written by the same model in the background while no reply is being written, stored per chat
-and placed after the system prompt (see `ChatSettings.window_of`).
+and placed after the system prompt (see `ReplyPreparation.system`).
 
 A summary never delays a reply: it starts only when no reply is running or waiting, and a
 reply that arrives meanwhile cancels it (it is written again later, from the same turns).

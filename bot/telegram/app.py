@@ -106,8 +106,9 @@ async def run_telegram(
     try:
         await _set_menus(application)
         await application.start()
-        if isinstance(service.engine, ServedElsewhere):
-            service.engine.add_listener(partial(handlers.on_server_status, application))
+        engine = service.running_model.engine
+        if isinstance(engine, ServedElsewhere):
+            engine.add_listener(partial(handlers.on_server_status, application))
         await handlers.report_interrupted_jobs(application)
         if service.retention.days:
             # The first pass before replies resume: none is written from turns past the period.
@@ -162,7 +163,7 @@ def _health_server(
 
     async def ready() -> list[str]:
         return await check_ready(
-            engine_ready=lambda: engine_problems(service.engine),
+            engine_ready=lambda: engine_problems(service.running_model.engine),
             database=service.ping_database, metrics=service.metrics,
             ask_bot_api=application.bot.get_me,
         )

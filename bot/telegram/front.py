@@ -18,8 +18,7 @@ from telegram.ext import Application, ContextTypes
 
 from bot.chat import Accepted, ChatService
 from bot.chat.commands import Access, FrontName
-from bot.chat.conversation import Redo
-from bot.chat.followups import RedoPlan
+from bot.chat.redo import Redo, RedoPlan
 from bot.core.chats import ChatRef, is_group_kind
 from bot.errors import UserError
 from bot.i18n import N_, _
@@ -103,7 +102,8 @@ class BotDeps:
             bot, chat_id, interval=gate.interval,
             reply_to=reply_to if is_group_kind(kind) else None, thread_id=thread_id,
             existing_ids=existing_ids or (), shown=shown, gate=gate,
-            on_messages=self.service.recorder(accepted), buttons=ReplyButtons(accepted.turn_id),
+            on_messages=self.service.conversation.recorder(accepted),
+            buttons=ReplyButtons(accepted.turn_id),
             drafts=drafts,
         )
 
@@ -192,7 +192,7 @@ class TelegramFront:
                 message.sender_chat.title if message.sender_chat else None
             ) or "someone"
         try:
-            accepted = await self.deps.service.accept(
+            accepted = await self.deps.service.conversation.accept(
                 chat_ref(chat, message), text, speaker=speaker,
                 user_id=user.id if user else None,
                 message_id=message.message_id, thread_id=thread_of(message),
@@ -204,7 +204,7 @@ class TelegramFront:
             self._context.bot, chat.id, chat.type, reply_to=message.message_id,
             thread_id=thread_of(message), accepted=accepted,
         )
-        self.deps.spawn(answer(self.deps.service, accepted, streamer),
+        self.deps.spawn(write_reply(self.deps.service, accepted, streamer),
                         f"answer chat {chat.id} turn {accepted.turn_id}")
 
     async def redo(self, plan: RedoPlan) -> None:
@@ -215,7 +215,7 @@ class TelegramFront:
             thread_id=plan.thread_id, accepted=plan.accepted, existing_ids=plan.message_ids,
             shown=plan.shown,
         )
-        self.deps.spawn(answer(self.deps.service, plan.accepted, streamer, redo=plan.redo),
+        self.deps.spawn(write_reply(self.deps.service, plan.accepted, streamer, redo=plan.redo),
                         f"{plan.redo} chat {chat.id} turn {plan.accepted.turn_id}")
         # Let it start: it marks the chat busy at once, so a second press (handled next, in
         # order) is refused instead of writing the reply a second time.
@@ -273,8 +273,13 @@ class TelegramFront:
         return member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR)
 
 
-async def answer(
+async def write_reply(
     service: ChatService, accepted: Accepted, streamer: ReplyStreamer, *, redo: Redo | None = None
 ) -> None:
+    """Show the bot typing, then write the reply to `accepted` (with `redo`: write its stored
+    reply again)."""
     await streamer.typing()
-    await service.answer(accepted, streamer, redo=redo)
+    if redo is None:
+        await service.conversation.write_reply(accepted, streamer)
+    else:
+        await service.redo.write_again(accepted, streamer, redo)

@@ -36,10 +36,10 @@ from bot.telegram.front import (
     AnyApplication,
     BotContext,
     TelegramFront,
-    answer,
     chat_ref,
     deps_of,
     respond,
+    write_reply,
 )
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ async def report_interrupted_jobs(application: AnyApplication) -> None:
 async def resume_unfinished(application: AnyApplication) -> int:
     """After a restart: redo questions a crash cut off and deliver replies stored but not shown."""
     d = deps_of(application.bot_data)
-    items = await d.service.unfinished()
+    items = await d.service.recovery.unfinished()
     for item in items:
         question = item.question
         accepted: Accepted = item.accepted
@@ -188,10 +188,11 @@ async def resume_unfinished(application: AnyApplication) -> int:
             if item.needs_generation:
                 log.info("answering turn %d of chat %d again after a restart", question.id,
                          question.chat_id)
-                d.spawn(answer(d.service, accepted, streamer),
+                d.spawn(write_reply(d.service, accepted, streamer),
                         f"resume chat {question.chat_id} turn {question.id}")
             else:
-                d.spawn(d.service.deliver_stored(item, streamer), f"deliver turn {question.id}")
+                d.spawn(d.service.recovery.deliver_stored(item, streamer),
+                        f"deliver turn {question.id}")
     return len(items)
 
 

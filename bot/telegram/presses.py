@@ -14,7 +14,7 @@ import time
 from telegram import CallbackQuery, Message, Update
 from telegram.error import RetryAfter, TelegramError
 
-from bot.chat.followups import Refused
+from bot.chat.redo import Refused
 from bot.i18n import N_, _
 from bot.telegram.buttons import parse_callback
 from bot.telegram.front import BotContext, TelegramFront, chat_ref, deps_of
@@ -57,7 +57,7 @@ async def _press(update: Update, context: BotContext, query: CallbackQuery) -> s
     service = deps_of(context.bot_data).service
     conversation_id = await service.conversation.conversation_id(chat_ref(chat, message))
     try:
-        question = await service.followups.question(
+        question = await service.redo.question(
             conversation_id, pressed.question_id, message.message_id
         )
     except Refused as exc:
@@ -66,11 +66,11 @@ async def _press(update: Update, context: BotContext, query: CallbackQuery) -> s
     if query.from_user.id != question.asker and not await front.allowed("chat_admins"):
         return _(NOT_YOURS)
     if pressed.button == "stop":
-        stopped = service.conversation.stop_turn(conversation_id, question.turn_id)
+        stopped = service.activity.stop_turn(conversation_id, question.turn_id)
         answer = ANSWERS["stop"] if stopped else NOT_WRITING
         return _(answer)  # not _(ANSWERS["stop"]): extraction would take "stop" as a message
     try:
-        plan = await service.followups.for_button(
+        plan = await service.redo.for_button(
             conversation_id, question.turn_id, pressed.button, message_id=message.message_id
         )
     except Refused as exc:

@@ -365,7 +365,7 @@ async def test_a_full_disk_gets_a_clear_answer_and_the_admins_hear(fake: FakeBot
     async def full(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise OperationalError("INSERT INTO turns", {}, Exception("database or disk is full"))
 
-    monkeypatch.setattr(runner.runtime.service, "accept", full)
+    monkeypatch.setattr(runner.runtime.service.conversation, "accept", full)
     fake.send_text(chat, alice, "hello?")
     await fake.wait_for(lambda: texts(fake, chat), timeout=10)
     assert texts(fake, chat) == [

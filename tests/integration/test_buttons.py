@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bot.chat.followups import BUSY, DEAD, NOTHING_TO_CONTINUE, NOTHING_TO_REDO
+from bot.chat.redo import BUSY, DEAD, NOTHING_TO_CONTINUE, NOTHING_TO_REDO
 from bot.console import ConsoleFront, handle_command
 from bot.ops.runtime import open_runtime
 from bot.store.schema import TurnRow

@@ -137,11 +137,12 @@ async def test_an_unconfirmed_forget_expires(make_settings: Any) -> None:
     async with open_runtime(make_settings(), engine=engine) as runtime:
         service = runtime.service
         now = [1000.0]
-        forgetting = ChatForgetting(sessions=runtime.sessions, model=service.model,
-                                    conversation=service.conversation, clock=lambda: now[0])
+        forgetting = ChatForgetting(sessions=runtime.sessions, model=service.running_model,
+                                    conversation=service.conversation,
+                                    activity=service.activity, clock=lambda: now[0])
         ref = ChatRef(3, "private", "Dora")
-        accepted = await service.accept(ref, "remember this")
-        await service.answer(accepted, RecordingSink())
+        accepted = await service.conversation.accept(ref, "remember this")
+        await service.conversation.write_reply(accepted, RecordingSink())
         assert "2 messages" in await forgetting.request(ref, "")
         now[0] += CONFIRM_SECONDS + 1
         late = await forgetting.request(ref, "yes")

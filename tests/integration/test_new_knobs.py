@@ -126,7 +126,7 @@ async def test_the_console_runs_them_from_the_same_table(make_settings) -> None:
         )
         bad = await handle_command(front, service, "/min_p -1")
         assert bad is not None and bad.startswith("-1 is out of range. Usage: /min_p VALUE")
-        params = await service.params(CONSOLE_CHAT)
+        params = await service.chat_settings.params(CONSOLE_CHAT)
         assert (params.min_p, params.repeat_last_n) == (pytest.approx(0.1), 0)
         help_text = await handle_command(front, service, "/help")
         assert help_text is not None and "/repeat_last_n [VALUE]" in help_text
@@ -144,7 +144,7 @@ def test_chat_flags_are_stored_for_the_console_chat(
     seen: dict[str, object] = {}
 
     async def fake_console(service, **_kwargs) -> None:  # type: ignore[no-untyped-def]
-        params = await service.params(CONSOLE_CHAT)
+        params = await service.chat_settings.params(CONSOLE_CHAT)
         seen.update(min_p=params.min_p, repeat_last_n=params.repeat_last_n, temp=params.temp)
 
     settings = make_settings()

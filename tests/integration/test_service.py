@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.chat.switching import chosen_model, remember_model
+from bot.core.knobs import BY_COMMAND
 from bot.engine.base import Engine
 from bot.errors import ModelError
 from bot.ops.runtime import open_runtime
@@ -23,13 +24,13 @@ async def test_first_contact_from_many_tasks_at_once(make_settings) -> None:  # 
     async with open_runtime(make_settings(), engine=ScriptedEngine()) as runtime:
         chat = ChatRef(77, "supergroup", "Busy group")
         answers = await asyncio.gather(
-            runtime.service.set_param(chat, "temp", "0.5"),
-            runtime.service.set_param(chat, "top_k", "10"),
-            runtime.service.set_system(chat, "Be brief."),
-            runtime.service.accept(chat, "hello"),
+            runtime.service.chat_settings.change(chat, BY_COMMAND["temp"], "0.5"),
+            runtime.service.chat_settings.change(chat, BY_COMMAND["top_k"], "10"),
+            runtime.service.chat_settings.set_system(chat, "Be brief."),
+            runtime.service.conversation.accept(chat, "hello"),
         )
         assert answers[0] == "--temp set to 0.5 for this chat."
-        params = await runtime.service.params(chat)
+        params = await runtime.service.chat_settings.params(chat)
         assert (params.temp, params.top_k) == (0.5, 10)
 
 
@@ -40,10 +41,11 @@ async def test_switching_models_waits_for_replies_and_clamps_settings(make_setti
     async with open_runtime(make_settings(max_ctx=4096), engine=first) as runtime:
         service = runtime.service
         roomy = ChatRef(1, "private", "Roomy")
-        await service.set_param(roomy, "ctx", "4096")
-        await service.set_param(roomy, "n", "1000")
+        await service.chat_settings.change(roomy, BY_COMMAND["ctx"], "4096")
+        await service.chat_settings.change(roomy, BY_COMMAND["n"], "1000")
         sink = RecordingSink()
-        reply = asyncio.create_task(service.answer(await service.accept(roomy, "long one"), sink))
+        accepted = await service.conversation.accept(roomy, "long one")
+        reply = asyncio.create_task(service.conversation.write_reply(accepted, sink))
         await first.started.wait()
         loaded: list[Path] = []
 
@@ -52,18 +54,19 @@ async def test_switching_models_waits_for_replies_and_clamps_settings(make_setti
             assert first.running == 0, "the reply in progress must finish before the switch"
             return small
 
-        changes = await service.switch_engine(load, Path("/models/small.gguf"))
+        await service.running_model.replace(load, Path("/models/small.gguf"))
+        changes = await service.chat_settings.clamp_all()
         assert (await reply) is not None and sink.final == " ".join(["word"] * 40)
         assert loaded == [Path("/models/small.gguf")]
-        assert service.engine is small
+        assert service.running_model.engine is small
         assert changes == [
             "Roomy: /ctx 4096 → 1024, /n 1000 → 960",
             "other chats: /ctx 2048 → 1024 (the configured default is larger than this model "
             "allows)",
         ]
-        params = await service.params(roomy)
+        params = await service.chat_settings.params(roomy)
         assert (params.n_ctx, params.n_predict) == (1024, 960)
-        assert "(-c) = 1024" in await service.settings_text(roomy)
+        assert "(-c) = 1024" in await service.overview.text(roomy)
 
 
 async def test_a_model_that_fails_to_load_leaves_the_old_one(make_settings) -> None:  # type: ignore[no-untyped-def]
@@ -78,10 +81,11 @@ async def test_a_model_that_fails_to_load_leaves_the_old_one(make_settings) -> N
             return reloaded
 
         with pytest.raises(ModelError, match="broken.gguf"):
-            await service.switch_engine(load, Path("/models/broken.gguf"))
-        assert service.engine is reloaded
+            await service.running_model.replace(load, Path("/models/broken.gguf"))
+        assert service.running_model.engine is reloaded
         sink = RecordingSink()
-        assert await service.answer(await service.accept(ChatRef(2, "private"), "still there?"), sink)
+        accepted = await service.conversation.accept(ChatRef(2, "private"), "still there?")
+        assert await service.conversation.write_reply(accepted, sink)
         assert sink.final == reloaded.default_reply
 
 

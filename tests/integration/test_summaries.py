@@ -16,7 +16,7 @@ from bot.ops.runtime import open_runtime
 from bot.store.repository import ChatRef
 from bot.store.schema import ChatRow
 from tests.fakeengine import ScriptedEngine
-from tests.sinks import RecordingSink
+from tests.sinks import RecordingSink, ask
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -61,7 +61,7 @@ async def test_turns_that_leave_the_window_are_summarised_without_delaying_repli
         chat = ChatRef(5, "private")
         for i in range(5):
             engine.enqueue(f"Answer {i}.")
-            await service.answer(await service.accept(chat, f"{i}: {LONG}"), RecordingSink())
+            await ask(service, chat, f"{i}: {LONG}")
         await wait_for(lambda: any(r.chat_key.startswith("summary:") for r in engine.history))
         summary_request = next(r for r in engine.history if r.chat_key.startswith("summary:"))
         assert "Answer 0." in prompt_text(summary_request.prompt)  # the oldest turns are folded
@@ -69,7 +69,7 @@ async def test_turns_that_leave_the_window_are_summarised_without_delaying_repli
         engine.enqueue("Right away.")
         sink = FirstText()
         asked = time.monotonic()
-        await service.answer(await service.accept(chat, "quick question"), sink)
+        await ask(service, chat, "quick question", sink)
         assert sink.final == "Right away."
         assert sink.first is not None and sink.first - asked < 0.5
         # The interrupted summary is written again once the bot is idle, and bounded.
@@ -78,7 +78,7 @@ async def test_turns_that_leave_the_window_are_summarised_without_delaying_repli
         assert row.summary and row.summary_upto
         assert await engine.count_tokens((Segment(row.summary, False),)) <= 64
         engine.enqueue("With memory.")
-        await service.answer(await service.accept(chat, "what happened before?"), RecordingSink())
+        await ask(service, chat, "what happened before?")
         last = engine.history[-1]
         assert last.system is not None and SUMMARY_INTRO in last.system
         assert SUMMARY_INTRO in engine.prompts()[-1]
@@ -87,9 +87,9 @@ async def test_turns_that_leave_the_window_are_summarised_without_delaying_repli
         assert "summary" in (await service.chat_settings.show_summary(chat)).lower()
         await service.chat_settings.set_summary(chat, "off")
         engine.enqueue("Forgetful.")
-        await service.answer(await service.accept(chat, "and now?"), RecordingSink())
+        await ask(service, chat, "and now?")
         assert SUMMARY_INTRO not in engine.prompts()[-1]
         await service.chat_settings.set_summary(chat, "on")
-        await service.reset(chat)
+        await service.chat_settings.reset(chat)
         assert (await stored(runtime, 5)).summary is None
         assert "No summary yet" in await service.chat_settings.show_summary(chat)

@@ -9,7 +9,7 @@ import pytest
 
 from bot.ops.runtime import open_runtime
 from bot.store.repository import ChatRef
-from tests.sinks import RecordingSink
+from tests.sinks import RecordingSink, ask
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(300)]
 
@@ -27,15 +27,15 @@ async def test_reset_really_empties_the_window(make_settings, chat_engine: Any) 
         service = runtime.service
         chat, fresh = ChatRef(1, "private"), ChatRef(2, "private")
         for text in ("My name is Ada and I like chess.", "What game do I like?"):
-            outcome = await service.answer(await service.accept(chat, text), RecordingSink())
+            outcome = await ask(service, chat, text)
             assert outcome is not None
         grown = outcome.window_tokens
-        used_before = context_used(await service.settings_text(chat))
+        used_before = context_used(await service.overview.text(chat))
         assert used_before > grown  # the window now holds the last reply too
-        await service.reset(chat)
-        assert context_used(await service.settings_text(chat)) < 40  # the system prompt only
-        after_reset = await service.answer(await service.accept(chat, "Hello!"), RecordingSink())
-        in_new_chat = await service.answer(await service.accept(fresh, "Hello!"), RecordingSink())
+        await service.chat_settings.reset(chat)
+        assert context_used(await service.overview.text(chat)) < 40  # the system prompt only
+        after_reset = await ask(service, chat, "Hello!")
+        in_new_chat = await ask(service, fresh, "Hello!")
         assert after_reset is not None and in_new_chat is not None
         assert after_reset.window_tokens == in_new_chat.window_tokens < grown
         assert after_reset.dropped_turns == 0
@@ -49,14 +49,12 @@ async def test_window_slides_when_the_context_is_small(make_settings, chat_engin
         dropped = []
         for i in range(8):
             sink = RecordingSink()
-            outcome = await service.answer(
-                await service.accept(chat, f"Message number {i}: tell me one fact about the sea."),
-                sink,
-            )
+            text = f"Message number {i}: tell me one fact about the sea."
+            outcome = await ask(service, chat, text, sink)
             assert outcome is not None
             assert outcome.window_tokens <= 256 - 32
             assert sink.final is not None and "\ufffd" not in sink.final
             dropped.append(outcome.dropped_turns)
         assert dropped[-1] > 0, "old turns must leave a window of 224 tokens"
-        shown = await service.settings_text(chat)
+        shown = await service.overview.text(chat)
         assert "/ctx (-c) = 256" in shown and "/256 tokens" in shown

@@ -14,7 +14,7 @@ from bot.engine.base import Finished, GenerationEvent, GenerationRequest
 from bot.ops.runtime import open_runtime
 from bot.store.repository import ChatRef
 from bot.store.schema import ChatRow
-from tests.sinks import RecordingSink
+from tests.sinks import ask
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(600)]
 
@@ -55,14 +55,14 @@ async def test_a_long_conversation_gets_a_bounded_summary_and_never_overflows(
         service = runtime.service
         chat = ChatRef(9, "private")
         for text in facts:
-            outcome = await service.answer(await service.accept(chat, text), RecordingSink())
+            outcome = await ask(service, chat, text)
             assert outcome is not None
         await asyncio.wait_for(service.summaries.until_written(1), timeout=240)
         async with runtime.sessions() as session:
             row = await session.get(ChatRow, 9)
             assert row is not None and row.summary
         assert await engine.count_tokens((Segment(row.summary, False),)) <= 48
-        outcome = await service.answer(await service.accept(chat, "Who am I?"), RecordingSink())
+        outcome = await ask(service, chat, "Who am I?")
         assert outcome is not None
     replies = [(used, n) for key, used, n in engine.prompts if not key.startswith("summary:")]
     assert replies and all(used + n <= 256 for used, n in replies), replies

@@ -14,7 +14,7 @@ from bot.core.templates import AlpacaFormat
 from bot.engine.llama import EngineOptions, LlamaEngine
 from bot.ops.runtime import open_runtime
 from bot.store.repository import ChatRef
-from tests.sinks import RecordingSink
+from tests.sinks import RecordingSink, ask
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -45,12 +45,12 @@ async def test_converted_alpaca_model_chats_with_no_further_flag(
             service = runtime.service
             turns = [Turn("user", "Hello there")]
             # "auto" picks the embedded template, which renders exactly the Alpaca format.
-            assert prompt_text(service.chat_format.render(None, turns)) == prompt_text(
+            assert prompt_text(service.running_model.chat_format.render(None, turns)) == prompt_text(
                 AlpacaFormat().render(None, turns)
             )
-            assert set(AlpacaFormat().stop) <= set(service.chat_format.stop) | {"### Response:"}
+            assert set(AlpacaFormat().stop) <= set(service.running_model.chat_format.stop) | {"### Response:"}
             sink = RecordingSink()
-            outcome = await service.answer(await service.accept(ChatRef(5, "private"), "Hello"), sink)
+            outcome = await ask(service, ChatRef(5, "private"), "Hello", sink)
             assert outcome is not None and outcome.n_tokens <= 8
     finally:
         await engine.aclose()

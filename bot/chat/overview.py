@@ -1,0 +1,104 @@
+"""/settings: the running model, every knob, the system prompt, memory, how full the chat's
+context window is, and its summary."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.chat.chat_settings import NO_SYSTEM, ChatSettings
+from bot.chat.preparation import ReplyPreparation, turn_of
+from bot.chat.running import RunningModel
+from bot.chat.summaries import summary_on
+from bot.core.chats import ChatRef
+from bot.core.knobs import KNOBS
+from bot.core.params import GenerationParams
+from bot.errors import InputTooLong
+from bot.i18n import N_, _, _n
+from bot.settings import Settings
+from bot.store import repository as repo
+from bot.store.schema import ChatRow, TurnRow
+
+NOT_SENT = N_("(not used: an OpenAI-compatible server has no such setting)")
+
+
+class SettingsOverview:
+    """The text of /settings in a chat."""
+
+    def __init__(
+        self, *, settings: Settings, sessions: async_sessionmaker[AsyncSession],
+        model: RunningModel, chat_settings: ChatSettings, preparation: ReplyPreparation,
+    ) -> None:
+        self._settings = settings
+        self._sessions = sessions
+        self._model = model
+        self._chat_settings = chat_settings
+        self._preparation = preparation
+
+    async def text(self, ref: ChatRef) -> str:
+        """/settings: the model, every knob, the system prompt, memory and context use."""
+        async with self._sessions() as session:
+            chat = await repo.get_or_create_chat(session, ref)
+            turns = await repo.conversation(session, chat)
+            await session.commit()
+        params = self._chat_settings.params_of(chat)
+        used, dropped = await self._context_use(chat, params, turns)
+        engine = self._model.engine
+        info = engine.info
+        lines = [_("Model: {name} ({file}), chat format: {chat_format}", name=info.name,
+                   file=info.path.name, chat_format=self._model.chat_format.name)]
+        lines += [
+            f"/{knob.command} ({knob.flag}) = {knob.format(params[knob.name])}"
+            + ("" if info.knobs is None or knob.name in info.knobs else f" {_(NOT_SENT)}")
+            for knob in KNOBS
+        ]
+        system = self._chat_settings.system_of(chat)
+        if system is None:
+            system = self._model.chat_format.default_system or _(NO_SYSTEM)
+        lines.append(f"/system = {_shorten(system, 200)}")
+        lines.append(_("Memory: {summary}", summary=engine.memory_report().summary()))
+        people = {row.speaker or "someone" for row in turns[dropped:] if row.role == "user"}
+        counts = dict(used=used, n_ctx=params.n_ctx, in_window=len(turns) - dropped,
+                      total=len(turns), reserved=params.n_predict)
+        if chat.kind not in ("private", "console") and people:
+            lines.append(_n(
+                "Context: {used}/{n_ctx} tokens ({in_window} of {total} messages in the window "
+                "from {n} person, {reserved} reserved for the reply)",
+                "Context: {used}/{n_ctx} tokens ({in_window} of {total} messages in the window "
+                "from {n} people, {reserved} reserved for the reply)",
+                len(people), **counts,
+            ))
+        else:
+            lines.append(_(
+                "Context: {used}/{n_ctx} tokens ({in_window} of {total} messages in the "
+                "window, {reserved} reserved for the reply)",
+                **counts,
+            ))
+        lines.append(self._summary_line(chat))
+        return "\n".join(lines)
+
+    def _summary_line(self, chat: ChatRow) -> str:
+        if not self._settings.summary_tokens:
+            return _("Summary: off (summary_tokens = 0)")
+        if not summary_on(chat):
+            return _("Summary: off for this chat (/summary on)")
+        if not chat.summary:
+            return _("Summary: none yet (written when messages leave the window)")
+        return _("Summary of older messages (/summary): {summary}",
+                 summary=_shorten(chat.summary, 200))
+
+    async def _context_use(
+        self, chat: ChatRow, params: GenerationParams, rows: list[TurnRow]
+    ) -> tuple[int, int]:
+        turns = [turn_of(row) for row in rows]
+        if any(turn.role == "user" for turn in turns):
+            try:
+                window = await self._preparation.window(chat, params, turns)
+                return window.n_tokens, window.first_turn
+            except InputTooLong:
+                return params.prompt_budget, len(turns)
+        prompt = self._model.chat_format.render(self._chat_settings.system_of(chat), [])
+        return await self._model.engine.count_tokens(prompt), 0
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
