@@ -79,7 +79,7 @@ class Base(DeclarativeBase):
 
 class ChatRow(Base):
     """A Telegram chat (or the console). Knob columns left NULL follow the configured default;
-    read and write them by knob name (`knob_values`, `set_chat_values` in the repository).
+    read and write them by knob name (`stored_knobs`, `set_chat_values` in the repository).
 
     A chat's settings live in this row; rows of other tables that refer to it are its
     conversation, which /forget deletes (`bot.store.chat_data`)."""
