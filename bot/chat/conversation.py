@@ -74,13 +74,9 @@ class Conversation:
         activity: ChatActivity,
         metrics: Metrics | None = None,
     ) -> None:
-        self._settings = settings
-        self._sessions = sessions
-        self._model = model
-        self._chat_settings = chat_settings
-        self._preparation = preparation
-        self._activity = activity
-        self._metrics = metrics or Metrics()
+        self._settings, self._sessions, self._model = settings, sessions, model
+        self._chat_settings, self._preparation = chat_settings, preparation
+        self._activity, self._metrics = activity, metrics or Metrics()
 
     async def accept(
         self,

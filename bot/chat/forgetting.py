@@ -58,11 +58,8 @@ class ChatForgetting:
         activity: ChatActivity,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._sessions = sessions
-        self._model = model
-        self._conversation = conversation
-        self._activity = activity
-        self._clock = clock
+        self._sessions, self._model, self._clock = sessions, model, clock
+        self._conversation, self._activity = conversation, activity
         self._asked: dict[int, float] = {}
         """Chats asked to confirm, and until when the confirmation counts."""
 

@@ -28,11 +28,8 @@ class SettingsOverview:
         self, *, settings: Settings, sessions: async_sessionmaker[AsyncSession],
         model: RunningModel, chat_settings: ChatSettings, preparation: ReplyPreparation,
     ) -> None:
-        self._settings = settings
-        self._sessions = sessions
-        self._model = model
-        self._chat_settings = chat_settings
-        self._preparation = preparation
+        self._settings, self._sessions, self._model = settings, sessions, model
+        self._chat_settings, self._preparation = chat_settings, preparation
 
     async def text(self, ref: ChatRef) -> str:
         """/settings: the model, every knob, the system prompt, memory and context use."""

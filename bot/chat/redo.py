@@ -114,13 +114,9 @@ class ReplyRedo:
         chat_settings: ChatSettings, preparation: ReplyPreparation, activity: ChatActivity,
         conversation: Conversation, metrics: Metrics,
     ) -> None:
-        self._sessions = sessions
-        self._model = model
-        self._chat_settings = chat_settings
-        self._preparation = preparation
-        self._activity = activity
-        self._conversation = conversation
-        self._metrics = metrics
+        self._sessions, self._model, self._metrics = sessions, model, metrics
+        self._chat_settings, self._preparation = chat_settings, preparation
+        self._activity, self._conversation = activity, conversation
 
     # -- which reply, and whether it may be written again ----------------------------------
 
