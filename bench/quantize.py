@@ -160,7 +160,8 @@ print(json.dumps({
 _AUTO = """
 import json, resource, sys, time
 from pathlib import Path
-from bot.models.auto_quantize import AutoQuantizeOptions, plan_auto_quantize, run_auto_quantize
+from bot.models.auto_plan import AutoQuantizeOptions, plan_auto_quantize
+from bot.models.auto_quantize import run_auto_quantize
 from bot.models.perplexity import load_sample_text
 from bot.models.quant_types import parse_quant_type
 src = Path(sys.argv[1])

@@ -69,10 +69,10 @@ from bench.worker_pool import (  # noqa: E402
 from bot.core.prompt import Prompt, Turn  # noqa: E402
 from bot.core.templates import ChatFormat, choose_format  # noqa: E402
 from bot.engine.base import Engine, GenerationRequest, SamplingParams  # noqa: E402
-from bot.engine.native import route_llama_log  # noqa: E402
 from bot.engine.pool import PoolEngine, PoolOptions  # noqa: E402
 from bot.engine.remote.engine import RemoteEngine, RemoteOptions  # noqa: E402
 from bot.engine.remote.spec import BackendSpec  # noqa: E402
+from bot.llama.loading import route_llama_log  # noqa: E402
 from bot.models.demo import find_demo_model  # noqa: E402
 from tests.llamaserver import LlamaServer  # noqa: E402
 

@@ -51,8 +51,8 @@ from bot.core.prompt import Prompt, Turn  # noqa: E402
 from bot.core.templates import ChatFormat, choose_format  # noqa: E402
 from bot.engine.base import Engine, Finished, GenerationRequest, SamplingParams, TextDelta  # noqa: E402
 from bot.engine.llama import EngineOptions, LlamaEngine  # noqa: E402
-from bot.engine.native import model_params, route_llama_log  # noqa: E402
 from bot.engine.pool import PoolEngine, PoolOptions  # noqa: E402
+from bot.llama.loading import model_params, route_llama_log  # noqa: E402
 from bot.models.demo import find_demo_model  # noqa: E402
 
 DIM, HEADS, FFN, VOCAB = 4096, 32, 11008, 32000

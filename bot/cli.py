@@ -199,11 +199,11 @@ def cmd_quantize(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_quantize_auto(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.models.auto_console import run_in_terminal
-    from bot.models.auto_quantize import DEFAULT_TYPES, AutoQuantizeOptions, plan_auto_quantize
+    from bot.models.auto_plan import DEFAULT_TYPES, AutoQuantizeOptions, plan_auto_quantize
     from bot.models.memory_budget import default_budget
     from bot.models.perplexity import load_sample_text
     from bot.models.quant_types import parse_quant_type
+    from bot.quantize.console import run_in_terminal
 
     if args.outfile is not None:
         raise UserError("--auto names its outputs itself (next to the input); give only IN.gguf")
@@ -287,8 +287,8 @@ async def _run_bot(settings: Settings, *, engine: Engine | None = None) -> int:
     pings from the event loop for as long as it runs, and STOPPING.
     """
     from bot.ops.runtime import open_runtime
-    from bot.store.instance_lock import hold_instance_lock
     from bot.ops.systemd import SystemdNotifier
+    from bot.store.instance_lock import hold_instance_lock
     from bot.telegram.app import check_telegram, run_telegram
 
     notifier = SystemdNotifier.from_environment()

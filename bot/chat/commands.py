@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from bot.chat.service import ChatService
     from bot.chat.sink import ReplySink
     from bot.models.auto_report import AutoQuantizeReport
-    from bot.quantize_jobs import QuantizeJobs
+    from bot.quantize.jobs import QuantizeJobs
 
 Access = Literal["anyone", "chat_admins", "bot_admins"]
 """Who may run a command: everyone; in groups, the group's admins (and the bot's); only the
@@ -247,7 +247,7 @@ async def _quantize(chat: ChatService, front: Front, call: Invocation) -> str | 
 
 async def _quantize_auto(jobs: QuantizeJobs, front: Front, call: Invocation,
                          argument: str) -> None:
-    from bot.auto_quantize_job import caption_text, queued_text
+    from bot.quantize.texts import caption_text, queued_text
 
     plan = await asyncio.to_thread(jobs.plan_auto, argument)
     progress = front.progress()

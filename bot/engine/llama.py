@@ -21,19 +21,14 @@ from typing import Any
 from bot.engine.base import MemoryReport, SlotReport, StopReason
 from bot.engine.intake import Intake, Ticket, finished_now
 from bot.engine.local import LocalEngine
-from bot.engine.native import (
-    check_model_file,
-    describe_model,
-    high_level_model_params,
-    kv_bytes_per_token,
-    physical_cores,
-    route_llama_log,
-)
+from bot.engine.native import describe_model, kv_bytes_per_token
 from bot.engine.reply import ReplyStream
 from bot.engine.slots import common_prefix
 from bot.engine.tokens import PromptTokenizer, SampledPieces
 from bot.errors import ModelError
 from bot.i18n import _
+from bot.llama.cpu import physical_cores
+from bot.llama.loading import check_model_file, high_level_model_params, route_llama_log
 
 log = logging.getLogger(__name__)
 

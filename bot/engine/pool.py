@@ -27,13 +27,15 @@ from bot.engine.cache import SlotCache
 from bot.engine.decoder import BatchDecoder, PoolJob
 from bot.engine.intake import Intake, finished_now
 from bot.engine.local import LocalEngine
-from bot.engine.native import check_model_file, describe_model, physical_cores, route_llama_log
+from bot.engine.native import describe_model
 from bot.engine.scheduler import FairQueue
 from bot.engine.slots import SlotContext
 from bot.engine.statestore import StateStore, model_identity
 from bot.engine.tokens import PromptTokenizer
 from bot.errors import ModelError
 from bot.i18n import _
+from bot.llama.cpu import physical_cores
+from bot.llama.loading import check_model_file, route_llama_log
 
 log = logging.getLogger(__name__)
 

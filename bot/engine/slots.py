@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bot.engine.native import kv_bytes_per_token, model_params
+from bot.engine.native import kv_bytes_per_token
 from bot.errors import ModelError
 from bot.i18n import _
+from bot.llama.loading import model_params
 
 
 class SlotState(enum.Enum):

@@ -1,7 +1,7 @@
 """`quantize --auto`: quantize a source to several types, measure each one here, keep the best.
 
-For each type: skip it when its file plus the KV cache of `slots × max_ctx` would not fit the
-memory budget; else quantize it (`quantize_model`: child process, disk checked, atomic), then
+The plan (`bot.models.auto_plan`) sized each type. For each type: skip it when its file plus
+the KV cache of `slots × max_ctx` would not fit the memory budget; else quantize it (`quantize_model`: child process, disk checked, atomic), then
 load it once to measure its perplexity on the text (llama.cpp's method) and its generation
 speed (llama-bench's tg). The rule of `bot.models.auto_report` chooses; only the chosen file is
 kept unless `keep_all`. The table is written as JSON next to the models, with a PNG chart when
@@ -27,8 +27,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from bot.errors import ModelError, QuantizeCancelled, QuantizeError, UserError
+from bot.errors import ModelError, QuantizeCancelled, QuantizeError
 from bot.i18n import N_, _
+from bot.llama.cpu import physical_cores
+from bot.models.auto_plan import AutoPlan, PlannedType
 from bot.models.auto_report import AutoQuantizeReport, Candidate, Reason, mark_choice
 from bot.models.auto_timing import (
     SPEED_SHARE,
@@ -40,23 +42,14 @@ from bot.models.auto_timing import (
 )
 from bot.models.evaluator import Evaluator
 from bot.models.generation_speed import measure_generation
-from bot.models.gguf_file import GGUFInfo, read_gguf_info
-from bot.models.memory_budget import KVCacheSize, kv_cache_size
-from bot.models.perplexity import check_perplexity_args, perplexity_on
+from bot.models.perplexity import perplexity_on
 from bot.models.progress import format_bytes
 from bot.models.quant_chart import ChartUnavailable, draw_chart
-from bot.models.quant_types import QuantType, parse_quant_type
-from bot.models.quantize import quantize_model
-from bot.models.quantize_output import default_output_path, expected_output_size, model_stem
+from bot.models.quant_types import QuantType
+from bot.models.quantize import QuantizeResult, quantize_model
 from bot.models.quantizer_process import QuantizeProgress
 
 log = logging.getLogger(__name__)
-
-DEFAULT_TYPES: tuple[str, ...] = (
-    "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k_m", "q5_k_m", "q6_k",
-)
-WORK_DIR_PREFIX = ".auto-"
-WORK_DIR_SUFFIX = ".work"
 
 Stage = Literal["probe", "quantize", "perplexity", "speed"]
 
@@ -64,104 +57,6 @@ TOO_LARGE_EXPECTED = N_("skipped: needs ~{ram}, budget {budget}")
 TOO_LARGE = N_("skipped: needs {ram}, budget {budget}")
 FAILED = N_("failed: {error}")
 """Why a type was not measured: the table shows them translated, the JSON in English."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class AutoQuantizeOptions:
-    """What to try and how to measure; `slots`, `max_ctx` and `kv_type` size the KV cache."""
-
-    types: tuple[QuantType, ...] = tuple(parse_quant_type(t) for t in DEFAULT_TYPES)
-    budget_bytes: int
-    text: str
-    text_name: str = "the shipped sample text"
-    n_ctx: int = 512
-    chunks: int | None = None
-    threads: int | None = None
-    slots: int = 4
-    max_ctx: int = 2048
-    kv_type: str = "f16"
-    keep_all: bool = False
-    allow_requantize: bool = False
-    replace: bool = False
-    """Replace existing output files (otherwise refuse to start)."""
-    output_dir: Path | None = None
-    """Where the kept files, the JSON and the chart go (default: next to the source)."""
-
-
-@dataclass(frozen=True)
-class PlannedType:
-    qtype: QuantType
-    target: Path
-    expected_bytes: int
-    ram_bytes: int
-    fits: bool
-
-
-@dataclass(frozen=True)
-class AutoPlan:
-    source: GGUFInfo
-    options: AutoQuantizeOptions
-    kv: KVCacheSize
-    types: tuple[PlannedType, ...]
-    output_dir: Path
-    work_dir: Path
-    json_path: Path
-    chart_path: Path
-
-    @property
-    def fitting(self) -> list[PlannedType]:
-        return [t for t in self.types if t.fits]
-
-    @property
-    def steps(self) -> int:
-        """Quantize + measure for each type that fits."""
-        return 2 * len(self.fitting)
-
-
-def plan_auto_quantize(source: Path, options: AutoQuantizeOptions) -> AutoPlan:
-    """Check everything that can be checked before the run, and size each type."""
-    source = Path(source).absolute()
-    try:
-        info = read_gguf_info(source)
-    except ModelError as exc:
-        raise QuantizeError(_("cannot quantize: {error}", error=exc)) from exc
-    if info.quantized_types and not options.allow_requantize:
-        raise QuantizeError(_(
-            "{file} is already quantized ({type}); measuring types requantized from it says "
-            "little about the original. Use the F16/F32 original, or pass --allow-requantize "
-            "(on the command line) to do it anyway.", file=source.name, type=info.file_type_name,
-        ))
-    if not options.types:
-        raise UserError(_("no quantization types to try"))
-    check_perplexity_args(options.n_ctx, options.n_ctx, options.chunks)
-    output_dir = (options.output_dir or source.parent).absolute()
-    if not output_dir.is_dir():
-        raise QuantizeError(_("the output directory {directory} does not exist",
-                              directory=output_dir))
-    kv = kv_cache_size(info, slots=options.slots, max_ctx=options.max_ctx,
-                       kv_type=options.kv_type)
-    planned: list[PlannedType] = []
-    seen: set[QuantType] = set()
-    for qtype in options.types:
-        if qtype in seen:
-            continue
-        seen.add(qtype)
-        target = output_dir / default_output_path(source, qtype).name
-        if target.resolve() == source.resolve():
-            raise UserError(_("{file} is already {qtype}: leave it out of the types",
-                              file=source.name, qtype=qtype.label))
-        if target.exists() and not options.replace:
-            raise UserError(_("{path} exists; pass --force to replace it", path=target))
-        expected = expected_output_size(info, qtype)
-        ram = expected + kv.bytes
-        planned.append(PlannedType(qtype, target, expected, ram, ram <= options.budget_bytes))
-    stem = model_stem(source)
-    work_dir = output_dir / f"{WORK_DIR_PREFIX}{stem}.{secrets.token_hex(4)}{WORK_DIR_SUFFIX}"
-    return AutoPlan(
-        source=info, options=options, kv=kv, types=tuple(planned), output_dir=output_dir,
-        work_dir=work_dir, json_path=output_dir / f"{stem}-auto.json",
-        chart_path=output_dir / f"{stem}-auto.png",
-    )
 
 
 @dataclass(frozen=True)
@@ -256,7 +151,7 @@ def run_auto_quantize(
         source=source.path, source_bytes=source.size_bytes, source_type=source.file_type_name,
         budget_bytes=options.budget_bytes, kv_bytes=plan.kv.bytes, kv_slots=plan.kv.slots,
         kv_ctx=plan.kv.n_ctx, text_name=options.text_name, n_ctx=options.n_ctx,
-        chunks=options.chunks, threads=options.threads or _default_threads(),
+        chunks=options.chunks, threads=options.threads or physical_cores(),
         candidates=tuple(candidates), seconds=time.monotonic() - started,
         estimated_seconds=total_estimate, json_path=plan.json_path,
         extra={"machine": {
@@ -265,16 +160,22 @@ def run_auto_quantize(
         }},
     )
     if draw:
-        drawing = time.monotonic()
-        try:
-            report = replace(report, chart_path=draw_chart(report, plan.chart_path))
-        except ChartUnavailable as exc:
-            report = replace(report, chart_note=str(exc))
-        report.extra["chart_seconds"] = round(time.monotonic() - drawing, 3)
+        report = _with_chart(report, plan.chart_path)
     report = replace(report, seconds=time.monotonic() - started)
     _write_json(plan.json_path, report)
     log.info("auto quantization of %s: %s in %.1f s", source.path.name,
              report.chosen.qtype if report.chosen else "nothing chosen", report.seconds)
+    return report
+
+
+def _with_chart(report: AutoQuantizeReport, path: Path) -> AutoQuantizeReport:
+    """The report with its chart drawn at `path`, or with the note why there is none."""
+    drawing = time.monotonic()
+    try:
+        report = replace(report, chart_path=draw_chart(report, path))
+    except ChartUnavailable as exc:
+        report = replace(report, chart_note=str(exc))
+    report.extra["chart_seconds"] = round(time.monotonic() - drawing, 3)
     return report
 
 
@@ -296,21 +197,15 @@ def _run_types(run: _Run, estimates: Sequence[StepEstimate]) -> list[Candidate]:
 
 
 def _run_type(run: _Run, planned: PlannedType) -> Candidate:
-    plan, options, qtype = run.plan, run.plan.options, planned.qtype
+    """One type's two steps: quantize into the work directory, then measure the file if it
+    fits the budget. A type llama.cpp refuses or cannot evaluate is skipped, saying why."""
+    plan, qtype = run.plan, planned.qtype
     work_file = plan.work_dir / planned.target.name
-
-    def on_tensor(p: QuantizeProgress) -> None:
-        run.report("quantize", qtype, p.tensor_index, p.tensor_count,
-                   _("tensor {index}/{count}", index=p.tensor_index, count=p.tensor_count))
-
     run.step += 1
     run.clock.step_started()
     run.report("quantize", qtype, 0, plan.source.tensor_count, _("starting the quantizer"))
     try:
-        result = quantize_model(
-            plan.source.path, work_file, qtype, threads=options.threads,
-            allow_requantize=options.allow_requantize, on_progress=on_tensor, cancel=run.cancel,
-        )
+        result = _quantize_step(run, qtype, work_file)
     except QuantizeCancelled:
         raise
     except QuantizeError as exc:  # llama.cpp refused this type for this model: try the others
@@ -325,15 +220,44 @@ def _run_type(run: _Run, planned: PlannedType) -> Candidate:
     run.clock.step_finished()
     ram = result.size_after + plan.kv.bytes
     run.step += 1
-    if ram > options.budget_bytes:
+    if ram > plan.options.budget_bytes:
         work_file.unlink()
         run.clock.skip()
         reason = Reason(TOO_LARGE, {"ram": format_bytes(ram),
-                                    "budget": format_bytes(options.budget_bytes)})
+                                    "budget": format_bytes(plan.options.budget_bytes)})
         return Candidate(qtype=qtype.label, size_bytes=result.size_after, ram_bytes=ram,
                          skipped=reason.english(), reason=reason,
                          quantize_seconds=result.seconds)
     run.clock.step_started()
+    try:
+        return _measure_step(run, qtype, work_file, result, ram)
+    except ModelError as exc:  # this file cannot be evaluated: say so, measure the others
+        log.warning("auto quantization: measuring %s failed: %s", qtype.label, exc)
+        work_file.unlink()
+        reason = Reason(FAILED, {"error": exc})
+        return Candidate(qtype=qtype.label, size_bytes=result.size_after, ram_bytes=ram,
+                         skipped=reason.english(), reason=reason,
+                         quantize_seconds=result.seconds)
+    finally:
+        run.clock.step_finished()
+
+
+def _quantize_step(run: _Run, qtype: QuantType, work_file: Path) -> QuantizeResult:
+    def on_tensor(p: QuantizeProgress) -> None:
+        run.report("quantize", qtype, p.tensor_index, p.tensor_count,
+                   _("tensor {index}/{count}", index=p.tensor_index, count=p.tensor_count))
+
+    options = run.plan.options
+    return quantize_model(
+        run.plan.source.path, work_file, qtype, threads=options.threads,
+        allow_requantize=options.allow_requantize, on_progress=on_tensor, cancel=run.cancel,
+    )
+
+
+def _measure_step(run: _Run, qtype: QuantType, work_file: Path, result: QuantizeResult,
+                  ram: int) -> Candidate:
+    """Perplexity of the quantized file, then a short generation-speed test on it."""
+    options = run.plan.options
     measured = time.monotonic()
     run.report("perplexity", qtype, 0, 1, _("loading {file}", file=work_file.name))
 
@@ -341,26 +265,16 @@ def _run_type(run: _Run, planned: PlannedType) -> Candidate:
         run.report("perplexity", qtype, index, n_chunks,
                    _("chunk {index}/{count}", index=index, count=n_chunks))
 
-    try:
-        with Evaluator(work_file, n_ctx=options.n_ctx, n_batch=options.n_ctx,
-                       threads=options.threads, cancel=run.cancel) as evaluator:
-            ppl = perplexity_on(evaluator, options.text, max_chunks=options.chunks,
-                                on_chunk=on_chunk)
-            run.report("speed", qtype, 0, 1, _("generation speed"))
-            speed_started = time.monotonic()
-            so_far = result.seconds + (speed_started - measured)
-            speed = measure_generation(evaluator, min_tokens=2, warm_up=False,
-                                       max_seconds=SPEED_SHARE * so_far)
-            speed_seconds = time.monotonic() - speed_started
-    except ModelError as exc:  # this file cannot be evaluated: say so, measure the others
-        log.warning("auto quantization: measuring %s failed: %s", qtype.label, exc)
-        run.clock.step_finished()
-        work_file.unlink()
-        reason = Reason(FAILED, {"error": exc})
-        return Candidate(qtype=qtype.label, size_bytes=result.size_after, ram_bytes=ram,
-                         skipped=reason.english(), reason=reason,
-                         quantize_seconds=result.seconds)
-    run.clock.step_finished()
+    with Evaluator(work_file, n_ctx=options.n_ctx, n_batch=options.n_ctx,
+                   threads=options.threads, cancel=run.cancel) as evaluator:
+        ppl = perplexity_on(evaluator, options.text, max_chunks=options.chunks,
+                            on_chunk=on_chunk)
+        run.report("speed", qtype, 0, 1, _("generation speed"))
+        speed_started = time.monotonic()
+        so_far = result.seconds + (speed_started - measured)
+        speed = measure_generation(evaluator, min_tokens=2, warm_up=False,
+                                   max_seconds=SPEED_SHARE * so_far)
+        speed_seconds = time.monotonic() - speed_started
     return Candidate(
         qtype=qtype.label, size_bytes=result.size_after, ram_bytes=ram, ppl=ppl.ppl,
         ppl_error=ppl.stderr, tokens_per_second=speed.tokens_per_second, path=work_file,
@@ -394,21 +308,3 @@ def _write_json(path: Path, report: AutoQuantizeReport) -> None:
     finally:
         with suppress(FileNotFoundError):
             tmp.unlink()
-
-
-def remove_work_dirs(directory: Path, work_dir: Path | None = None) -> list[Path]:
-    """Remove what a crashed auto run left in `directory`: `work_dir`, or every work directory."""
-    found = [work_dir] if work_dir is not None else list(
-        directory.glob(f"{WORK_DIR_PREFIX}*{WORK_DIR_SUFFIX}"))
-    removed = []
-    for path in found:
-        if path.is_dir() and path.name.startswith(WORK_DIR_PREFIX):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
-
-
-def _default_threads() -> int:
-    from bot.engine.native import physical_cores
-
-    return physical_cores()

@@ -50,10 +50,6 @@ class MachineSpeed:
     text_tokens: int
     seconds: float
 
-    @property
-    def param_tokens_per_second(self) -> float:
-        return self.prompt_tokens_per_second * self.parameters
-
 
 def measure_machine(source: Path, text: str, *, n_ctx: int, parameters: int, source_bytes: int,
                     threads: int | None, cancel: threading.Event | None = None) -> MachineSpeed:

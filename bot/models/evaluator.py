@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bot.errors import ModelError, QuantizeCancelled
-from bot.models.gguf_file import check_gguf_magic
+from bot.llama.gguf_file import check_gguf_magic
 
 _ABORTED = 2  # llama_decode's return code after the abort callback said stop
 
@@ -31,7 +31,8 @@ class Evaluator:
         check_gguf_magic(model_path)
         import llama_cpp
 
-        from bot.engine.native import model_params, physical_cores, route_llama_log
+        from bot.llama.cpu import physical_cores
+        from bot.llama.loading import model_params, route_llama_log
 
         route_llama_log()  # keep llama.cpp's chatter out of the terminal
         llama_cpp.llama_backend_init()

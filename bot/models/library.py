@@ -1,13 +1,43 @@
-"""The models directory as the admin sees it: listing GGUF files and choosing one by name."""
+"""The models directory as the admin sees it: its GGUF files (each header read), listed, and
+one chosen by name."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from bot.errors import UserError
+from bot.errors import ModelError, UserError
 from bot.i18n import _
-from bot.models.gguf_file import ModelFileEntry, list_gguf_files
+from bot.llama.gguf_file import read_gguf_info
 from bot.models.progress import format_bytes
+
+
+@dataclass(frozen=True)
+class ModelFileEntry:
+    """One line of a models directory listing; `error` says why a file could not be read."""
+
+    path: Path
+    size_bytes: int
+    file_type_name: str
+    error: str | None = None
+
+
+def list_gguf_files(directory: Path) -> list[ModelFileEntry]:
+    """The `*.gguf` files of a directory (not recursive), by name, each with size and type."""
+    if not directory.is_dir():
+        raise ModelError(f"not a directory: {directory}")
+    entries = []
+    for path in sorted(directory.iterdir(), key=lambda p: p.name.lower()):
+        if path.suffix.lower() != ".gguf" or not path.is_file():
+            continue  # also skips dangling symlinks
+        try:
+            info = read_gguf_info(path)
+        except ModelError as exc:
+            size = path.stat().st_size
+            entries.append(ModelFileEntry(path, size, "invalid", error=str(exc)))
+            continue
+        entries.append(ModelFileEntry(path, info.size_bytes, info.file_type_name))
+    return entries
 
 
 def describe_models(directory: Path, current: Path) -> str:

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 
 from bot.errors import ModelError
-from bot.models.gguf_file import GGUFInfo
+from bot.llama.gguf_file import GGUFInfo
 
 _MARGIN_SHARE = 0.10
 _MARGIN_MIN = 256 << 20

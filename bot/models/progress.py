@@ -1,4 +1,5 @@
-"""Progress of long model-file jobs: a tqdm bar drawn only on a terminal, and sizes for humans."""
+"""Progress of long model-file jobs: a tqdm bar drawn only on a terminal, and sizes and
+durations for humans."""
 
 from __future__ import annotations
 
@@ -15,6 +16,14 @@ def format_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     raise AssertionError("unreachable")
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as a clock shows it: 0:07, 12:34, 1:02:03."""
+    seconds = int(round(seconds))
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
 
 def byte_progress(total: int, *, label: str, enabled: bool | None = None,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bot.errors import ModelError, QuantizeError
 from bot.i18n import _
-from bot.models.gguf_file import GGUFInfo, read_gguf_info
+from bot.llama.gguf_file import GGUFInfo, read_gguf_info
 from bot.models.progress import format_bytes
 from bot.models.quant_types import QuantType, parse_quant_type
 from bot.models.quantize_output import check_disk_space, check_output_path

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bot.errors import QuantizeError
 from bot.i18n import _
-from bot.models.gguf_file import GGUFInfo, TensorInfo
+from bot.llama.gguf_file import GGUFInfo, TensorInfo
 from bot.models.progress import format_bytes
 from bot.models.quant_types import QUANT_TYPES, QuantType, parse_quant_type
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bot.errors import QuantizeCancelled, QuantizeError
-from bot.models.gguf_file import GGUFInfo
+from bot.llama.gguf_file import GGUFInfo
 from bot.models.quant_types import QuantType
 
 _llama_log = logging.getLogger("llama.cpp")

@@ -57,9 +57,9 @@ def check_config(settings: Settings) -> Finding:
 def check_model(settings: Settings) -> list[Finding]:
     if settings.engine == "remote":
         return []  # the servers hold the model: see check_backends
-    from bot.engine.native import check_model_file
+    from bot.llama.gguf_file import read_gguf_info
+    from bot.llama.loading import check_model_file
     from bot.models.demo import INSTALL_HINT, find_demo_model
-    from bot.models.gguf_file import read_gguf_info
 
     path = settings.model.expanduser() if settings.model is not None else find_demo_model()
     if path is None:

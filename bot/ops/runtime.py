@@ -20,7 +20,7 @@ from bot.errors import ConfigError, ModelError, UserError
 from bot.i18n import _
 from bot.metrics import Metrics
 from bot.models.demo import INSTALL_HINT, find_demo_model, link_into
-from bot.quantize_jobs import QuantizeJobs
+from bot.quantize.jobs import QuantizeJobs
 from bot.settings import Settings
 from bot.store.database import Sessions, migrate_async, open_database, sessions
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 
 from telegram import Bot, Chat, Message, ReplyParameters, Update
 from telegram.constants import ChatMemberStatus
-from telegram.error import RetryAfter, TelegramError
+from telegram.error import TelegramError
 from telegram.ext import Application, ContextTypes
 
 from bot.chat import Accepted, ChatService
@@ -25,8 +24,9 @@ from bot.i18n import N_, _
 from bot.settings import Settings
 from bot.telegram.buttons import ReplyButtons
 from bot.telegram.drafts import DraftPolicy
-from bot.telegram.ratelimit import retry_seconds
-from bot.telegram.streamer import FloodGate, ReplyStreamer
+from bot.telegram.flood import FloodGate, send_with_retries
+from bot.telegram.streamer import ReplyStreamer
+from bot.telegram.switch_button import send_result
 
 log = logging.getLogger(__name__)
 
@@ -135,25 +135,11 @@ async def respond(context: BotContext, message: Message, text: str) -> None:
     """Answer a command in the same chat and topic, as plain text, respecting flood bans."""
     group = is_group_kind(message.chat.type)
     gate = deps_of(context.bot_data).gate(message.chat_id, message.chat.type)
-    for attempt in range(3):
-        await gate.wait(spacing=False)
-        started = time.monotonic()
-        gate.called()
-        try:
-            # In groups, quote the command; if it was deleted meanwhile, answer anyway.
-            quote = (
-                ReplyParameters(message.message_id, allow_sending_without_reply=True)
-                if group else None
-            )
-            await context.bot.send_message(
-                message.chat_id, text, reply_parameters=quote,
-                message_thread_id=thread_of(message),
-            )
-            return
-        except RetryAfter as exc:
-            gate.banned(started, retry_seconds(exc))
-            if attempt == 2:
-                raise
+    # In groups, quote the command; if it was deleted meanwhile, answer anyway.
+    quote = ReplyParameters(message.message_id, allow_sending_without_reply=True) if group else None
+    await send_with_retries(gate, lambda: context.bot.send_message(
+        message.chat_id, text, reply_parameters=quote, message_thread_id=thread_of(message),
+    ))
 
 
 class TelegramFront:
@@ -241,8 +227,6 @@ class TelegramFront:
     async def present(self, text: str, *, photo: Path | None = None,
                       switch_to: str | None = None) -> None:
         """A photo (or a message) with a "Switch to …" button (`bot.telegram.switch_button`)."""
-        from bot.telegram.switch_button import send_result
-
         chat, message = self._chat, self._message
         await send_result(
             self._context.bot, self.deps.gate(chat.id, chat.type), chat.id, text, photo=photo,

@@ -30,7 +30,8 @@ from bot.chat.servers import server_status_text
 from bot.core.chats import ChatRef, is_group_kind
 from bot.engine.base import ServerStatus
 from bot.i18n import _
-from bot.telegram import presses, switch_button
+from bot.quantize.texts import interrupted_text
+from bot.telegram import presses, switch_button, switch_press
 from bot.telegram.front import (
     DEPS_KEY,
     AnyApplication,
@@ -161,11 +162,7 @@ async def report_interrupted_jobs(application: AnyApplication) -> None:
         if job.chat_id is None:
             continue
         with i18n.speaking(await chosen_language(service, job.chat_id)):
-            text = _(
-                "⚠️ Quantization #{id} ({file} → {qtype}) was interrupted by a restart of the "
-                "bot. Nothing was written; run /quantize again.",
-                id=job.id, file=Path(job.source).name, qtype=job.qtype,
-            )
+            text = interrupted_text(job.id, Path(job.source), job.qtype)
         try:
             await application.bot.send_message(job.chat_id, text)
         except TelegramError as exc:
@@ -259,7 +256,7 @@ def register(application: AnyApplication) -> None:
     )
     application.add_handler(MessageHandler(filters.COMMAND, on_unknown_command))
     # "Switch to …" under an auto quantization's chart, before the replies' catch-all.
-    application.add_handler(CallbackQueryHandler(switch_button.on_switch_press,
+    application.add_handler(CallbackQueryHandler(switch_press.on_switch_press,
                                                  pattern=switch_button.PATTERN))
     application.add_handler(CallbackQueryHandler(presses.on_button))
     application.add_error_handler(on_error)

@@ -9,7 +9,6 @@ say so, and lose their markup.
 from __future__ import annotations
 
 import logging
-import time
 
 from telegram import CallbackQuery, Message, Update
 from telegram.error import RetryAfter, TelegramError
@@ -18,7 +17,6 @@ from bot.chat.redo import Refused
 from bot.i18n import N_, _
 from bot.telegram.buttons import parse_callback
 from bot.telegram.front import BotContext, TelegramFront, chat_ref, deps_of
-from bot.telegram.ratelimit import retry_seconds
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +41,9 @@ async def on_button(update: Update, context: BotContext) -> None:
     try:
         text = await _press(update, context, query)
     except Exception:
-        await _answer(query, _(FAILED))
+        await answer_press(query, _(FAILED))
         raise
-    await _answer(query, text)
+    await answer_press(query, text)
 
 
 async def _press(update: Update, context: BotContext, query: CallbackQuery) -> str | None:
@@ -91,19 +89,21 @@ async def _refused(
 async def _drop_buttons(context: BotContext, message: Message) -> None:
     """Remove the buttons of a message they no longer work on (one edit, flood bans kept)."""
     gate = deps_of(context.bot_data).gate(message.chat_id, message.chat.type)
-    await gate.wait(spacing=False)
-    started = time.monotonic()
-    gate.called()
     try:
-        await context.bot.edit_message_reply_markup(message.chat_id, message.message_id)
-    except RetryAfter as exc:
-        gate.banned(started, retry_seconds(exc))
+        await gate.call(
+            lambda: context.bot.edit_message_reply_markup(message.chat_id, message.message_id),
+            spacing=False,
+        )
+    except RetryAfter:
+        pass  # the gate keeps the ban; the stale buttons stay, saying so when pressed
     except TelegramError as exc:
         log.info("chat %s: could not remove stale buttons: %s", message.chat_id, exc)
 
 
-async def _answer(query: CallbackQuery, text: str | None) -> None:
+async def answer_press(query: CallbackQuery, text: str | None, *, alert: bool = False) -> None:
+    """Answer a button press (the client's spinner stops): with `text` (an `alert` the presser
+    must close), or silently."""
     try:
-        await query.answer(text[:MAX_ANSWER] if text else None)
+        await query.answer(text[:MAX_ANSWER] if text else None, show_alert=alert)
     except TelegramError as exc:  # too late: the client gave up waiting for it
         log.info("could not answer a button press: %s", exc)

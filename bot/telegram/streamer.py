@@ -41,7 +41,7 @@ from bot.chat.sink import STALLED_NOTE, MessageRecorder, ReplyAction, shown_text
 from bot.core.markup import RenderedMessage, render_reply
 from bot.i18n import _, _n
 from bot.telegram.buttons import MarkupKey, ReplyButtons
-from bot.telegram.ratelimit import retry_seconds
+from bot.telegram.flood import FloodGate
 
 log = logging.getLogger(__name__)
 
@@ -53,40 +53,6 @@ COMPLETE_WAIT = 2.0
 """How long a complete text waits for `finish` (its note and buttons) before it is shown."""
 DRAFT_REFRESH = 20.0
 """Telegram shows a draft for 30 s: one left unchanged this long is sent again."""
-
-
-class FloodGate:
-    """When the next call to one chat may go out: spacing plus any `retry_after` ban."""
-
-    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval = interval
-        self._clock = clock
-        self._last_call = float("-inf")
-        self._banned_until = float("-inf")
-
-    def ready_at(self, *, spacing: bool = True) -> float:
-        if not spacing:
-            return self._banned_until
-        return max(self._last_call + self.interval, self._banned_until)
-
-    async def wait(self, *, spacing: bool = True) -> None:
-        """Sleep until a call may go out; `spacing=False` waits out flood bans only."""
-        # A ban may grow while we sleep (another reply in the chat got a 429): check again.
-        while (delay := self.ready_at(spacing=spacing) - self._clock()) > 0:  # noqa: ASYNC110
-            await asyncio.sleep(delay)
-
-    def called(self) -> None:
-        self._last_call = self._clock()
-
-    def banned(self, started: float, seconds: float) -> None:
-        """A 429 arrived for a call started at `started`.
-
-        If the call itself took `seconds` or longer, a rate limiter between us and Telegram
-        already waited out the ban; otherwise the ban runs from now.
-        """
-        now = self._clock()
-        until = now if now - started >= seconds else now + seconds
-        self._banned_until = max(self._banned_until, until)
 
 
 class DraftRefusals(Protocol):
@@ -414,18 +380,11 @@ class ReplyStreamer:
         """
         network_failures = 0
         while True:
-            await self._gate.wait(spacing=counts)
-            started = time.monotonic()
-            if counts:
-                self._gate.called()
             try:
-                result = await make()
+                result = await self._gate.call(make, spacing=counts, counts=counts)
                 return True if result is None or result is True else result
-            except RetryAfter as exc:
-                seconds = retry_seconds(exc)
-                self._gate.banned(started, seconds)
-                # FloodLimiter logged the ban; the streamer only waits it out.
-                log.debug("chat %s: flood control, retry after %.0f s", self._chat_id, seconds)
+            except RetryAfter:
+                # The gate holds the ban (FloodLimiter logged it): the next try waits it out.
                 if not final:
                     return None
             except BadRequest as exc:

@@ -98,7 +98,7 @@ class LogitRecorder:
 def reference(demo_model: Path) -> Iterator[Any]:
     import llama_cpp
 
-    from bot.engine.native import high_level_model_params, route_llama_log
+    from bot.llama.loading import high_level_model_params, route_llama_log
 
     route_llama_log()
     with high_level_model_params():

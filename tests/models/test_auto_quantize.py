@@ -13,15 +13,11 @@ import pytest
 
 from bot.cli import main
 from bot.errors import QuantizeCancelled, UserError
-from bot.models.auto_quantize import (
-    AutoProgress,
-    AutoQuantizeOptions,
-    plan_auto_quantize,
-    run_auto_quantize,
-)
+from bot.llama.gguf_file import read_gguf_info
+from bot.models.auto_plan import AutoQuantizeOptions, plan_auto_quantize
+from bot.models.auto_quantize import AutoProgress, run_auto_quantize
 from bot.models.auto_report import AutoQuantizeReport, Candidate, choose, mark_choice
 from bot.models.auto_timing import RunClock
-from bot.models.gguf_file import read_gguf_info
 from bot.models.memory_budget import default_budget, kv_bytes_per_token, kv_cache_size
 from bot.models.perplexity import load_sample_text
 from bot.models.quant_chart import MISSING_NOTE, draw_chart

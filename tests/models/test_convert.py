@@ -25,8 +25,8 @@ from numpy.typing import NDArray
 import bot.models.convert as convert_module
 from bot.core.prompt import Turn, prompt_text
 from bot.core.templates import AlpacaFormat, JinjaFormat
-from bot.engine.native import high_level_model_params
 from bot.errors import ConversionError
+from bot.llama.loading import high_level_model_params
 from bot.models.convert import ALPACA_CHAT_TEMPLATE, convert_checkpoint
 from bot.models.lazy_tensor import FileRange, LazyTensor
 from bot.models.progress import byte_progress

@@ -20,9 +20,9 @@ import gguf
 import numpy as np
 import pytest
 
-from bot.engine.native import high_level_model_params
 from bot.errors import QuantizeError
-from bot.models.gguf_file import read_gguf_info
+from bot.llama.gguf_file import read_gguf_info
+from bot.llama.loading import high_level_model_params
 from bot.models.quant_types import QUANT_TYPES, QuantType, parse_quant_type
 from bot.models.quantize import QuantizeResult, quantize_model, quantize_model_async
 from bot.models.quantize_output import default_output_path, estimate_output_size

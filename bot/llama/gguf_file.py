@@ -173,27 +173,12 @@ class GGUFInfo:
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
     @property
-    def has_chat_template(self) -> bool:
-        return bool(self.metadata.get("tokenizer.chat_template"))
-
-    @property
     def quantized_types(self) -> frozenset[str]:
         """Names of the quantized types among the matrices (empty for an F32/F16/BF16 file)."""
         return frozenset(
             t.type_name for t in self.tensors
             if len(t.shape) >= 2 and not (t.type is not None and t.type.is_float)
         )
-
-
-@dataclass(frozen=True)
-class ModelFileEntry:
-    """One line of a models directory listing; `error` says why a file could not be read."""
-
-    path: Path
-    size_bytes: int
-    file_type_name: str
-    info: GGUFInfo | None = None
-    error: str | None = None
 
 
 def check_gguf_magic(path: Path) -> None:
@@ -228,24 +213,6 @@ def read_gguf_info(path: Path) -> GGUFInfo:
     except (struct.error, EOFError) as exc:
         raise ModelError(_("{path} is truncated or corrupt: its GGUF header ends early",
                            path=path)) from exc
-
-
-def list_gguf_files(directory: Path) -> list[ModelFileEntry]:
-    """The `*.gguf` files of a directory (not recursive), by name, each with size and type."""
-    if not directory.is_dir():
-        raise ModelError(f"not a directory: {directory}")
-    entries = []
-    for path in sorted(directory.iterdir(), key=lambda p: p.name.lower()):
-        if path.suffix.lower() != ".gguf" or not path.is_file():
-            continue  # also skips dangling symlinks
-        try:
-            info = read_gguf_info(path)
-        except ModelError as exc:
-            size = path.stat().st_size
-            entries.append(ModelFileEntry(path, size, "invalid", error=str(exc)))
-            continue
-        entries.append(ModelFileEntry(path, info.size_bytes, info.file_type_name, info=info))
-    return entries
 
 
 class _HeaderParser:

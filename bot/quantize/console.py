@@ -1,5 +1,6 @@
-"""The terminal side of `alpaca-bot quantize SRC --auto`: the plan and the estimate first, a
-progress bar per step on a terminal (one line per step in a log or a pipe), then the table."""
+"""The terminal face of an auto quantization (`alpaca-bot quantize SRC --auto`): the plan and
+the estimate first, a progress bar per step on a terminal (one line per step in a log or a
+pipe), then the table."""
 
 from __future__ import annotations
 
@@ -8,17 +9,11 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from bot.models.auto_quantize import AutoPlan, AutoProgress, run_auto_quantize
+from bot.models.auto_plan import AutoPlan
+from bot.models.auto_quantize import AutoProgress, run_auto_quantize
 from bot.models.auto_report import AutoQuantizeReport
 from bot.models.auto_timing import MachineSpeed
-from bot.models.progress import format_bytes
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    minutes, seconds = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+from bot.models.progress import format_bytes, format_duration
 
 
 def describe_plan(plan: AutoPlan) -> str:

@@ -52,7 +52,7 @@ def f16_master(demo_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 @pytest.fixture
 def models(f16_master: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    import bot.auto_quantize_job as auto_job
+    import bot.quantize.auto_job as auto_job
 
     monkeypatch.setattr(auto_job, "PERPLEXITY_CTX", 128)  # short runs: 2 chunks of 128
     monkeypatch.setattr(auto_job, "PERPLEXITY_CHUNKS", 2)

@@ -2,9 +2,10 @@
 
 A job quantizes the configured f16 source (or a named file of the models directory) into the
 models directory with llama.cpp's quantizer in a child process, reporting progress as it goes.
-A restart in the middle leaves the job `running` in the database; the next start marks it
-`interrupted` and tells the chat that asked. `/quantize auto` (`bot.auto_quantize_job`) runs in
-the same single place, and `/quantize cancel` stops either kind.
+`/quantize auto` (`bot.quantize.auto_job`) runs in the same single place, and `/quantize
+cancel` stops either kind. Both end through one ladder (`_conclude`): done, cancelled, failed
+or crashed, recorded once. A restart in the middle leaves the job `running` in the database;
+the next start marks it `interrupted` and tells the chat that asked.
 """
 
 from __future__ import annotations
@@ -15,23 +16,23 @@ import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.auto_quantize_job import AutoJobRun, describe, remove_leftovers
 from bot.errors import ModelError, QuantizeCancelled, QuantizeError, UserError
 from bot.i18n import _
+from bot.llama.gguf_file import read_gguf_info
 from bot.metrics import Metrics
-from bot.models.auto_quantize import AutoPlan
+from bot.models.auto_plan import AutoPlan, remove_work_dirs
 from bot.models.auto_report import AutoQuantizeReport
-from bot.models.gguf_file import read_gguf_info
 from bot.models.library import find_model
-from bot.models.progress import format_bytes
 from bot.models.quant_types import QuantType, parse_quant_type
-from bot.models.quantize import quantize_model_async
+from bot.models.quantize import QuantizeResult, quantize_model_async
 from bot.models.quantize_output import default_output_path
 from bot.models.quantizer_process import QuantizeProgress
+from bot.quantize.auto_job import AutoJobRun, plan_auto_job
+from bot.quantize.texts import AutoEndings, QuantizeEndings, describe, progress_text, table_text
 from bot.settings import Settings
 from bot.store.jobs import add_quantize_job, finish_quantize_job, interrupt_running_jobs
 from bot.store.schema import QuantizeJobRow
@@ -42,6 +43,9 @@ DEFAULT_TYPE = "q4_0"
 Report = Callable[[str], Awaitable[None]]
 AutoFinish = Callable[[str, AutoQuantizeReport | None], Awaitable[None]]
 """Called once an auto job ended: the final text, and the report when it succeeded."""
+R = TypeVar("R")
+Values = dict[str, Any]
+"""The columns a job's row gets when it ends (`finish_quantize_job`)."""
 
 
 @dataclass(frozen=True)
@@ -51,24 +55,14 @@ class JobRequest:
     qtype: QuantType
 
 
-def format_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    minutes, seconds = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+class Endings(Protocol):
+    """What a kind of job says when it did not succeed."""
 
+    def cancelled(self) -> str: ...
 
-def progress_text(request: JobRequest, progress: QuantizeProgress) -> str:
-    values = {
-        "file": request.source.name, "qtype": request.qtype.label,
-        "index": progress.tensor_index, "count": progress.tensor_count,
-        "percent": f"{progress.fraction:.0%}", "elapsed": format_duration(progress.elapsed),
-    }
-    if progress.eta is None:
-        return _("Quantizing {file} → {qtype}: tensor {index}/{count} ({percent}), "
-                 "{elapsed} elapsed", **values)
-    return _("Quantizing {file} → {qtype}: tensor {index}/{count} ({percent}), "
-             "{elapsed} elapsed, ~{left} left", left=format_duration(progress.eta), **values)
+    def failed(self, error: Exception) -> str: ...
+
+    def crashed(self) -> str: ...
 
 
 class QuantizeJobs:
@@ -111,23 +105,52 @@ class QuantizeJobs:
             raise UserError(_("{file} is already {qtype}.", file=source.name, qtype=qtype.label))
         return JobRequest(source, target, qtype)
 
+    def plan_auto(self, argument: str) -> AutoPlan:
+        """Parse `/quantize auto [TYPES...] [FILE]` (blocking: reads the source's header)."""
+        return plan_auto_job(self._settings, argument)
+
     async def start(
         self, request: JobRequest, *, user_id: int | None, chat_id: int | None,
         report: Report, finish: Report,
     ) -> int:
         """Record and start a job; progress goes to `report`, the outcome to `finish`."""
+        job_id = await self._begin(
+            f"{request.source.name} → {request.qtype.label}", requested_by=user_id,
+            chat_id=chat_id, source=str(request.source), target=str(request.target),
+            qtype=request.qtype.label,
+        )
+        self._task = asyncio.create_task(self._run(job_id, request, report, finish))
+        return job_id
+
+    async def start_auto(
+        self, plan: AutoPlan, *, user_id: int | None, chat_id: int | None, report: Report,
+        finish: AutoFinish,
+    ) -> int:
+        """Record and start an auto job; its work directory is the job's target until it ends
+        (so a restart can remove it), then the chosen file."""
+        job_id = await self._begin(
+            describe(plan), requested_by=user_id, chat_id=chat_id, source=str(plan.source.path),
+            target=str(plan.work_dir), qtype="auto",
+        )
+        assert self._cancel is not None
+
+        def show(text: str) -> None:
+            asyncio.ensure_future(report(text))
+
+        self._auto = AutoJobRun(plan, show, self._cancel)
+        self._task = asyncio.create_task(self._run_auto(job_id, self._auto, finish))
+        return job_id
+
+    async def _begin(self, what: str, **row: Any) -> int:
+        """Record a job about to start (refused while one runs) and make it the running one."""
         self._check_free()
         async with self._sessions() as session:
-            row = await add_quantize_job(
-                session, requested_by=user_id, chat_id=chat_id, source=str(request.source),
-                target=str(request.target), qtype=request.qtype.label,
-            )
+            added = await add_quantize_job(session, **row)
             await session.commit()
-            job_id = row.id
-        self._running = (job_id, f"{request.source.name} → {request.qtype.label}")
+            job_id = added.id
+        self._running = (job_id, what)
         self._last = None
         self._cancel = threading.Event()
-        self._task = asyncio.create_task(self._run(job_id, request, report, finish))
         return job_id
 
     def _check_free(self) -> None:
@@ -160,132 +183,81 @@ class QuantizeJobs:
         job_id, current = self._running
         return _("Cancelling quantization #{id} ({job})…", id=job_id, job=current)
 
-    def plan_auto(self, argument: str) -> AutoPlan:
-        """Parse `/quantize auto [TYPES...] [FILE]` (blocking: reads the source's header)."""
-        from bot.auto_quantize_job import plan_auto_job
-
-        return plan_auto_job(self._settings, argument)
-
-    async def start_auto(
-        self, plan: AutoPlan, *, user_id: int | None, chat_id: int | None, report: Report,
-        finish: AutoFinish,
-    ) -> int:
-        """Record and start an auto job; its work directory is the job's target until it ends
-        (so a restart can remove it), then the chosen file."""
-        self._check_free()
-        async with self._sessions() as session:
-            row = await add_quantize_job(
-                session, requested_by=user_id, chat_id=chat_id, source=str(plan.source.path),
-                target=str(plan.work_dir), qtype="auto",
-            )
-            await session.commit()
-            job_id = row.id
-        self._running = (job_id, describe(plan))
-        self._cancel = threading.Event()
-
-        def show(text: str) -> None:
-            asyncio.ensure_future(report(text))
-
-        self._auto = AutoJobRun(plan, show, self._cancel)
-        self._task = asyncio.create_task(self._run_auto(job_id, self._auto, finish))
-        return job_id
-
-    async def _run_auto(self, job_id: int, run: AutoJobRun, finish: AutoFinish) -> None:
-        from bot.auto_quantize_job import table_text
-
-        name = run.plan.source.path.name
-        values: dict[str, Any]
-        result: AutoQuantizeReport | None = None
-        try:
-            result = await run.run()
-        except QuantizeCancelled:
-            values = {"state": "cancelled", "error": "cancelled with /quantize cancel"}
-            text = _("⏹ Auto-quantization of {file} cancelled; its partial files are removed.",
-                     file=name)
-        except (QuantizeError, ModelError, UserError) as exc:
-            values = {"state": "failed", "error": str(exc)}
-            text = _("❌ Auto-quantization of {file} failed: {error}", file=name, error=exc)
-        except asyncio.CancelledError:
-            await self._record(job_id, {"state": "interrupted", "error": "the bot was stopped"})
-            self._end()
-            raise
-        except Exception as exc:  # recorded and reported, then logged with its traceback
-            log.exception("auto quantization job %d failed", job_id)
-            values = {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
-            text = _("❌ Auto-quantization of {file} failed unexpectedly; see the logs.",
-                     file=name)
-        else:
-            chosen = result.chosen
-            values = {"state": "done", "size_before": result.source_bytes,
-                      "seconds": result.seconds,
-                      "target": str(chosen.path if chosen and chosen.path else result.json_path)}
-            if chosen is not None:
-                values["size_after"] = chosen.size_bytes
-            text = table_text(result)
-        await self._record(job_id, values)
-        self._end()
-        await finish(text, result)
-
-    def _end(self) -> None:
-        self._running = None
-        self._auto = None
-        self._cancel = None
-
     async def _run(self, job_id: int, request: JobRequest, report: Report, finish: Report) -> None:
         self._settings.models_directory.mkdir(parents=True, exist_ok=True)
 
         def on_progress(progress: QuantizeProgress) -> None:
             self._last = progress
-            asyncio.ensure_future(report(progress_text(request, progress)))
+            asyncio.ensure_future(report(progress_text(request.source, request.qtype, progress)))
 
-        values: dict[str, Any]
+        endings = QuantizeEndings(request.source, request.qtype)
+
+        async def done(result: QuantizeResult) -> tuple[Values, str]:
+            before = await asyncio.to_thread(_type_name, request.source)
+            text = endings.done(result, type_before=before,
+                                remote=self._settings.engine == "remote")
+            return {"state": "done", "size_before": result.size_before,
+                    "size_after": result.size_after, "seconds": result.seconds}, text
+
+        work = quantize_model_async(
+            request.source, request.target, request.qtype,
+            threads=self._settings.threads, on_progress=on_progress, cancel=self._cancel,
+        )
+        # Not unpacked where it is assigned: mypy would then solve R as `QuantizeResult | None`.
+        ended = await self._conclude(job_id, work, endings, done)
+        await finish(ended[0])
+
+    async def _run_auto(self, job_id: int, run: AutoJobRun, finish: AutoFinish) -> None:
+        async def done(result: AutoQuantizeReport) -> tuple[Values, str]:
+            chosen = result.chosen
+            values: Values = {
+                "state": "done", "size_before": result.source_bytes, "seconds": result.seconds,
+                "target": str(chosen.path if chosen and chosen.path else result.json_path),
+            }
+            if chosen is not None:
+                values["size_after"] = chosen.size_bytes
+            return values, table_text(result)
+
+        endings = AutoEndings(run.plan.source.path)
+        ended = await self._conclude(job_id, run.run(), endings, done)
+        await finish(*ended)
+
+    async def _conclude(
+        self, job_id: int, work: Awaitable[R], endings: Endings,
+        done: Callable[[R], Awaitable[tuple[Values, str]]],
+    ) -> tuple[str, R | None]:
+        """Await a job's work and record how it ended: the one place a job ends. A known error
+        is shown to the chat, any other logged with its traceback; a bot stopping meanwhile
+        records the job interrupted and lets the cancellation through."""
+        result: R | None = None
+        values: Values
         try:
-            result = await quantize_model_async(
-                request.source, request.target, request.qtype,
-                threads=self._settings.threads, on_progress=on_progress, cancel=self._cancel,
-            )
+            outcome = await work
         except QuantizeCancelled:
             values = {"state": "cancelled", "error": "cancelled with /quantize cancel"}
-            text = _("⏹ Quantizing {file} to {qtype} cancelled; nothing was written.",
-                     file=request.source.name, qtype=request.qtype.label)
+            text = endings.cancelled()
         except (QuantizeError, ModelError, UserError) as exc:
             values = {"state": "failed", "error": str(exc)}
-            text = _("❌ Quantizing {file} to {qtype} failed: {error}",
-                     file=request.source.name, qtype=request.qtype.label, error=exc)
+            text = endings.failed(exc)
         except asyncio.CancelledError:
-            values = {"state": "interrupted", "error": "the bot was stopped"}
-            await self._record(job_id, values)
+            await self._record(job_id, {"state": "interrupted", "error": "the bot was stopped"})
             self._end()
             raise
         except Exception as exc:  # recorded and reported, then logged with its traceback
             log.exception("quantization job %d failed", job_id)
             values = {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
-            text = _("❌ Quantizing {file} failed unexpectedly; see the logs.",
-                     file=request.source.name)
+            text = endings.crashed()
         else:
-            values = {
-                "state": "done", "size_before": result.size_before,
-                "size_after": result.size_after, "seconds": result.seconds,
-            }
-            before = await asyncio.to_thread(_type_name, request.source)
-            text = _(
-                "✅ Quantized {file} ({size_before}, {type_before}) → {output} ({size_after}, "
-                "{qtype}) in {duration}.\nFile: {path}\n{next_step}",
-                file=request.source.name, size_before=format_bytes(result.size_before),
-                type_before=before, output=result.output.name,
-                size_after=format_bytes(result.size_after), qtype=request.qtype.label,
-                duration=format_duration(result.seconds), path=result.output,
-                next_step=self._next_step(result.output),
-            )
+            result = outcome
+            values, text = await done(outcome)
         await self._record(job_id, values)
         self._end()
-        await finish(text)
+        return text, result
 
-    def _next_step(self, output: Path) -> str:
-        if self._settings.engine == "remote":
-            return _("The replies come from the model servers, so /model cannot load it: serve "
-                     "it with llama-server -m {path} to use it.", path=output)
-        return _("Switch to it with /model {name}", name=output.name)
+    def _end(self) -> None:
+        self._running = None
+        self._auto = None
+        self._cancel = None
 
     def queued_note(self) -> str:
         """What /quantize adds to its first answer (under the remote engine: where it runs)."""
@@ -294,7 +266,7 @@ class QuantizeJobs:
                            "servers.", directory=self._settings.models_directory)
         return ""
 
-    async def _record(self, job_id: int, values: dict[str, Any]) -> None:
+    async def _record(self, job_id: int, values: Values) -> None:
         if self._metrics is not None:
             self._metrics.quantize_jobs.labels(values["state"]).inc()
         async with self._sessions() as session:
@@ -307,9 +279,10 @@ class QuantizeJobs:
             rows = await interrupt_running_jobs(session, reason="the bot restarted")
             await session.commit()
         for row in rows:
-            await asyncio.to_thread(_remove_partial_files, Path(row.target))
-            if row.qtype == "auto":
-                await asyncio.to_thread(remove_leftovers, Path(row.target))
+            target = Path(row.target)
+            await asyncio.to_thread(_remove_partial_files, target)
+            if row.qtype == "auto":  # its target is the work directory
+                await asyncio.to_thread(remove_work_dirs, target.parent, target)
         return rows
 
     async def aclose(self) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from bot.models.gguf_file import read_gguf_info
+from bot.llama.gguf_file import read_gguf_info
 from bot.store.schema import QuantizeJobRow
 from tests.fakebotapi import FakeBotAPI
 from tests.fakeengine import ScriptedEngine
@@ -40,7 +40,7 @@ async def jobs_in_db(runner) -> list[QuantizeJobRow]:  # type: ignore[no-untyped
 async def test_admin_quantizes_with_progress_and_result(
     fake: FakeBotAPI, run_bot, f16_model: Path, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
-    import bot.quantize_jobs as jobs_module
+    import bot.quantize.jobs as jobs_module
 
     real = jobs_module.quantize_model_async
     release = asyncio.Event()
@@ -104,7 +104,7 @@ async def test_bad_requests_get_clear_answers(fake: FakeBotAPI, run_bot, f16_mod
 async def test_a_restart_mid_job_reports_it_interrupted(
     fake: FakeBotAPI, run_bot, f16_model: Path, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
-    import bot.quantize_jobs as jobs_module
+    import bot.quantize.jobs as jobs_module
 
     async def forever(*args, **kwargs):  # type: ignore[no-untyped-def]
         await asyncio.Event().wait()

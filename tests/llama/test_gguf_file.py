@@ -1,5 +1,5 @@
-"""`read_gguf_info` and `list_gguf_files`: GGUF headers of the demo model and of small files
-written with the `gguf` package, and the errors for files that are not (sound) GGUF."""
+"""`read_gguf_info`: GGUF headers of the demo model and of small files written with the `gguf`
+package, and the errors for files that are not (sound) GGUF."""
 
 from __future__ import annotations
 
@@ -11,12 +11,7 @@ import numpy as np
 import pytest
 
 from bot.errors import ModelError
-from bot.models.gguf_file import (
-    FILE_TYPE_NAMES,
-    check_gguf_magic,
-    list_gguf_files,
-    read_gguf_info,
-)
+from bot.llama.gguf_file import FILE_TYPE_NAMES, check_gguf_magic, read_gguf_info
 
 
 def write_small_gguf(path: Path, *, file_type: int | None = None, arch: str = "llama",
@@ -45,7 +40,6 @@ def test_demo_model_header(demo_model: Path) -> None:
     assert info.file_type == 3
     assert info.file_type_name == "Q4_1"
     assert info.tensor_count == 272
-    assert info.has_chat_template
     assert info.context_length == 8192
     assert info.size_bytes == demo_model.stat().st_size
     assert 130_000_000 < info.parameter_count < 140_000_000  # SmolLM2-135M
@@ -64,7 +58,6 @@ def test_small_file_written_by_gguf(tmp_path: Path) -> None:
     assert info.tensor_count == 3
     assert info.parameter_count == 5 * 64 + 64 * 64 + 64
     assert info.metadata["test.number"] == 7
-    assert not info.has_chat_template
     assert info.context_length == 4096
     assert info.quantized_types == frozenset()
     tensors = {t.name: t for t in info.tensors}
@@ -128,23 +121,3 @@ def test_garbage_after_magic_is_corrupt_not_a_crash(tmp_path: Path) -> None:
     path.write_bytes(b"GGUF" + struct.pack("<I", 1) + b"\x00" * 64)
     with pytest.raises(ModelError, match="version 1"):
         read_gguf_info(path)
-
-
-def test_listing_a_models_directory(tmp_path: Path, demo_model: Path) -> None:
-    (tmp_path / "demo.gguf").symlink_to(demo_model)
-    write_small_gguf(tmp_path / "B-small.gguf", file_type=1)
-    (tmp_path / "broken.gguf").write_bytes(b"not a model")
-    (tmp_path / "notes.txt").write_text("not listed")
-    (tmp_path / "dangling.gguf").symlink_to(tmp_path / "gone.gguf")
-    (tmp_path / "subdir.gguf").mkdir()
-    entries = list_gguf_files(tmp_path)
-    assert [e.path.name for e in entries] == ["B-small.gguf", "broken.gguf", "demo.gguf"]
-    small, broken, demo = entries
-    assert (demo.file_type_name, demo.size_bytes, demo.error) == (
-        "Q4_1", demo_model.stat().st_size, None)
-    assert demo.info is not None and demo.info.architecture == "llama"
-    assert small.file_type_name == "F16"
-    assert broken.file_type_name == "invalid"
-    assert broken.info is None and broken.error is not None and "not a GGUF" in broken.error
-    with pytest.raises(ModelError, match="not a directory"):
-        list_gguf_files(tmp_path / "notes.txt")
