@@ -2,8 +2,9 @@
 
 The chat layer sees only `Engine`. Behind it sit the llama.cpp engines of this package, the
 worker pool (`PoolEngine`, many chats at once, each keeping its KV cache) and the simple one
-(`LlamaEngine`, llama-cpp-python's `Llama`, one chat at a time); a remote backend would be one
-more, and tests put a scripted fake (`tests/fakeengine.py`) in its place. An engine streams
+(`LlamaEngine`, llama-cpp-python's `Llama`, one chat at a time), and the remote engine in front
+of model servers (`remote/`); tests put a scripted fake (`tests/fakeengine.py`) in its place.
+All of them take requests through one `RequestQueue` (`requests.py`). An engine streams
 `TextDelta` events and ends with one `Finished`; it is told the chat a request belongs to, so
 an engine that keeps per-chat state (a KV cache per chat) can reuse it. A request that has to
 wait first gets `Queued` events with its place in the queue."""
@@ -111,13 +112,32 @@ class MemoryReport:
 
 
 class CancelToken:
-    """Set by `/stop` (or Ctrl+C); the engine checks it between tokens."""
+    """Set by `/stop` (or Ctrl+C, or a reader that stopped listening), from any thread.
+
+    Whoever must act on it registers a callback (`on_cancel`) and is called at once; a worker
+    thread between tokens reads `cancelled`. Nothing polls it on a timer."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
 
     def cancel(self) -> None:
-        self._event.set()
+        with self._lock:
+            if self._event.is_set():
+                return
+            self._event.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+    def on_cancel(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when cancelled (now, if it already is)."""
+        with self._lock:
+            if not self._event.is_set():
+                self._callbacks.append(callback)
+                return
+        callback()
 
     @property
     def cancelled(self) -> bool:
@@ -137,6 +157,9 @@ class GenerationRequest:
     turns: tuple[Turn, ...] = ()
     """The conversation the prompt was rendered from (system prompt and the window's turns),
     for a server that applies its own chat template (an OpenAI-compatible one)."""
+    share: str | None = None
+    """Whose turn the request takes in the fair queue (the Telegram chat, all of a forum's
+    topics together; None: its own chat_key)."""
 
 
 @dataclass(frozen=True)

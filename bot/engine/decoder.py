@@ -14,8 +14,9 @@ from numpy.typing import NDArray
 
 from bot.engine.base import GenerationRequest, StopReason
 from bot.engine.cache import MIN_SHARED_PREFIX, SlotCache
-from bot.engine.intake import Intake, Outcome, Ticket, finished_now
+from bot.engine.intake import Intake
 from bot.engine.reply import ReplyStream
+from bot.engine.requests import Outcome, Ticket, finished_now
 from bot.engine.sampler import Sampler
 from bot.engine.slots import BatchRow, Slot, SlotContext, SlotState, common_prefix
 from bot.engine.tokens import SampledPieces
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(eq=False)
 class PoolJob:
-    """A request the scheduler admitted (or is holding), with its decoding state."""
+    """A request the request queue started, with its decoding state."""
 
     ticket: Ticket
     tokens: list[int] = field(default_factory=list)
@@ -34,8 +35,6 @@ class PoolJob:
     sampler: Sampler | None = None
     reply: ReplyStream | None = None
     next_token: int = -1
-    running: bool = False
-    """Started by the scheduler and not yet reported done to it."""
     awaits: tuple[PoolJob, int] | None = None
     """(a prompt started before this one, n): its first n tokens are this prompt's too, and
     they are copied from its slot once evaluated there instead of being evaluated twice."""
@@ -64,14 +63,13 @@ class BatchDecoder:
 
     def __init__(
         self, ctx: SlotContext, cache: SlotCache, intake: Intake, *, batch: int,
-        prefill_chunk: int, on_done: Callable[[PoolJob], None],
+        prefill_chunk: int,
     ) -> None:
         self._ctx = ctx
         self._cache = cache
         self._intake = intake
         self._batch = batch
         self._prefill_chunk = prefill_chunk
-        self._on_done = on_done
         self.active: list[PoolJob] = []
         self.on_logits: Callable[[str, NDArray[np.float32]], None] | None = None
         self.on_step: Callable[[list[tuple[str, int]]], None] | None = None
@@ -82,7 +80,8 @@ class BatchDecoder:
         request = job.request
         job.tokens = tokens
         if request.cancel.cancelled:
-            self.end(job, finished_now(job.ticket, "cancelled", n_prompt_tokens=len(tokens)))
+            self.end(job, finished_now(job.ticket, "cancelled", text="",
+                                         n_prompt_tokens=len(tokens)))
             return
         room = self._ctx.n_ctx - len(tokens)
         if room <= 0:
@@ -274,5 +273,4 @@ class BatchDecoder:
             slot.last_used = time.monotonic()
         if job in self.active:
             self.active.remove(job)
-        self._on_done(job)
         self._intake.end(job.ticket, outcome)

@@ -1,10 +1,10 @@
-"""Request intake and delivery, shared by the engines: the queue bound, the hand-over of requests
-to the worker thread, and the events sent back to each request's event loop.
+"""The hand-over between a local engine's `RequestQueue` (event loop) and its worker thread.
 
 As in llama.cpp's server (`server_queue` in, `server_response` out), the worker thread that
-decodes never touches asyncio: it takes `Ticket`s from `Intake.take`, reports with `emit` and
-`tell_places`, and ends each request exactly once with `end` (a `Finished` or an exception),
-which also frees its place in the queue bound.
+decodes never touches asyncio: it takes the `Ticket`s the queue started from `Intake.take`,
+reports with `emit`, and ends each request exactly once with `end` (a `Finished` or an
+exception). Its events go back to the event loop in batches, where the `RequestQueue` delivers
+them and ends the request (which lets the next one start).
 """
 
 from __future__ import annotations
@@ -13,22 +13,14 @@ import asyncio
 import concurrent.futures
 import logging
 import queue
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.engine.base import (
-    Finished,
-    GenerationEvent,
-    GenerationRequest,
-    Queued,
-    StopReason,
-    TextDelta,
-)
-from bot.errors import EngineBusy, ModelError
-from bot.i18n import _
+from bot.engine.base import TextDelta
+from bot.engine.requests import Outcome, RequestQueue, Ticket, finished_now
+from bot.errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -38,28 +30,10 @@ DELIVERY_INTERVAL = 0.05
 Waking the event loop for every token costs the decoding threads more than the event loop's
 own work: on a machine with as many cores as llama.cpp threads it takes a core from them and
 holds the GIL the worker needs back after each decode. A reader cannot tell text 50 ms late;
-the first text of a reply, its end, errors and queue places are sent at once.
+the first text of a reply, its end and errors are sent at once.
 """
 
-Outcome = Finished | BaseException
 _SHUTDOWN = object()
-
-
-@dataclass(eq=False)
-class Ticket:
-    """One accepted request, as the worker thread holds it until it ends."""
-
-    request: GenerationRequest
-    loop: asyncio.AbstractEventLoop
-    events: asyncio.Queue[GenerationEvent | BaseException] = field(default_factory=asyncio.Queue)
-    started: float = field(default_factory=time.monotonic)
-    ahead: int | None = None
-    sent_text: bool = False
-    ended: bool = False
-
-    @property
-    def chat_key(self) -> str:
-        return self.request.chat_key
 
 
 @dataclass(eq=False)
@@ -76,71 +50,37 @@ class _Call:
             self.result.set_exception(exc)
 
 
-def _deliver(items: list[tuple[Ticket, GenerationEvent | BaseException]]) -> None:
-    """On the event loop: put one batch of events into their requests' queues."""
-    for ticket, event in items:
-        ticket.events.put_nowait(event)
-
-
 class Intake:
-    """The bounded way in and the batched way out of an engine's worker thread."""
+    """A worker thread's way in and batched way out; the `Runner` of a local engine's
+    `RequestQueue` (`requests`), which starts at most `capacity` requests at once."""
 
-    def __init__(self, *, max_queue: int, one_at_a_time: bool = False) -> None:
-        """`max_queue` requests at most may be running and waiting. With `one_at_a_time` (the
-        worker serves requests one by one in arrival order) a newcomer is told its place at
-        once: the requests accepted before it, all of which start first."""
-        self._max_queue = max_queue
-        self._one_at_a_time = one_at_a_time
-        self._pending = 0
-        self._lock = threading.Lock()
+    def __init__(self, *, max_queue: int, capacity: int) -> None:
+        self._capacity = capacity
         self._inbox: queue.Queue[object] = queue.Queue()
-        self._outbox: list[tuple[Ticket, GenerationEvent | BaseException]] = []
+        self._outbox: list[tuple[Ticket, TextDelta | Outcome]] = []
         self._urgent = False
         self._since = 0.0
-        self.closed = False
+        self.requests = RequestQueue(max_queue=max_queue, runner=self)
 
     @property
-    def pending(self) -> int:
-        """Requests accepted and not ended (running and waiting)."""
-        return self._pending
+    def closed(self) -> bool:
+        return self.requests.closed
 
-    # -- on the event loop ------------------------------------------------------------------
+    # -- the Runner, on the event loop ------------------------------------------------------
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        """Hand `request` to the worker and yield its events up to `Finished`.
+    def can_start(self, running: int) -> bool:
+        return running < self._capacity
 
-        Raises EngineBusy when the queue is full, and whatever the worker ended it with.
-        Leaving early (the consumer stopped reading) cancels the request.
-        """
-        if self.closed:
-            raise ModelError("the model was unloaded")
-        with self._lock:
-            if self._pending >= self._max_queue:
-                raise EngineBusy(_(
-                    "The model is busy with {count} requests; try again in a minute.",
-                    count=self._pending,
-                ))
-            ahead = self._pending
-            self._pending += 1
-        ticket = Ticket(request, asyncio.get_running_loop())
-        if self._one_at_a_time and ahead:
-            # The worker may be evaluating a long prompt and not look at its inbox for a while.
-            ticket.ahead = ahead
-            ticket.events.put_nowait(Queued(ahead))
+    def start(self, ticket: Ticket) -> None:
         self._inbox.put(ticket)
-        finished = False
-        try:
-            while True:
-                event = await ticket.events.get()
-                if isinstance(event, BaseException):
-                    raise event
-                yield event
-                if isinstance(event, Finished):
-                    finished = True
-                    return
-        finally:
-            if not finished:
-                request.cancel.cancel()
+
+    def stop(self, ticket: Ticket) -> None:
+        """Nothing to do here: the worker reads the cancel token between tokens (and before
+        it starts a request it took)."""
+
+    @property
+    def stalled(self) -> bool:
+        return False
 
     async def on_worker(self, work: Callable[[], Any]) -> Any:
         """Run `work` on the worker thread between requests (it may edit what the worker owns,
@@ -152,14 +92,22 @@ class Intake:
         return await asyncio.wrap_future(call.result)
 
     def close(self) -> None:
-        """No more requests; the worker's next `take` returns None."""
-        self.closed = True
+        """No more requests: the waiting ones end now, the worker's next `take` returns None."""
+        self.requests.close()
         self._inbox.put(_SHUTDOWN)
+
+    def _deliver(self, items: list[tuple[Ticket, TextDelta | Outcome]]) -> None:
+        """On the event loop: one batch of the worker's events to their requests."""
+        for ticket, event in items:
+            if isinstance(event, TextDelta):
+                self.requests.deliver(ticket, event)
+            else:
+                self.requests.end(ticket, event)
 
     # -- on the worker thread ---------------------------------------------------------------
 
     def take(self, *, block: bool) -> list[Ticket] | None:
-        """New requests (waiting for one if `block`); None once the engine is closing."""
+        """Requests started (waiting for one if `block`); None once the engine is closing."""
         taken: list[Ticket] = []
         while True:
             try:
@@ -168,7 +116,7 @@ class Intake:
                 return taken
             if item is _SHUTDOWN:
                 for ticket in taken:
-                    self.end(ticket, _cancelled(ticket))
+                    self.end(ticket, finished_now(ticket, "cancelled", text=""))
                 return None
             if isinstance(item, _Call):
                 item.run()
@@ -185,7 +133,7 @@ class Intake:
             except queue.Empty:
                 return
             if isinstance(item, Ticket):
-                self.end(item, _cancelled(item))
+                self.end(item, finished_now(item, "cancelled", text=""))
             elif isinstance(item, _Call):
                 item.run()
 
@@ -196,22 +144,11 @@ class Intake:
             self._urgent = True
         self._put(ticket, event)
 
-    def tell_places(self, waiting: Iterable[Ticket]) -> None:
-        """The waiting requests, in the order they will start: each hears its place when it
-        changes (1 for the first, which waits for the requests running now)."""
-        for ahead, ticket in enumerate(waiting, start=1):
-            if ticket.ahead != ahead:
-                ticket.ahead = ahead
-                self._urgent = True
-                self._put(ticket, Queued(ahead))
-
     def end(self, ticket: Ticket, outcome: Outcome) -> None:
-        """The one way a request ends: its outcome goes out, its place in the bound is freed."""
-        if ticket.ended:
+        """The worker's one way to end a request: its outcome goes out at the next `send`."""
+        if ticket.worker_ended:
             raise RuntimeError(f"a request of chat {ticket.chat_key} ended twice")
-        ticket.ended = True
-        with self._lock:
-            self._pending -= 1
+        ticket.worker_ended = True
         self._urgent = True
         self._put(ticket, outcome)
 
@@ -223,32 +160,16 @@ class Intake:
             return
         outbox, self._outbox = self._outbox, []
         self._urgent = False
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Ticket, GenerationEvent | BaseException]]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Ticket, TextDelta | Outcome]]] = {}
         for item in outbox:
             by_loop.setdefault(item[0].loop, []).append(item)
         for loop, items in by_loop.items():
             try:
-                loop.call_soon_threadsafe(_deliver, items)
+                loop.call_soon_threadsafe(self._deliver, items)
             except RuntimeError:  # the loop was closed: nobody is listening any more
                 log.debug("dropped %d events for a closed event loop", len(items))
 
-    def _put(self, ticket: Ticket, event: GenerationEvent | BaseException) -> None:
+    def _put(self, ticket: Ticket, event: TextDelta | Outcome) -> None:
         if not self._outbox:
             self._since = time.monotonic()
         self._outbox.append((ticket, event))
-
-
-def _cancelled(ticket: Ticket) -> Finished:
-    return finished_now(ticket, "cancelled")
-
-
-def finished_now(
-    ticket: Ticket, reason: StopReason, *, text: str = "", n_prompt_tokens: int = 0,
-    n_evaluated: int = 0, n_generated: int = 0,
-) -> Finished:
-    """The `Finished` event of a request ending now."""
-    return Finished(
-        reason=reason,
-        text=text, n_prompt_tokens=n_prompt_tokens, n_evaluated=n_evaluated,
-        n_generated=n_generated, seconds=time.monotonic() - ticket.started,
-    )

@@ -1,8 +1,8 @@
 """The simple engine: one chat at a time on llama-cpp-python's high-level `Llama`.
 
 The model is not thread-safe, so every call that touches its context runs on one worker thread;
-requests come and go through the shared `Intake` and wait their turn first come, first served
-(a newcomer hears its place at once, and again as the line moves). llama.cpp releases the GIL
+requests come and go through the shared `Intake`, whose `RequestQueue` starts one at a time
+(fair between chats, with places told as for the pool). llama.cpp releases the GIL
 while it computes, so the event loop stays responsive during a decode. `Llama` keeps one
 sequence: a chat that follows another evaluates its whole prompt again. The pool engine
 (`bot.engine.pool`) is the one for many chats; this one keeps the high-level library's
@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bot.engine.base import MemoryReport, SlotReport, StopReason
-from bot.engine.intake import Intake, Ticket, finished_now
+from bot.engine.intake import Intake
 from bot.engine.local import LocalEngine
 from bot.engine.native import describe_model, kv_bytes_per_token
 from bot.engine.reply import ReplyStream
+from bot.engine.requests import Ticket, finished_now
 from bot.engine.slots import common_prefix
 from bot.engine.tokens import PromptTokenizer, SampledPieces
 from bot.errors import ModelError
@@ -73,8 +73,7 @@ class LlamaEngine(LocalEngine):
         self._info = describe_model(model.model, model.vocab, options.model_path,
                                     n_ctx=self._llama.n_ctx())
         self._kv_bytes_per_token = kv_bytes_per_token(model.model, "f16")
-        self._intake = Intake(max_queue=options.max_queue, one_at_a_time=True)
-        self._line: deque[Ticket] = deque()
+        self._intake = Intake(max_queue=options.max_queue, capacity=1)
         self._chat_key: str | None = None
         """The chat whose tokens the context holds."""
         self._running = False
@@ -125,23 +124,18 @@ class LlamaEngine(LocalEngine):
 
     def _work(self) -> None:
         try:
-            while (taken := self._intake.take(block=not self._line)) is not None:
-                self._line.extend(taken)
-                ticket = self._line.popleft()
-                self._intake.tell_places(self._line)
-                self._running = True
-                try:
-                    self._run(ticket)
-                except Exception as exc:  # delivered to the waiting coroutine, which raises it
-                    log.exception("generation failed for chat %s", ticket.chat_key)
-                    self._intake.end(ticket, exc)
-                finally:
-                    self._running = False
-                self._intake.send(force=True)
+            while (taken := self._intake.take(block=True)) is not None:
+                for ticket in taken:  # one at a time: the queue starts no more
+                    self._running = True
+                    try:
+                        self._run(ticket)
+                    except Exception as exc:  # delivered to the waiting coroutine, which raises it
+                        log.exception("generation failed for chat %s", ticket.chat_key)
+                        self._intake.end(ticket, exc)
+                    finally:
+                        self._running = False
+                    self._intake.send(force=True)
         finally:
-            for ticket in self._line:
-                self._intake.end(ticket, finished_now(ticket, "cancelled"))
-            self._line.clear()
             self._intake.drain()
             self._intake.send(force=True)
 
@@ -149,7 +143,7 @@ class LlamaEngine(LocalEngine):
         request = ticket.request
         tokens = self.tokenize(request.prompt)
         if request.cancel.cancelled:
-            self._intake.end(ticket, finished_now(ticket, "cancelled",
+            self._intake.end(ticket, finished_now(ticket, "cancelled", text="",
                                                   n_prompt_tokens=len(tokens)))
             return
         room = self._info.n_ctx - len(tokens)

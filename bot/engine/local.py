@@ -1,5 +1,6 @@
 """What both llama.cpp engines share on the event loop's side: the model's facts, prompt
-tokenizing (`PromptTokenizer`), requests through one `Intake`, and closing the worker thread."""
+tokenizing (`PromptTokenizer`), requests through the `RequestQueue` of one `Intake` (the
+hand-over to the worker thread), and closing that thread."""
 
 from __future__ import annotations
 
@@ -28,17 +29,19 @@ class LocalEngine:
     @property
     def queued(self) -> int:
         """Requests accepted and not finished (running and waiting)."""
-        return self._intake.pending
+        return self._intake.requests.pending
 
     def tokenize(self, prompt: Prompt) -> list[int]:
         """Tokenize segment by segment: markup with control tokens, user text as plain text."""
         return self._tokenize(prompt)
 
     async def count_tokens(self, prompt: Prompt) -> int:
-        return len(self.tokenize(prompt))
+        """Counted on a thread of its own: a long history's first tokenizing costs tens of
+        milliseconds that the event loop (every other chat) must not wait for."""
+        return len(await asyncio.to_thread(self.tokenize, prompt))
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        return self._intake.stream(request)
+        return self._intake.requests.stream(request)
 
     async def aclose(self) -> None:
         """Cancel work in flight, let the worker thread end (the pool saves its chats' states

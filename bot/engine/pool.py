@@ -7,7 +7,8 @@ A chat keeps its slot between replies, so a follow-up evaluates only what follow
 prefix; when slots run out, the least recently used idle chat is saved to disk and restored
 later if reading it back is cheaper than evaluating again (also after a restart). A new chat
 copies a prefix it shares with another slot (the system prompt) instead of evaluating it.
-Requests wait in a bounded queue served round-robin between chats (`FairQueue`).
+Requests wait in the engine's bounded `RequestQueue`, served round-robin between chats, which
+starts one whenever a slot is free.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from numpy.typing import NDArray
 from bot.engine.base import MemoryReport, SlotReport
 from bot.engine.cache import SlotCache
 from bot.engine.decoder import BatchDecoder, PoolJob
-from bot.engine.intake import Intake, finished_now
+from bot.engine.intake import Intake
 from bot.engine.local import LocalEngine
 from bot.engine.native import describe_model
-from bot.engine.scheduler import FairQueue
+from bot.engine.requests import Ticket
 from bot.engine.slots import SlotContext
 from bot.engine.statestore import StateStore, model_identity
 from bot.engine.tokens import PromptTokenizer
@@ -72,7 +73,7 @@ class PoolOptions:
 class PoolEngine(LocalEngine):
     """Serves many chats on one model with continuous batching and per-chat KV reuse.
 
-    Composes the shared request `Intake`, the round-robin `FairQueue` of waiting requests, the
+    Composes the `Intake` (its `RequestQueue` starts a request whenever a slot is free), the
     `SlotCache` (slot choice, eviction, saved states) and the `BatchDecoder` on one worker thread.
     """
 
@@ -100,11 +101,10 @@ class PoolEngine(LocalEngine):
             store = StateStore(options.state_dir, options.state_dir_max_bytes, identity)
         self._cache = SlotCache(self._ctx, store, model_path=options.model_path,
                                 window_shift=options.window_shift)
-        self._intake = Intake(max_queue=options.max_queue)
-        self._waiting: FairQueue[PoolJob] = FairQueue()
+        self._intake = Intake(max_queue=options.max_queue, capacity=options.n_slots)
         self._decoder = BatchDecoder(
             self._ctx, self._cache, self._intake, batch=options.batch,
-            prefill_chunk=options.prefill_chunk, on_done=self._done,
+            prefill_chunk=options.prefill_chunk,
         )
         self._ready = threading.Event()
         self._warm_up_error: BaseException | None = None
@@ -181,7 +181,7 @@ class PoolEngine(LocalEngine):
     def on_step(self, hook: Callable[[list[tuple[str, int]]], None] | None) -> None:
         self._decoder.on_step = hook
 
-    # -- worker thread: intake -> scheduler -> decoder ------------------------------------
+    # -- worker thread: intake -> decoder -----------------------------------------------
 
     def _work(self) -> None:
         try:
@@ -193,17 +193,12 @@ class PoolEngine(LocalEngine):
         self._ready.set()
         try:
             while True:
-                block = not self._decoder.active and not len(self._waiting)
-                taken = self._intake.take(block=block)
+                taken = self._intake.take(block=not self._decoder.active)
                 if taken is None:
                     break
-                for ticket in taken:
-                    self._waiting.push(ticket.chat_key, PoolJob(ticket))
-                if len(self._waiting):
-                    self._drop_cancelled_waiting()
-                    self._admit()
-                    self._tell_places()
-                    self._intake.send()  # queue places and failures before a long prefill
+                if taken:
+                    self._admit(taken)
+                    self._intake.send()  # failures before a long prefill
                 if self._decoder.active:
                     self._decoder.step()
                 self._intake.send(force=not self._decoder.active)
@@ -214,39 +209,18 @@ class PoolEngine(LocalEngine):
             self._shutdown()
             self._intake.send(force=True)
 
-    def _drop_cancelled_waiting(self) -> None:
-        for job in self._waiting.order():
-            if job.request.cancel.cancelled:
-                self._waiting.remove(job)
-                self._intake.end(job.ticket, finished_now(job.ticket, "cancelled"))
-
-    def _admit(self) -> None:
-        while len(self._decoder.active) < self._options.n_slots:
-            popped = self._waiting.pop()
-            if popped is None:
-                return
-            _, job = popped
-            job.running = True
+    def _admit(self, taken: list[Ticket]) -> None:
+        """Start what the request queue started (it starts no more than there are slots)."""
+        for ticket in taken:
+            job = PoolJob(ticket)
             try:
                 self._decoder.start(job, self._tokenize(job.request.prompt))
             except Exception as exc:
                 log.exception("cannot start generation for chat %s", job.chat_key)
                 self._decoder.end(job, exc)
 
-    def _tell_places(self) -> None:
-        self._intake.tell_places(job.ticket for job in self._waiting.order())
-
-    def _done(self, job: PoolJob) -> None:
-        """A started job ended: the next request of its chat may go."""
-        if job.running:
-            job.running = False
-            self._waiting.done(job.chat_key)
-
     def _shutdown(self) -> None:
         self._decoder.finish_all()
-        for job in self._waiting.order():
-            self._waiting.remove(job)
-            self._intake.end(job.ticket, finished_now(job.ticket, "cancelled"))
         self._intake.drain()
         self._cache.evict_all()
 

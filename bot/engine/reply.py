@@ -8,7 +8,8 @@ import random
 
 from bot.core.textstream import ReplyText
 from bot.engine.base import Finished, StopReason, TextDelta
-from bot.engine.intake import Intake, Ticket, finished_now
+from bot.engine.intake import Intake
+from bot.engine.requests import Ticket, finished_now
 
 
 class ReplyStream:

@@ -143,24 +143,8 @@ class SlotContext:
         self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(self.model))
         if 0 < self.n_ctx_train < n_ctx:
             n_ctx = self.n_ctx_train  # never size a slot beyond the trained context
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx = n_ctx * n_slots
-        params.n_seq_max = n_slots
-        # One KV stream per slot: a sequence attends only to its own cells, and each slot has
-        # exactly n_ctx cells. (A unified cache would make every token attend over all chats'
-        # cells, masked.)
-        params.kv_unified = False
-        params.n_batch = params.n_ubatch = batch
-        params.n_threads = params.n_threads_batch = threads
-        params.no_perf = True
-        if kv_type == "q8_0":
-            params.type_k = params.type_v = llama_cpp.GGML_TYPE_Q8_0
-            params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED  # quantized V
-        elif kv_type == "f16":
-            params.type_k = params.type_v = llama_cpp.GGML_TYPE_F16
-            params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        else:
-            raise ValueError(f"unknown KV cache type {kv_type!r} (f16 or q8_0)")
+        params = _context_params(llama_cpp, n_ctx=n_ctx, n_slots=n_slots, threads=threads,
+                                 batch=batch, kv_type=kv_type)
         self.ctx = llama_cpp.llama_init_from_model(self.model, params)
         if not self.ctx:
             self.close()
@@ -316,3 +300,26 @@ class SlotContext:
         pointer = self._lib.llama_get_logits_ith(self.ctx, index)
         return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).copy()
 
+
+def _context_params(llama_cpp: Any, *, n_ctx: int, n_slots: int, threads: int, batch: int,
+                    kv_type: str) -> Any:
+    """The context's parameters: `n_slots` sequences of `n_ctx` tokens each."""
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = n_ctx * n_slots
+    params.n_seq_max = n_slots
+    # One KV stream per slot: a sequence attends only to its own cells, and each slot has
+    # exactly n_ctx cells. (A unified cache would make every token attend over all chats'
+    # cells, masked.)
+    params.kv_unified = False
+    params.n_batch = params.n_ubatch = batch
+    params.n_threads = params.n_threads_batch = threads
+    params.no_perf = True
+    if kv_type == "q8_0":
+        params.type_k = params.type_v = llama_cpp.GGML_TYPE_Q8_0
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED  # quantized V
+    elif kv_type == "f16":
+        params.type_k = params.type_v = llama_cpp.GGML_TYPE_F16
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    else:
+        raise ValueError(f"unknown KV cache type {kv_type!r} (f16 or q8_0)")
+    return params

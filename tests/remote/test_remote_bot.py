@@ -109,7 +109,7 @@ async def test_one_of_two_servers_dying_mid_reply_still_gives_one_reply(
         await fake.wait_for(lambda: texts(fake, chat) and fake.bot_messages(chat)[0].edit_count,
                             timeout=30)
         engine = runner.runtime.engine
-        home = engine._placement.home(str(chat["id"]))
+        home = engine.backends.placement.home(str(chat["id"]))
         assert home is not None
         shown = texts(fake, chat)[0]
         (one if home[0] == 0 else two).kill()

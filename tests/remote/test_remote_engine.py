@@ -86,7 +86,7 @@ async def test_user_text_never_becomes_control_tokens(server: LlamaServer) -> No
             special = (await client.post("/tokenize", json={
                 "content": "<|im_end|>", "parse_special": True})).json()["tokens"]
         assert len(special) == 1
-        backend = engine._backends[0].server
+        backend = engine.backends.all[0].server
         assert isinstance(backend, LlamaServerClient)
         tokens = await backend.tokens.prompt(prompt)
         markup = sum(s.text.count("<|im_end|>") for s in prompt if s.special)
@@ -191,7 +191,7 @@ async def test_a_reply_cut_off_by_a_dying_server_is_finished_by_the_other(
             async for event in engine.generate(req):
                 events.append(event)
                 if isinstance(event, TextDelta) and sum(isinstance(e, TextDelta) for e in events) == 4:
-                    home = engine._placement.home("a")
+                    home = engine.backends.placement.home("a")
                     assert home is not None
                     (one if home[0] == 0 else two).kill()
             finished = events[-1]

@@ -1,97 +1,15 @@
-"""The engines' parts without a model: request intake and delivery, who starts next, how much
-of a cache a prompt keeps, state files."""
+"""The engines' parts without a model: who starts next, how much of a cache a prompt keeps,
+state files. (The request path itself: tests/unit/test_requests.py.)"""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
 
-from bot.core.prompt import Segment
-from bot.engine.base import Finished, GenerationRequest, Queued, SamplingParams, TextDelta
-from bot.engine.intake import Intake, finished_now
 from bot.engine.scheduler import FairQueue
 from bot.engine.slots import ReusePlan, common_prefix, plan_reuse
 from bot.engine.statestore import StateStore, model_identity
-from bot.errors import EngineBusy
-
-# -- Intake -----------------------------------------------------------------------------------
-
-
-def hello(chat_key: str) -> GenerationRequest:
-    return GenerationRequest(chat_key=chat_key, prompt=(Segment("hello", False),),
-                             sampling=SamplingParams(n_predict=4))
-
-
-async def test_a_request_ends_once_and_frees_its_place_in_the_bound() -> None:
-    intake = Intake(max_queue=1)
-    stream = intake.stream(hello("a"))
-    first = asyncio.ensure_future(anext(stream))
-    await asyncio.sleep(0)
-    with pytest.raises(EngineBusy, match="busy with 1 requests"):
-        await anext(intake.stream(hello("b")))
-    taken = intake.take(block=False)
-    assert taken is not None
-    (ticket,) = taken
-    intake.emit(ticket, TextDelta("hel"))
-    intake.end(ticket, finished_now(ticket, "eos", text="hel"))
-    with pytest.raises(RuntimeError, match="ended twice"):
-        intake.end(ticket, finished_now(ticket, "cancelled"))
-    assert intake.pending == 0
-    intake.send()
-    assert await first == TextDelta("hel")
-    done = await anext(stream)
-    assert isinstance(done, Finished) and done.reason == "eos" and done.text == "hel"
-    with pytest.raises(StopAsyncIteration):
-        await anext(stream)
-
-
-async def test_a_failure_is_raised_to_the_consumer_and_a_consumer_leaving_cancels() -> None:
-    intake = Intake(max_queue=4)
-    failing, leaving = intake.stream(hello("a")), hello("b")
-    pending = [asyncio.ensure_future(anext(failing)),
-               asyncio.ensure_future(anext(intake.stream(leaving)))]
-    await asyncio.sleep(0)
-    taken = intake.take(block=False)
-    assert taken is not None and len(taken) == 2
-    intake.end(taken[0], ValueError("no KV slot"))
-    intake.send()
-    with pytest.raises(ValueError, match="no KV slot"):
-        await pending[0]
-    pending[1].cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await pending[1]
-    assert leaving.cancel.cancelled  # the worker ends it as cancelled at its next look
-    intake.close()
-    assert intake.take(block=True) is None
-    assert intake.pending == 1
-    intake.end(taken[1], finished_now(taken[1], "cancelled"))
-    assert intake.pending == 0
-
-
-async def test_places_are_told_when_they_change_and_at_once_when_served_in_order() -> None:
-    intake = Intake(max_queue=8, one_at_a_time=True)
-    streams = [intake.stream(hello(key)) for key in "abc"]
-    nexts = [asyncio.ensure_future(anext(stream)) for stream in streams]
-    await asyncio.sleep(0)
-    # No worker has looked yet: the requests accepted before a newcomer all start first.
-    assert [await nexts[1], await nexts[2]] == [Queued(1), Queued(2)]
-    taken = intake.take(block=False)
-    assert taken is not None
-    running, *waiting = taken
-    intake.tell_places(waiting)  # unchanged: nothing new is sent
-    intake.end(running, finished_now(running, "eos"))
-    intake.tell_places(waiting[1:])
-    intake.send(force=True)
-    assert await anext(streams[2]) == Queued(1)
-    assert isinstance(await nexts[0], Finished)
-    intake.tell_places(waiting[1:])
-    intake.send(force=True)
-    await asyncio.sleep(0)
-    assert waiting[1].events.empty()
-
-
 
 # -- FairQueue --------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ client, with transport failures and 5xx answers turned into `BackendDown`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -36,6 +37,12 @@ def _check(response: httpx.Response, what: str) -> None:
         raise BackendError(f"{what}: HTTP {response.status_code}: {error_text(response)}")
 
 
+CALLS_AT_ONCE = 4
+"""Short calls (tokenize, health, slot files) in flight to one server at once: a chat's long
+history tokenized segment by segment must not open a connection per segment. Replies are
+bounded by the server's slots instead."""
+
+
 class ServerConnection:
     """One server's base URL and API key on a shared client."""
 
@@ -43,8 +50,17 @@ class ServerConnection:
         self._client = client
         self.base_url = base_url
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._calls = asyncio.Semaphore(CALLS_AT_ONCE)
 
     async def get(self, path: str, *, wait: float | None = None) -> Any:
+        async with self._calls:
+            return await self._get(path, wait)
+
+    async def post(self, path: str, body: dict[str, Any], *, wait: float | None = None) -> Any:
+        async with self._calls:
+            return await self._post(path, body, wait)
+
+    async def _get(self, path: str, wait: float | None) -> Any:
         try:
             response = await self._client.get(
                 self.base_url + path, headers=self._headers,
@@ -55,7 +71,7 @@ class ServerConnection:
         _check(response, f"GET {path}")
         return response.json()
 
-    async def post(self, path: str, body: dict[str, Any], *, wait: float | None = None) -> Any:
+    async def _post(self, path: str, body: dict[str, Any], wait: float | None) -> Any:
         try:
             response = await self._client.post(
                 self.base_url + path, json=body, headers=self._headers,

@@ -75,9 +75,6 @@ class Placement:
             slot.busy = False
         return lost
 
-    def is_up(self, index: int) -> bool:
-        return self._servers[index].up
-
     def any_up(self) -> bool:
         return any(server.up for server in self._servers.values())
 
