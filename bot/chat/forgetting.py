@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.chat.activity import ChatActivity
 from bot.chat.conversation import Conversation
 from bot.chat.running import RunningModel
-from bot.core.chats import ChatRef
+from bot.core.chats import ChatRef, cache_keys
 from bot.i18n import _, _n
 from bot.store import chat_data
 
@@ -33,12 +33,14 @@ class ForgetsChats(Protocol):
 
 
 async def drop_cached(model: RunningModel, chat_id: int) -> bool:
-    """Have the running engine drop what it keeps of the chat; False if it failed (logged)."""
+    """Have the running engine drop what it keeps of the chat (under each of its `cache_keys`:
+    the replies' cache and the summary's); False if it failed (logged)."""
     async with model.serving() as engine:
         if not isinstance(engine, ForgetsChats):
             return True
         try:
-            await engine.forget(str(chat_id))
+            for key in cache_keys(chat_id):
+                await engine.forget(key)
         except Exception:
             log.exception("could not drop the model's cache of chat %d", chat_id)
             return False

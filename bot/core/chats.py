@@ -25,3 +25,14 @@ class ChatRef:
     @property
     def is_group(self) -> bool:
         return is_group_kind(self.kind)
+
+
+def summary_key(chat_id: int) -> str:
+    """The engine's key for the requests that write a chat's summary (a cache of its own)."""
+    return f"summary:{chat_id}"
+
+
+def cache_keys(chat_id: int) -> tuple[str, ...]:
+    """Every key under which an engine may keep something of a chat's conversation (its
+    replies' KV cache, its summary's): what /forget and retention drop."""
+    return (str(chat_id), summary_key(chat_id))

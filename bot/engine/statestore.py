@@ -62,6 +62,11 @@ def model_identity(model_path: Path, *extra: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+def _chat_part(chat_key: str) -> str:
+    """The chat's part of a state file's name, the same for every model."""
+    return hashlib.sha256(chat_key.encode()).hexdigest()[:24]
+
+
 @dataclass(frozen=True)
 class SavedState:
     """A state file found for a chat: its tokens, and where its data starts."""
@@ -90,8 +95,7 @@ class StateStore:
         directory.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, chat_key: str) -> Path:
-        chat = hashlib.sha256(chat_key.encode()).hexdigest()[:24]
-        return self.directory / f"{self.identity}-{chat}{SUFFIX}"
+        return self.directory / f"{self.identity}-{_chat_part(chat_key)}{SUFFIX}"
 
     def save(self, chat_key: str, tokens: list[int], data: Any) -> int:
         """Write the state (atomically), then enforce the bound; returns the bytes written.
@@ -208,7 +212,10 @@ class StateStore:
         os.utime(saved.path)  # recently used: dropped last
 
     def delete(self, chat_key: str) -> None:
-        self.path_for(chat_key).unlink(missing_ok=True)
+        """Delete the chat's states of every model: those saved before a /model switch are
+        the chat's conversation too."""
+        for path in self.directory.glob(f"*-{_chat_part(chat_key)}{SUFFIX}"):
+            path.unlink(missing_ok=True)
 
     def total_bytes(self) -> int:
         """Bytes of all state files in the directory (of every model)."""

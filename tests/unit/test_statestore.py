@@ -61,3 +61,15 @@ def test_a_state_without_a_checksum_is_dropped(tmp_path: Path, caplog: pytest.Lo
         assert store.find("chat") is None
     assert not path.exists()
     assert "without a checksum by an older version" in caplog.text
+
+
+def test_forgetting_a_chat_deletes_its_states_of_every_model_and_no_other_chats(
+        tmp_path: Path) -> None:
+    before_switch = StateStore(tmp_path, 1 << 20, "model-a")
+    before_switch.save("7", [1, 2], DATA)
+    before_switch.save("8", [1, 2], DATA)
+    now = StateStore(tmp_path, 1 << 20, "model-b")
+    now.save("7", [3, 4], DATA)
+    now.delete("7")
+    assert now.find("7") is None and before_switch.find("7") is None
+    assert before_switch.find("8") is not None
