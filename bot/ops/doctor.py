@@ -99,12 +99,12 @@ async def check_backends(settings: Settings) -> list[Finding]:
                 facts = await server.facts()
             except AlpacaBotError as exc:
                 findings.append(Finding(
-                    f"model server {spec.url}", "", f"does not answer as a {spec.kind} server: {exc}",
+                    f"model server {spec.label}", "", f"does not answer as a {spec.kind} server: {exc}",
                     "start it (llama-server -m MODEL --host 0.0.0.0 --port PORT), or fix its url, "
                     "kind or api_key in `backends`"))
                 continue
             findings.append(Finding(
-                f"model server {spec.url}",
+                f"model server {spec.label}",
                 f"{spec.kind}, {Path(facts.model).name}, {facts.slots} slots of {facts.n_ctx} tokens"))
     return findings
 

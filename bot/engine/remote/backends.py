@@ -93,16 +93,16 @@ class Backends:
         for backend in self.all:
             if backend.up and backend.facts is not None:
                 facts = backend.facts
-                log.info("model server %s (%s) is up: %s, %d slots of %d tokens", backend.spec.url,
+                log.info("model server %s (%s) is up: %s, %d slots of %d tokens", backend.spec.label,
                          backend.spec.kind, facts.model, facts.slots, facts.n_ctx)
             else:
                 log.warning("model server %s is down (%s); checking it until it answers",
-                            backend.spec.url, backend.reason)
+                            backend.spec.label, backend.reason)
                 self._watch(backend)
         self._patrol = asyncio.create_task(self._patrol_idle())
 
     def problems(self) -> str:
-        return "; ".join(f"{b.spec.url}: {b.reason}" for b in self.all if not b.up)
+        return "; ".join(f"{b.spec.label}: {b.reason}" for b in self.all if not b.up)
 
     async def aclose(self) -> None:
         self.closed = True
@@ -124,7 +124,7 @@ class Backends:
             return False
         if self.n_ctx and facts.n_ctx < self.n_ctx:
             log.warning("model server %s has slots of %d tokens, fewer than the %d the others have:"
-                        " long chats may not fit there", backend.spec.url, facts.n_ctx, self.n_ctx)
+                        " long chats may not fit there", backend.spec.label, facts.n_ctx, self.n_ctx)
         backend.facts = facts
         backend.up = True
         backend.reason = ""
@@ -143,12 +143,12 @@ class Backends:
         moved = self.placement.server_down(backend.index)
         if self.up:
             log.warning("model server %s is down (%s); %d chats move to the other servers",
-                        backend.spec.url, reason, len(moved))
+                        backend.spec.label, reason, len(moved))
         else:
             log.error("every model server is down (the last, %s: %s); replies wait until one is "
-                      "back", backend.spec.url, reason)
+                      "back", backend.spec.label, reason)
         self._watch(backend)
-        await self._tell(ServerStatus(backend.spec.url, False, reason, self.up, len(self.all)))
+        await self._tell(ServerStatus(backend.spec.label, False, reason, self.up, len(self.all)))
         self._on_change()
 
     def _watch(self, backend: Backend) -> None:
@@ -160,9 +160,9 @@ class Backends:
         while not self.closed:
             await asyncio.sleep(delay)
             if await self.check(backend):
-                log.info("model server %s is back (%d slots)", backend.spec.url,
+                log.info("model server %s is back (%d slots)", backend.spec.label,
                          backend.facts.slots if backend.facts else 0)
-                await self._tell(ServerStatus(backend.spec.url, True, "", self.up, len(self.all)))
+                await self._tell(ServerStatus(backend.spec.label, True, "", self.up, len(self.all)))
                 self._on_change()
                 return
             delay = min(delay * 2, LAST_RETRY)
@@ -217,15 +217,15 @@ class Backends:
             model = Path(facts.model).name if facts else "?"
             if backend.up and facts is not None:
                 lines.append(_("{url} ({kind}, {model}): up, {held}/{slots} slots hold chats",
-                               url=backend.spec.url, kind=backend.spec.kind, model=model,
+                               url=backend.spec.label, kind=backend.spec.kind, model=model,
                                held=held.get(backend.index, 0), slots=facts.slots))
             else:
                 lines.append(_("{url} ({kind}, {model}): down for {seconds} s: {reason}",
-                               url=backend.spec.url, kind=backend.spec.kind, model=model,
+                               url=backend.spec.label, kind=backend.spec.kind, model=model,
                                seconds=f"{time.monotonic() - backend.since:.0f}",
                                reason=backend.reason))
         return lines
 
     def served_models(self) -> list[tuple[str, bool, tuple[str, ...]]]:
         """(server URL, up, the models it serves) for every server."""
-        return [(b.spec.url, b.up, b.facts.models if b.facts else ()) for b in self.all]
+        return [(b.spec.label, b.up, b.facts.models if b.facts else ()) for b in self.all]

@@ -86,12 +86,12 @@ class Dispatcher:
         except asyncio.CancelledError:
             outcome = self._cancelled(ticket, reply)
         except BackendDown as exc:
-            log.warning("reply to chat %s failed on %s: %s", ticket.chat_key, backend.spec.url, exc)
+            log.warning("reply to chat %s failed on %s: %s", ticket.chat_key, backend.spec.label, exc)
             await self._backends.down(backend, str(exc))
             if ticket.request.cancel.cancelled or self.requests.closed:
                 outcome = self._cancelled(ticket, reply)
         except Exception as exc:
-            log.warning("reply to chat %s refused by %s: %s", ticket.chat_key, backend.spec.url, exc)
+            log.warning("reply to chat %s refused by %s: %s", ticket.chat_key, backend.spec.label, exc)
             outcome = exc if isinstance(exc, ModelError) else ModelError(str(exc))
         finally:
             self._backends.placement.release(ticket.chat_key)
@@ -124,7 +124,7 @@ class Dispatcher:
         if not claim.kept and self.saved.get(ticket.chat_key) == backend.index:
             restored = await server.restore_slot(claim.slot, ticket.chat_key)
             log.debug("chat %s: %d tokens restored into slot %d of %s", ticket.chat_key,
-                      restored, claim.slot, backend.spec.url)
+                      restored, claim.slot, backend.spec.label)
         prompt = await server.tokens.prompt(request.prompt)
         tokens = prompt + reply.tokens
         left = request.sampling.n_predict - len(reply.tokens)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -41,5 +42,13 @@ class BackendSpec(BaseModel):
 
     @property
     def label(self) -> str:
-        """How logs and admins name this server."""
-        return self.url
+        """How logs and admins name this server: its URL with any password written into it
+        (`user:password@`) masked; the URL itself is only ever given to the HTTP client."""
+        parts = urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        where = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=where))
