@@ -97,5 +97,5 @@ class ReplyPreparation:
 
 def turn_of(row: TurnRow) -> Turn:
     if row.role == "user":
-        return Turn("user", row.text, row.speaker)
+        return Turn("user", row.text, row.speaker, speaker_id=row.user_id)
     return Turn("assistant", row.text)

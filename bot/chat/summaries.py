@@ -15,7 +15,7 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.chat.running import RunningModel
-from bot.core.prompt import Segment, Turn
+from bot.core.prompt import Segment, Turn, speaker_line
 from bot.engine.base import CancelToken, Finished, GenerationRequest, SamplingParams, TextDelta
 from bot.errors import AlpacaBotError
 from bot.store import repository as repo
@@ -48,7 +48,8 @@ def system_with_summary(system: str | None, default_system: str | None, summary:
 
 
 def summary_request_text(previous: str | None, turns: list[Turn], words: int) -> str:
-    lines = [f"{'Assistant' if t.role == 'assistant' else 'User'}: {t.content}" for t in turns]
+    lines = [speaker_line("Assistant" if t.role == "assistant" else "User", t.content)
+             for t in turns]
     parts = []
     if previous:
         parts.append(f"Summary of the conversation so far:\n{previous}\n")

@@ -3,6 +3,8 @@
 Both render a system prompt plus turns into a `Prompt`. The GGUF's Jinja template is rendered
 with placeholders in place of every message text, so the markup it produces and the users' text
 stay apart and are tokenized differently (markup may hold control tokens, user text never does).
+Every text goes in through a `TextGuard` that knows the format's own markers, so no one's text
+spells them (`bot.core.guard`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Protocol
 import jinja2
 import jinja2.sandbox
 
-from bot.core.prompt import Prompt, Segment, Turn, is_open, merge_segments, normalize_turns
+from bot.core.guard import TextGuard
+from bot.core.prompt import Prompt, Segment, Turn, is_open, merge_segments
 
 ALPACA_PREAMBLE = (
     "Below is an instruction that describes a task. "
@@ -24,6 +27,7 @@ ALPACA_PREAMBLE = (
 )
 ALPACA_INSTRUCTION = "### Instruction:"
 ALPACA_RESPONSE = "### Response:"
+ALPACA_GUARD = TextGuard((ALPACA_INSTRUCTION, ALPACA_RESPONSE))
 
 
 class ChatFormat(Protocol):
@@ -72,11 +76,12 @@ class AlpacaFormat:
     stop: tuple[str, ...] = (ALPACA_INSTRUCTION, ALPACA_RESPONSE)
 
     def render(self, system: str | None, turns: Sequence[Turn]) -> Prompt:
-        preamble = self.default_system if system is None else system
+        preamble, guarded = ALPACA_GUARD.conversation(
+            self.default_system if system is None else system, turns)
         segments: list[Segment] = []
         if preamble and preamble.strip():
             segments.append(Segment(preamble.strip() + "\n\n", False))
-        for turn in normalize_turns(turns):
+        for turn in guarded:
             if turn.role == "user":
                 segments.append(Segment(f"{ALPACA_INSTRUCTION}\n\n", True))
                 segments.append(Segment(turn.text.strip(), False))
@@ -120,15 +125,16 @@ class JinjaFormat:
         self._bos = bos_token
         self._eos = eos_token
         self.stop = self._discover_stops()
+        self._guard = TextGuard(self._discover_markers())
 
     def render(self, system: str | None, turns: Sequence[Turn]) -> Prompt:
         messages: list[dict[str, str]] = []
         contents: list[str] = []
-        chosen = self.default_system if system is None else system
+        chosen, normalized = self._guard.conversation(
+            self.default_system if system is None else system, turns)
         if chosen and chosen.strip():
             messages.append({"role": "system", "content": chosen.strip()})
             contents.append(chosen.strip())
-        normalized = normalize_turns(turns)
         for turn in normalized:
             # Stripped like AlpacaFormat does: the same conversation renders the same either way.
             messages.append({"role": turn.role, "content": turn.text.strip()})
@@ -198,6 +204,26 @@ class JinjaFormat:
             if marker and marker not in (self._bos,):
                 stops.append(marker)
         return tuple(dict.fromkeys(stops))
+
+    def _discover_markers(self) -> tuple[str, ...]:
+        """Each line of the markup the template writes around messages (cut at its BOS and EOS
+        strings): text that, typed by someone, could read as this format's structure."""
+        texts = ["\x01", "\x02", "\x03", "\x04"]
+        conversation = [{"role": role, "content": text} for role, text in
+                        zip(("system", "user", "assistant", "user"), texts, strict=True)]
+        try:
+            rendered = self._render_raw(conversation, generation_prompt=True)
+        except TemplateError:  # a template without a system role (Gemma's)
+            try:
+                rendered = self._render_raw(conversation[1:], generation_prompt=True)
+            except TemplateError:
+                return ()
+        markup = re.split("[\x01-\x04]", rendered)
+        for token in (self._bos, self._eos):
+            if token:
+                markup = [piece for text in markup for piece in text.split(token)]
+        lines = [line.strip() for text in markup for line in text.splitlines()]
+        return tuple(dict.fromkeys(m for m in (*lines, self._bos, self._eos) if m))
 
 
 def _raise_template_error(message: str) -> None:

@@ -5,11 +5,11 @@ it gets the conversation as messages; of our knobs only those the OpenAI API has
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
-from bot.core.prompt import Prompt, Turn, normalize_turns
+from bot.core.guard import TextGuard
+from bot.core.prompt import Prompt, Turn
 from bot.engine.base import SamplingParams, StopReason
 from bot.engine.remote.http import ServerConnection
 from bot.engine.remote.spec import BackendSpec
@@ -53,28 +53,17 @@ class TokenEstimate:
             self.ratio = min(4.0, max(self.ratio, real_tokens / estimated))
 
 
-CONTROL_TOKEN = re.compile(
-    r"<(?=\|[^<>|\s]{1,40}\|>|/?s>|unk>|pad>|eos>|bos>|(?:start|end)_of_turn>)"
-)
-"""The opening `<` of text spelled like a control token (`<|im_end|>`, `</s>`, `<s>`,
-`<end_of_turn>`, ...): servers such as llama-server tokenize message content with special
-tokens parsed, so such text would end a turn or forge a role."""
-DEFUSE = "<\u200b"
-"""A zero-width space after the `<`: the model reads the same characters, no control token."""
-
-
-def defuse(text: str) -> str:
-    """User or model text made safe to send as message content."""
-    return CONTROL_TOKEN.sub(DEFUSE, text)
+GUARD = TextGuard()
+"""Servers such as llama-server parse control tokens in message content, and apply a template
+we do not see: every family's markup is broken in every text sent (`bot.core.guard`)."""
 
 
 def messages_of(system: str | None, turns: Sequence[Turn]) -> list[dict[str, str]]:
-    """The conversation as OpenAI messages (the server's template renders them), with text
-    spelled like control tokens defused (the system prompt is the operator's, sent as it is)."""
-    messages = [{"role": "system", "content": system}] if system else []
-    messages += [
-        {"role": turn.role, "content": defuse(turn.content)} for turn in normalize_turns(turns)
-    ]
+    """The conversation as OpenAI messages (the server's template renders them), every text
+    guarded: the system prompt (a chat's /system and summary are users' words too) and turns."""
+    guarded_system, guarded = GUARD.conversation(system, turns)
+    messages = [{"role": "system", "content": guarded_system}] if guarded_system else []
+    messages += [{"role": turn.role, "content": turn.text} for turn in guarded]
     return messages
 
 
@@ -107,13 +96,13 @@ class OpenAIServer:
         entries = [e for e in listed.get("data") or [] if isinstance(e, dict)]
         names = tuple(str(e.get("id")) for e in entries if e.get("id"))
         if self._spec.model is None and not names:
-            raise BackendError(f"{self._spec.url} lists no models: set `model` for this backend")
+            raise BackendError(f"{self._spec.label} lists no models: set `model` for this backend")
         self.model = self._spec.model or names[0]
         chosen = next((e for e in entries if e.get("id") == self.model), {})
         n_ctx = self._spec.n_ctx or context_of(chosen)
         if n_ctx is None:
             raise ConfigError(
-                f"{self._spec.url} does not say the context size of {self.model}: set `n_ctx` "
+                f"{self._spec.label} does not say the context size of {self.model}: set `n_ctx` "
                 "for this backend"
             )
         meta = chosen.get("meta") or {}
