@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -217,6 +218,23 @@ class Engine(Protocol):
 
     async def aclose(self) -> None:
         """Finish or cancel work in flight and free the model."""
+        ...
+
+
+@runtime_checkable
+class TakesTurns(Protocol):
+    """An engine whose model shares this machine's CPU with other work (a transcription,
+    reading an image): that work waits for a fair turn in the replies' queue and holds one of
+    the engine's places while it runs. An engine without it (its model runs elsewhere) lets
+    such work run at once."""
+
+    def turn(
+        self, *, chat_key: str, cancel: CancelToken, share: str | None = None,
+        on_place: Callable[[Queued], Awaitable[None]] | None = None,
+    ) -> AbstractAsyncContextManager[None]:
+        """Wait for the turn (`on_place` hears each place in the queue while waiting), then
+        hold a place while the body runs. Raises EngineBusy when the queue is full, and
+        `bot.engine.requests.TurnCancelled` when `cancel` is set while waiting."""
         ...
 
 

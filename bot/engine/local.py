@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 
 from bot.core.prompt import Prompt
-from bot.engine.base import GenerationEvent, GenerationRequest, ModelInfo
+from bot.engine.base import CancelToken, GenerationEvent, GenerationRequest, ModelInfo, Queued
 from bot.engine.intake import Intake
 from bot.engine.tokens import PromptTokenizer
 
@@ -42,6 +43,14 @@ class LocalEngine:
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         return self._intake.requests.stream(request)
+
+    def turn(
+        self, *, chat_key: str, cancel: CancelToken, share: str | None = None,
+        on_place: Callable[[Queued], Awaitable[None]] | None = None,
+    ) -> AbstractAsyncContextManager[None]:
+        """Other CPU work waits its fair turn among the replies (see `TakesTurns`)."""
+        return self._intake.requests.turn(chat_key=chat_key, cancel=cancel, share=share,
+                                          on_place=on_place)
 
     async def aclose(self) -> None:
         """Cancel work in flight, let the worker thread end (the pool saves its chats' states

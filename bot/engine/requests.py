@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from bot.engine.base import (
+    CancelToken,
     Finished,
     GenerationEvent,
     GenerationRequest,
@@ -65,6 +67,38 @@ class Ticket:
         """Whose turn it takes in the fair queue (a Telegram chat, all its topics together)."""
         return self.request.share or self.request.chat_key
 
+    def tell(self, event: GenerationEvent | BaseException) -> None:
+        self.events.put_nowait(event)
+
+
+_GO = object()
+"""Told to a `Turn` when it may start."""
+
+
+@dataclass(eq=False)
+class Turn:
+    """Other work on this machine's CPU (a transcription, reading an image) that waits for its
+    fair turn among the replies and holds one of the runner's places while it runs; the holder
+    runs it (see `RequestQueue.turn`)."""
+
+    chat_key: str
+    share: str
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
+    ahead: int | None = None
+    stalled: bool = False
+    ended: bool = False
+
+    def tell(self, event: object) -> None:
+        self.events.put_nowait(event)
+
+
+class TurnCancelled(Exception):
+    """The work was cancelled (its cancel token set) while it waited for its turn."""
+
+
+Waiter = Ticket | Turn
+
 
 class Runner(Protocol):
     """What runs the requests a `RequestQueue` starts (on the event loop's thread)."""
@@ -93,8 +127,8 @@ class RequestQueue:
     def __init__(self, *, max_queue: int, runner: Runner) -> None:
         self._max_queue = max_queue
         self._runner = runner
-        self._waiting: FairQueue[Ticket] = FairQueue()
-        self._running: set[Ticket] = set()
+        self._waiting: FairQueue[Waiter] = FairQueue()
+        self._running: set[Waiter] = set()
         self.closed = False
 
     @property
@@ -144,14 +178,17 @@ class RequestQueue:
             popped = self._waiting.pop()
             if popped is None:
                 break
-            ticket = popped[1]
-            self._running.add(ticket)
-            self._runner.start(ticket)
+            waiter = popped[1]
+            self._running.add(waiter)
+            if isinstance(waiter, Turn):
+                waiter.tell(_GO)  # its holder runs it
+            else:
+                self._runner.start(waiter)
         stalled = self._runner.stalled
-        for ahead, ticket in enumerate(self._waiting.order(), start=1):
-            if (ticket.ahead, ticket.stalled) != (ahead, stalled):
-                ticket.ahead, ticket.stalled = ahead, stalled
-                ticket.events.put_nowait(Queued(ahead, stalled=stalled))
+        for ahead, waiter in enumerate(self._waiting.order(), start=1):
+            if (waiter.ahead, waiter.stalled) != (ahead, stalled):
+                waiter.ahead, waiter.stalled = ahead, stalled
+                waiter.tell(Queued(ahead, stalled=stalled))
 
     def deliver(self, ticket: Ticket, event: TextDelta | Restarted) -> None:
         """A piece of the reply (or word that it starts over) for its reader."""
@@ -163,7 +200,7 @@ class RequestQueue:
             ticket.text += event.text
         ticket.events.put_nowait(event)
 
-    def end(self, ticket: Ticket, outcome: Outcome) -> None:
+    def end(self, ticket: Waiter, outcome: Outcome) -> None:
         """The one way a request ends: its outcome goes to its reader, its place is freed and
         the next request may start."""
         if ticket.ended:
@@ -174,8 +211,40 @@ class RequestQueue:
             self._waiting.done(ticket.share)
         else:
             self._waiting.remove(ticket)
-        ticket.events.put_nowait(outcome)
+        ticket.tell(outcome)
         self.dispatch()
+
+    @asynccontextmanager
+    async def turn(
+        self, *, chat_key: str, cancel: CancelToken, share: str | None = None,
+        on_place: Callable[[Queued], Awaitable[None]] | None = None,
+    ) -> AsyncIterator[None]:
+        """Wait for a fair turn among the requests (`on_place` hears each place while waiting)
+        and hold one of the runner's places while the body runs.
+
+        Raises EngineBusy when the queue is full, TurnCancelled when `cancel` is set while
+        waiting (a running body checks `cancel` itself)."""
+        if self.closed:
+            raise ModelError("the model was unloaded")
+        if self.pending >= self._max_queue:
+            raise EngineBusy(_(
+                "The model is busy with {count} requests; try again in a minute.",
+                count=self.pending,
+            ))
+        waiter = Turn(chat_key, share or chat_key, asyncio.get_running_loop())
+        self._waiting.push(waiter.share, waiter)
+        cancel.on_cancel(lambda: self._cancel_soon(waiter))
+        self.dispatch()
+        try:
+            while (event := await waiter.events.get()) is not _GO:
+                if isinstance(event, Finished):
+                    raise TurnCancelled(chat_key)
+                if isinstance(event, Queued) and on_place is not None:
+                    await on_place(event)
+            yield
+        finally:
+            if not waiter.ended:
+                self.end(waiter, finished_now(waiter, "cancelled"))
 
     def requeue(self, ticket: Ticket) -> None:
         """A running request goes back to wait for another start (its server failed)."""
@@ -191,30 +260,32 @@ class RequestQueue:
         for ticket in self._waiting.order():
             self.end(ticket, finished_now(ticket, "cancelled"))
 
-    def _cancel_soon(self, ticket: Ticket) -> None:
+    def _cancel_soon(self, ticket: Waiter) -> None:
         # Cancel tokens may be set from any thread (Ctrl+C, a worker): act on the loop's.
         try:
             ticket.loop.call_soon_threadsafe(self._cancelled, ticket)
         except RuntimeError:  # the loop is closed: nothing waits for this request any more
             pass
 
-    def _cancelled(self, ticket: Ticket) -> None:
+    def _cancelled(self, ticket: Waiter) -> None:
         if ticket.ended:
             return
         if ticket in self._running:
-            self._runner.stop(ticket)
+            if isinstance(ticket, Ticket):  # a running turn's holder checks its token itself
+                self._runner.stop(ticket)
         else:
             self.end(ticket, finished_now(ticket, "cancelled"))
 
 
 def finished_now(
-    ticket: Ticket, reason: StopReason, *, text: str | None = None, n_prompt_tokens: int = 0,
+    ticket: Waiter, reason: StopReason, *, text: str | None = None, n_prompt_tokens: int = 0,
     n_evaluated: int = 0, n_generated: int = 0,
 ) -> Finished:
     """The `Finished` event of a request ending now (with the text delivered so far unless
     `text` is given)."""
+    delivered = ticket.text if isinstance(ticket, Ticket) else ""
     return Finished(
-        reason=reason, text=ticket.text if text is None else text,
+        reason=reason, text=delivered if text is None else text,
         n_prompt_tokens=n_prompt_tokens, n_evaluated=n_evaluated, n_generated=n_generated,
-        seconds=time.monotonic() - ticket.started,
+        seconds=time.monotonic() - ticket.started if isinstance(ticket, Ticket) else 0.0,
     )

@@ -21,7 +21,7 @@ from bot.engine.base import (
     TextDelta,
 )
 from bot.engine.intake import Intake
-from bot.engine.requests import RequestQueue, Ticket, finished_now
+from bot.engine.requests import RequestQueue, Ticket, TurnCancelled, finished_now
 from bot.errors import EngineBusy
 
 
@@ -182,6 +182,54 @@ async def test_closing_ends_the_waiting_requests_and_refuses_new_ones() -> None:
     assert queue.pending == 1  # the running one is the runner's to end
     with pytest.raises(Exception, match="unloaded"):
         await anext(queue.stream(hello("c")))
+
+
+# -- other CPU work taking turns with the replies -------------------------------------------
+
+
+async def test_other_work_waits_its_fair_turn_and_holds_a_place_while_it_runs() -> None:
+    runner = Runner(slots=1)
+    queue = RequestQueue(max_queue=8, runner=runner)
+    reader(queue, hello("a"))
+    await asyncio.sleep(0)
+    places: list[Queued] = []
+    ran = asyncio.Event()
+
+    async def heard(place: Queued) -> None:
+        places.append(place)
+
+    async def transcribe() -> None:
+        async with queue.turn(chat_key="b", cancel=CancelToken(), on_place=heard):
+            ran.set()
+            await asyncio.sleep(0.01)
+            assert queue.running == 1 and runner.started == [running]  # holds the one place
+
+    running = runner.started[0]
+    work = asyncio.ensure_future(transcribe())
+    _, third = reader(queue, hello("c"))
+    await asyncio.sleep(0)
+    assert places == [Queued(1)] and await third == Queued(2) and not ran.is_set()
+    queue.end(running, finished_now(running, "eos"))
+    await work
+    assert ran.is_set() and [t.chat_key for t in runner.started] == ["a", "c"]
+    assert queue.pending == 1
+
+
+async def test_other_work_cancelled_while_waiting_leaves_the_queue() -> None:
+    queue = RequestQueue(max_queue=8, runner=Runner(slots=0))
+    cancel = CancelToken()
+
+    async def transcribe() -> None:
+        async with queue.turn(chat_key="b", cancel=cancel):
+            raise AssertionError("it never runs")
+
+    work = asyncio.ensure_future(transcribe())
+    await asyncio.sleep(0)
+    assert queue.pending == 1
+    cancel.cancel()
+    with pytest.raises(TurnCancelled):
+        await work
+    assert queue.pending == 0
 
 
 # -- the worker thread's side -----------------------------------------------------------------
