@@ -105,8 +105,10 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()
         return 0
+    from bot.chat.export import write_export
+
     try:
-        args.output.write_text(text, encoding="utf-8")
+        write_export(args.output, text)
     except OSError as exc:
         raise UserError(f"cannot write {args.output}: {exc.strerror}") from None
     print(f"wrote chat {args.chat_id} to {args.output} ({args.format})", file=sys.stderr)

@@ -47,7 +47,8 @@ def _run(connection: Connection) -> None:
 
 async def run_migrations_online() -> None:
     engine = async_engine_from_config(
-        {"sqlalchemy.url": _url()}, prefix="sqlalchemy.", poolclass=pool.NullPool
+        {"sqlalchemy.url": _url()}, prefix="sqlalchemy.", poolclass=pool.NullPool,
+        hide_parameters=True,  # a failed data migration's error must not carry messages
     )
     async with engine.connect() as connection:
         await connection.run_sync(_run)

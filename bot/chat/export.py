@@ -4,7 +4,9 @@ forum group's topics follow its General conversation)."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -90,3 +92,12 @@ async def export_chat(
     if found is None:
         raise UserError(f"no chat {chat_id} in the database")
     return render_jsonl(found) if fmt == "jsonl" else render_markdown(found)
+
+
+def write_export(path: Path, text: str) -> None:
+    """Write an export private to the bot's user (mode 0600, like the database it comes from),
+    whatever the umask and whatever mode a file already there had."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(text)

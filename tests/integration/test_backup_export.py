@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -193,6 +195,21 @@ def test_export_as_markdown_to_a_file(stored: str, tmp_path: Path,
     assert "**Dan**: Off topic? *(pending)*" in text
     assert main(["export", "77", "--format", "md"]) == 0
     assert "**Carol Jones**: hi" in capsys.readouterr().out
+
+
+def test_an_export_file_is_private_whatever_the_umask(stored: str, tmp_path: Path) -> None:
+    fresh, existing = tmp_path / "fresh.md", tmp_path / "existing.jsonl"
+    existing.write_text("old")
+    existing.chmod(0o644)
+    previous = os.umask(0o022)
+    try:
+        assert main(["export", str(GROUP.chat_id), "--format", "md", "-o", str(fresh)]) == 0
+        assert main(["export", str(GROUP.chat_id), "-o", str(existing)]) == 0
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o600
+    assert "What do llamas eat?" in existing.read_text(encoding="utf-8")
 
 
 def test_export_of_an_unknown_chat_is_one_error_line(stored: str,
