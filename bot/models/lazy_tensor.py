@@ -116,7 +116,14 @@ class LazyTensor:
         return self.read_rows(0, self.n_rows)
 
     def _read_strided(self, dtype: np.dtype[Any]) -> NDArray[Any]:
-        # Views saved with their base storage: map the span they cover and copy them out.
+        # Views saved with their base storage: map the span they cover and copy them out. The
+        # copy is the whole shape: never more than the file holds (strides of 0 would let a
+        # few bytes stand for any size).
+        if self.nbytes > self.data.length:
+            raise ConversionError(
+                f"{self.data.path}: a tensor of shape {self.shape} would need {self.nbytes} "
+                f"bytes from {self.data.length} stored"
+            )
         span = 1 + sum((n - 1) * s for n, s in zip(self.shape, self.strides, strict=True))
         if any(n == 0 for n in self.shape):
             span = 0

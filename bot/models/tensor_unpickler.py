@@ -3,6 +3,7 @@ from a `torch.save` pickle and refuses every other global, so no pickled code ev
 
 from __future__ import annotations
 
+import math
 import pickle
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -54,6 +55,19 @@ class StorageRef:
     __setstate__ = refuse_setstate
 
 
+@dataclass(frozen=True, slots=True)
+class _Allowed:
+    """What `find_class` returns for an allowed global: a call to `build`, and nothing a
+    pickle can change. The BUILD opcode sets attributes of whatever it is given, a function's
+    included (`__defaults__`, `__code__`): the functions and classes themselves never reach it."""
+
+    build: Callable[..., object]
+    __setstate__ = refuse_setstate
+
+    def __call__(self, *args: object) -> object:
+        return self.build(*args)
+
+
 def _rebuild_tensor_v2(storage: object, storage_offset: object, size: object, stride: object,
                        requires_grad: object = False, backward_hooks: object = None,
                        metadata: object = None) -> LazyTensor:
@@ -66,6 +80,13 @@ def _rebuild_tensor_v2(storage: object, storage_offset: object, size: object, st
     if len(size) != len(stride):
         raise ConversionError("malformed checkpoint pickle: size and stride differ in length")
     itemsize = np.dtype(NUMPY_DTYPES[storage.dtype]).itemsize
+    if math.prod(size) * itemsize > storage.data.length:
+        # Strides of 0 (or overlapping ones) let a small storage stand for a huge tensor, which
+        # reading would allocate whole: a checkpoint's weights are never saved that way.
+        raise ConversionError(
+            f"malformed checkpoint pickle: a tensor of shape {size} needs "
+            f"{math.prod(size) * itemsize} bytes but its storage holds {storage.data.length}"
+        )
     return LazyTensor(dtype=storage.dtype, shape=size, data=storage.data,
                       offset=storage_offset * itemsize, strides=stride)
 
@@ -85,9 +106,9 @@ class TensorUnpickler(pickle.Unpickler):
     """
 
     _ALLOWED: Mapping[tuple[str, str], object] = {
-        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-        ("collections", "OrderedDict"): OrderedDict,
+        ("torch._utils", "_rebuild_tensor_v2"): _Allowed(_rebuild_tensor_v2),
+        ("torch._utils", "_rebuild_parameter"): _Allowed(_rebuild_parameter),
+        ("collections", "OrderedDict"): _Allowed(OrderedDict),
         **{("torch", name): _StorageKind(dtype) for name, dtype in _TORCH_STORAGES.items()},
     }
 
