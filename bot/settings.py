@@ -32,6 +32,8 @@ TOKEN_CREDENTIAL = "alpaca-bot-token"
 """The token's name under $CREDENTIALS_DIRECTORY (systemd's LoadCredential=)."""
 # Telegram's rule for setWebhook's secret_token: 1-256 characters of A-Z, a-z, 0-9, _ and -.
 _WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
+_METRICS_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{16,256}")
+"""A bearer token as RFC 6750 spells one, long enough not to be guessed."""
 
 
 def default_data_dir() -> Path:
@@ -57,6 +59,8 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     # The operator's HTTP endpoint (/healthz, /readyz, /metrics); empty turns it off.
     metrics_listen: str = "127.0.0.1:9464"
+    # With a token, /metrics answers only `Authorization: Bearer <token>` (the probes stay open).
+    metrics_token: SecretStr | None = None
     # Storage
     data: Path = Field(default_factory=default_data_dir)
     db: str | None = None
@@ -121,7 +125,7 @@ class Settings(BaseSettings):
     def _empty_token(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("webhook_url", "webhook_secret", mode="before")
+    @field_validator("webhook_url", "webhook_secret", "metrics_token", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -155,6 +159,14 @@ class Settings(BaseSettings):
     def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not _WEBHOOK_SECRET.fullmatch(value.get_secret_value()):
             raise ValueError("webhook_secret must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _check_metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _METRICS_TOKEN.fullmatch(value.get_secret_value()):
+            raise ValueError("metrics_token must be 16-256 characters of A-Z, a-z, 0-9 and "
+                             "-._~+/= (e.g. from `openssl rand -hex 32`)")
         return value
 
     @field_validator("api_url")

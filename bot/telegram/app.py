@@ -20,8 +20,8 @@ from bot.chat.commands import menu
 from bot.engine.base import ServedElsewhere
 from bot.errors import ConfigError
 from bot.ops.health import HealthServer, check_ready, engine_problems
-from bot.settings import Settings
 from bot.ops.systemd import SystemdNotifier
+from bot.settings import Settings
 from bot.telegram import handlers
 from bot.telegram.front import DEPS_KEY, AnyApplication, BotDeps, deps_of
 from bot.telegram.ordering import ChatOrderedUpdateProcessor
@@ -168,8 +168,9 @@ def _health_server(
             ask_bot_api=application.bot.get_me,
         )
 
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     server = HealthServer(address, metrics=service.metrics, loop=asyncio.get_running_loop(),
-                          ready=ready)
+                          ready=ready, token=token)
     server.start()
     return server
 
