@@ -27,6 +27,7 @@ from bot.telegram.front import DEPS_KEY, AnyApplication, BotDeps, deps_of
 from bot.telegram.ordering import ChatOrderedUpdateProcessor
 from bot.telegram.ratelimit import FloodLimiter
 from bot.telegram.request import MeteredRequest
+from bot.telegram.webhook import WebhookServer, set_webhook
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ async def run_telegram(
     deps = deps_of(application.bot_data)
     jobs = service.jobs
     health = _health_server(settings, service, application)
+    webhook: WebhookServer | None = None
     try:
         await _set_menus(application)
         await application.start()
@@ -119,7 +121,7 @@ async def run_telegram(
         resumed = await handlers.resume_unfinished(application)
         if resumed:
             log.info("resuming %d replies interrupted by the last shutdown", resumed)
-        mode = await _start_updates(application, settings, poll_timeout)
+        mode, webhook = await _start_updates(application, settings, poll_timeout)
         log.info("Telegram bot @%s is running (%s)", application.bot.username, mode)
         notifier.ready(f"serving @{application.bot.username} ({mode})")
         await stop.wait()
@@ -133,6 +135,8 @@ async def run_telegram(
             await jobs.aclose()
         if application.updater is not None and application.updater.running:
             await application.updater.stop()
+        if webhook is not None:
+            await webhook.stop()
         if application.running:
             await application.stop()
         await application.shutdown()
@@ -175,7 +179,9 @@ def _health_server(
     return server
 
 
-async def _start_updates(application: AnyApplication, settings: Settings, poll_timeout: int) -> str:
+async def _start_updates(
+    application: AnyApplication, settings: Settings, poll_timeout: int
+) -> tuple[str, WebhookServer | None]:
     """Start receiving updates: long polling, or the webhook server when webhook_url is set."""
     updater = application.updater
     assert updater is not None
@@ -187,34 +193,35 @@ async def _start_updates(application: AnyApplication, settings: Settings, poll_t
             poll_interval=0.0, timeout=poll_timeout, drop_pending_updates=False,
             allowed_updates=ALLOWED_UPDATES,
         )
-        return "polling"
+        return "polling", None
     # Always with a secret: the configured one, or a fresh one each start that only Telegram
-    # learns (through setWebhook). python-telegram-bot's server answers 403 to any POST without
-    # it in X-Telegram-Bot-Api-Secret-Token, before an update is parsed or a handler runs.
+    # learns (through setWebhook). The server answers 403 to any POST without it in
+    # X-Telegram-Bot-Api-Secret-Token, before its body is read (bot/telegram/webhook.py).
     secret = (
         settings.webhook_secret.get_secret_value()
         if settings.webhook_secret is not None
         else secrets.token_urlsafe(32)
     )
     host, port = settings.webhook_address
-    try:
-        await updater.start_webhook(
-            listen=host, port=port, url_path=settings.webhook_path,
-            webhook_url=settings.webhook_url, secret_token=secret,
-            allowed_updates=ALLOWED_UPDATES, drop_pending_updates=False,
-            # Telegram answers a second setWebhook within a second with retry_after 1 (a quick
-            # restart): one retry instead of failing the start.
-            bootstrap_retries=1,
-        )
-    except BadRequest as exc:
-        raise ConfigError(
-            f"Telegram refused the webhook URL {settings.webhook_url}: {exc.message}"
-        ) from None
+    server = WebhookServer(bot=application.bot, queue=application.update_queue,
+                           path=settings.webhook_path, secret=secret)
+    try:  # listening first: Telegram is told the URL only once something answers there
+        server.start(host, port)
     except OSError as exc:
         raise ConfigError(
             f"cannot listen for the webhook on {settings.webhook_listen}: {exc.strerror or exc}"
         ) from None
-    return f"webhook {settings.webhook_url}"
+    try:
+        await set_webhook(application.bot, url=settings.webhook_url, secret=secret,
+                          allowed_updates=ALLOWED_UPDATES)
+    except BaseException as exc:
+        await server.stop()
+        if isinstance(exc, BadRequest):
+            raise ConfigError(
+                f"Telegram refused the webhook URL {settings.webhook_url}: {exc.message}"
+            ) from None
+        raise
+    return f"webhook {settings.webhook_url}", server
 
 
 async def _say_webhook_goes(application: AnyApplication) -> None:

@@ -7,6 +7,7 @@ fake accepts for loopback only (Telegram itself wants HTTPS: a TLS proxy goes in
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import re
 import socket
@@ -179,10 +180,76 @@ async def test_a_busy_webhook_port_stops_the_start_with_one_line(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        # setWebhook comes first, then the server fails to listen.
-        runner = await run_bot(engine, **webhook_values(port))
+        # The server listens first: Telegram never learns a URL nothing answers at.
         with pytest.raises(ConfigError, match=f"cannot listen for the webhook on 127.0.0.1:{port}"):
-            await runner.stop()
+            await run_bot(engine, **webhook_values(port))
+    assert fake.requests("setWebhook") == []
+
+
+async def raw_post(port: int, headers: dict[str, str], body: bytes = b"") -> bytes:
+    """Send a POST's head (and `body`), then read what comes back within 5 s."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        writer.write(f"POST /alpaca/hook HTTP/1.1\r\nHost: x\r\n{head}\r\n".encode() + body)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(1000), timeout=5)
+    finally:
+        writer.close()
+
+
+async def test_a_request_is_judged_by_its_headers_before_its_body_is_read(
+    fake: FakeBotAPI, engine: ScriptedEngine, run_bot
+) -> None:
+    port = free_port()
+    await run_bot(engine, **webhook_values(port, webhook_secret=SECRET))
+    await listening(port)
+    json_body = {"Content-Type": "application/json"}
+    # Announcing 50 MB without the secret: refused at once, nothing waited for.
+    answer = await raw_post(port, {**json_body, "Content-Length": str(50 << 20),
+                                   "X-Telegram-Bot-Api-Secret-Token": "guess"})
+    assert answer.startswith(b"HTTP/1.1 403")
+    # With the secret, a body larger than an update can be is refused before it is read.
+    answer = await raw_post(port, {**json_body, "Content-Length": str(2 << 20),
+                                   "X-Telegram-Bot-Api-Secret-Token": SECRET})
+    assert answer.startswith(b"HTTP/1.1 413") or answer == b""
+    chunked = {**json_body, "Transfer-Encoding": "chunked", "X-Telegram-Bot-Api-Secret-Token": SECRET}
+    piece = b"x" * (256 << 10)
+    answer = await raw_post(port, chunked, (b"%x\r\n" % len(piece) + piece + b"\r\n") * 5)
+    assert not answer.startswith(b"HTTP/1.1 200")
+    # Not JSON, or not an update: 400, and nothing reaches a handler.
+    answer = await raw_post(port, {**json_body, "Content-Length": "5",
+                                   "X-Telegram-Bot-Api-Secret-Token": SECRET}, b"nope!")
+    assert answer.startswith(b"HTTP/1.1 400")
+    # A genuine update still goes through.
+    alice = fake.user("Alice", "alice")
+    chat = fake.private_chat(alice)
+    engine.enqueue("Still here.")
+    fake.send_text(chat, alice, "hello?")
+    await fake.wait_for(lambda: texts(fake, chat) == ["Still here."], timeout=10)
+    assert len(engine.history) == 1
+
+
+async def test_the_secret_is_compared_in_constant_time(
+    fake: FakeBotAPI, engine: ScriptedEngine, run_bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.telegram import webhook
+
+    compared: list[tuple[bytes, bytes]] = []
+    constant_time = hmac.compare_digest
+
+    def compare_digest(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return constant_time(a, b)
+
+    monkeypatch.setattr(webhook.hmac, "compare_digest", compare_digest)
+    port = free_port()
+    await run_bot(engine, **webhook_values(port, webhook_secret=SECRET))
+    await listening(port)
+    mallory = fake.user("Mallory", "mallory")
+    chat = fake.private_chat(mallory)
+    assert await post(fake, fake.forged_update(chat, mallory, "x"), secret="nope") == 403
+    assert compared == [(b"nope", SECRET.encode())]
 
 
 # -- the fake's rules, as Telegram's --------------------------------------------------------------
