@@ -136,6 +136,32 @@ async def _export(settings: Settings, chat_id: int, fmt: Any) -> str:
         await database.dispose()
 
 
+def cmd_access(args: argparse.Namespace, settings: Settings) -> int:
+    print(asyncio.run(_access(settings, args.action, getattr(args, "id", None))))
+    return 0
+
+
+async def _access(settings: Settings, action: str, some_id: int | None) -> str:
+    """`alpaca-bot access list|allow ID|deny ID`, on the database the bot uses (a running bot
+    sees the change at the next message)."""
+    from bot.chat.access import AccessControl, parse_id
+    from bot.store.database import migrate_async, open_database, sessions
+
+    settings.data.mkdir(parents=True, exist_ok=True)
+    await migrate_async(settings.database_url)
+    database = open_database(settings.database_url)
+    try:
+        control = AccessControl(settings=settings, sessions=sessions(database))
+        if action == "list":
+            return await control.listing()
+        chosen = parse_id(str(some_id), action)
+        if action == "allow":
+            return await control.allow(chosen)
+        return await control.deny(chosen)
+    finally:
+        await database.dispose()
+
+
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     from bot.ops.doctor import run_doctor
 
@@ -390,6 +416,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("jsonl", "md"), default="jsonl",
                         help="jsonl: one JSON object a turn (default); md: readable Markdown")
     export.add_argument("-o", "--output", type=Path, help="write to this file, not stdout")
+    access = commands.add_parser(
+        "access", help="who may use the bot: list, allow ID, deny ID (a user's or a group's id)"
+    )
+    actions = access.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("list", help="the ids allowed and denied, and the requests waiting")
+    for action, text in (("allow", "let a user or a group use the bot"),
+                         ("deny", "take access away from a user or a group")):
+        choice = actions.add_parser(action, help=text)
+        choice.add_argument("id", type=int, help="a user's id, or a group's (negative)")
 
     convert = commands.add_parser(
         "convert", help="convert a Meta (consolidated.*.pth) or Hugging Face LLaMA checkpoint "
@@ -481,6 +516,7 @@ HANDLERS = {
     "doctor": cmd_doctor,
     "backup": cmd_backup,
     "export": cmd_export,
+    "access": cmd_access,
     "convert": cmd_convert,
     "quantize": cmd_quantize,
     "perplexity": cmd_perplexity,

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from bot.access.policy import REASONS, Reason
 from bot.engine.base import Engine, Finished, StopReason
 
 Outcome = Literal["complete", "length", "stopped", "failed"]
@@ -64,6 +65,13 @@ class Metrics:
         self.quantize_jobs = Counter("alpaca_bot_quantize_jobs",
                                      "Quantization jobs by how they ended.", ["outcome"],
                                      registry=r)
+        self.messages_refused = Counter(
+            "alpaca_bot_messages_refused",
+            "Messages refused, by reason: access (not allowed), rate (questions a minute), "
+            "tokens (the day's budget), backlog (questions waiting in the chat), busy (the "
+            "model's queue full).", ["reason"], registry=r)
+        for reason in REASONS:
+            self.messages_refused.labels(reason)
         self.last_bot_api_answer = 0.0
         """time.monotonic() of the Bot API's last answer (any HTTP status): /readyz reads it."""
 
@@ -83,6 +91,9 @@ class Metrics:
 
     def reply_failed(self) -> None:
         self.replies.labels("failed").inc()
+
+    def message_refused(self, reason: Reason) -> None:
+        self.messages_refused.labels(reason).inc()
 
     def bot_api_call(self, method: str, status: int | None) -> None:
         """One Bot API call: its HTTP status, or None when no answer came (network error)."""

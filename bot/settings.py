@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     token: SecretStr | None = None
     api_url: str = TELEGRAM_API_URL
     admins: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    # Who may use the bot: "pairing" serves admins and those allowed, and asks the admins about
+    # anyone else; "allowlist" the same without asking; "open" serves everyone.
+    access: Literal["pairing", "allowlist", "open"] = "pairing"
+    allow: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    """User and chat ids always allowed (besides those allowed with /allow)."""
     # Webhook mode: Telegram POSTs updates to webhook_url (a TLS reverse proxy in front of the
     # bot's own server on webhook_listen); unset, the bot polls with getUpdates.
     webhook_url: str | None = None
@@ -98,6 +103,11 @@ class Settings(BaseSettings):
     # Limits and behaviour
     max_input_chars: int = Field(default=4000, ge=1)
     max_queue: int = Field(default=32, ge=1)
+    # Fair use (bot admins are exempt): questions a person may ask a minute, tokens generated
+    # for them a day (UTC), questions waiting in one chat, all its topics together. 0: no limit.
+    user_messages_per_minute: int = Field(default=6, ge=0)
+    user_tokens_per_day: int = Field(default=0, ge=0)
+    chat_waiting_max: int = Field(default=3, ge=0)
     # Memory past the window: the running summary of turns that left it (0: no summaries).
     summary_tokens: int = Field(default=256, ge=0, le=4096)
     edit_interval_private: float = Field(default=1.0, ge=0.0)
@@ -110,9 +120,9 @@ class Settings(BaseSettings):
     config: Path | None = None
     """The TOML file these settings were read from (set by `load_settings`)."""
 
-    @field_validator("admins", mode="before")
+    @field_validator("admins", "allow", mode="before")
     @classmethod
-    def _parse_admins(cls, value: Any) -> Any:
+    def _parse_ids(cls, value: Any) -> Any:
         if isinstance(value, str):
             parts = [part.strip() for part in value.replace(";", ",").split(",")]
             return [part for part in parts if part]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -85,6 +86,10 @@ def bot_settings(make_settings, fake: FakeBotAPI):  # type: ignore[no-untyped-de
         values.setdefault("edit_interval_private", 0.3)
         values.setdefault("edit_interval_group", 0.5)
         values.setdefault("metrics_listen", "")  # on only where a test asks for it
+        # Tests not about access talk to the bot as anyone: open to all, unless the test (or
+        # its environment) chooses a policy. The product's default stays "pairing".
+        if "ALPACA_BOT_ACCESS" not in os.environ:
+            values.setdefault("access", "open")
         return make_settings(**values)
 
     return build

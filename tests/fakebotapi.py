@@ -418,6 +418,8 @@ class _Chat:
     admins: set[int] = field(default_factory=set)
     creator: int | None = None
     members: set[int] = field(default_factory=set)
+    bot_status: str = "member"
+    """The bot's own status here: "member", "administrator", or "left"/"kicked" once out."""
 
 
 @dataclass(frozen=True)
@@ -744,6 +746,48 @@ class FakeBotAPI:
             state.creator = creator
             state.members |= state.admins | ({creator} if creator else set())
 
+    def add_bot(
+        self, chat: dict[str, Any] | int, by: dict[str, Any], *, status: str = "member"
+    ) -> int:
+        """``by`` adds the bot to a group (as a member or an administrator): Telegram's
+        ``my_chat_member`` update, ``from`` being who did it. Returns its update_id."""
+        with self._cond:
+            state = self._chat_state(chat)
+            self._users.setdefault(by["id"], dict(by))
+            state.members.add(by["id"])
+            old, state.bot_status = state.bot_status, status
+            if old not in ("left", "kicked"):
+                old = "left"  # a group made with group_chat() has the bot already
+            return self._queue({"my_chat_member": self._member_change(state, by, old, status)})
+
+    def remove_bot(self, chat: dict[str, Any] | int, by: dict[str, Any]) -> int:
+        """``by`` removes the bot from a group (``my_chat_member``: it is "kicked")."""
+        with self._cond:
+            state = self._chat_state(chat)
+            old, state.bot_status = state.bot_status, "kicked"
+            return self._queue({"my_chat_member": self._member_change(state, by, old, "kicked")})
+
+    def bot_in(self, chat: dict[str, Any] | int) -> bool:
+        """Whether the bot is (still) in this chat: not left (leaveChat) nor removed."""
+        with self._lock:
+            return self._chat_state(chat).bot_status not in ("left", "kicked")
+
+    def _member_change(
+        self, chat: _Chat, by: dict[str, Any], old: str, new: str
+    ) -> dict[str, Any]:
+        """A ChatMemberUpdated of the bot (lock held)."""
+
+        def member(status: str) -> dict[str, Any]:
+            if status == "administrator":
+                return {**self._admin_rights(), "status": status, "user": dict(self.bot_user)}
+            extra = {"until_date": 0} if status == "kicked" else {}
+            return {"status": status, "user": dict(self.bot_user), **extra}
+
+        return {
+            "chat": dict(chat.info), "from": dict(by), "date": int(time.time()),
+            "old_chat_member": member(old), "new_chat_member": member(new),
+        }
+
     def send_text(
         self,
         chat: dict[str, Any] | int,
@@ -1057,6 +1101,12 @@ class FakeBotAPI:
     def _gate(self, request: ApiRequest) -> None:
         """Bans, injected failures and flood control, in that order (lock held)."""
         chat, method = request.chat_id, request.method.lower()
+        out = self._chats.get(chat) if isinstance(chat, int) else None
+        if out is not None and out.bot_status in ("left", "kicked") and method.startswith(
+            ("send", "edit", "delete", "copy", "forward", "pin", "unpin", "leave")
+        ):
+            how = "is not a member of" if out.bot_status == "left" else "was kicked from"
+            raise _ApiError(403, f"Forbidden: bot {how} the {out.info['type']} chat")
         if chat is not None and (until := self._bans.get(chat)) and request.at < until:
             self._violations.append(Violation(request, until - request.at))
             raise self._too_many(chat, math.ceil(until - request.at))
@@ -1530,6 +1580,15 @@ class FakeBotAPI:
     def _api_getChatMember(self, p: dict[str, Any]) -> dict[str, Any]:
         return self._member(self._chat_state(p.get("chat_id")), int(p.get("user_id") or 0))
 
+    def _api_leaveChat(self, p: dict[str, Any]) -> bool:
+        """The bot leaves a group (Telegram then sends its own my_chat_member, from the bot)."""
+        chat = self._chat_state(p.get("chat_id"))
+        if chat.info["type"] == "private":
+            raise _bad("chat member status can't be changed in private chats")
+        old, chat.bot_status = chat.bot_status, "left"
+        self._queue({"my_chat_member": self._member_change(chat, self.bot_user, old, "left")})
+        return True
+
     def _api_getChatAdministrators(self, p: dict[str, Any]) -> list[dict[str, Any]]:
         chat = self._chat_state(p.get("chat_id"))
         if chat.info["type"] == "private":
@@ -1545,24 +1604,29 @@ class FakeBotAPI:
             user_id not in chat.admins and user_id != chat.creator
         ):
             in_chat = (
-                chat.info["type"] == "private" or user_id in chat.members or user_id == self.bot_id
+                chat.info["type"] == "private" or user_id in chat.members
+                or (user_id == self.bot_id and chat.bot_status not in ("left", "kicked"))
             )
             return {"status": "member" if in_chat else "left", "user": user}
         if user_id == chat.creator:
             return {"status": "creator", "user": user, "is_anonymous": False}
+        return {**self._admin_rights(), "status": "administrator", "user": user}
+
+    @staticmethod
+    def _admin_rights() -> dict[str, Any]:
+        """The fields of a ChatMemberAdministrator besides its status and user."""
         rights = (
             "can_manage_chat can_delete_messages can_manage_video_chats can_restrict_members "
             "can_change_info can_invite_users can_post_stories can_edit_stories can_delete_stories "
             "can_pin_messages can_manage_topics"
         ).split()
         return {
-            "status": "administrator",
-            "user": user,
             "can_be_edited": False,
             "is_anonymous": False,
             "can_promote_members": False,
             **dict.fromkeys(rights, True),
         }
+
 
     def _api_answerCallbackQuery(self, p: dict[str, Any]) -> bool:
         query = self._queries.get(str(p.get("callback_query_id") or ""))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from bot.chat import access_commands
 from bot.chat.languages import AUTO
 from bot.core.chats import ChatRef
 from bot.core.knobs import KNOBS, Knob
@@ -269,6 +270,7 @@ async def _quit(chat: ChatService, front: Front, call: Invocation) -> None:
 
 
 CHANGE_SETTINGS = N_("Only the group's admins can change settings.")
+MANAGE_ACCESS = N_("Only the bot's admins can allow and deny access.")
 NOT_YOUR_REPLY = N_(
     "Only the person who asked, or the group's admins, can have that reply redone."
 )
@@ -308,6 +310,17 @@ COMMANDS: tuple[Command, ...] = (
             run=_quantize,
             access="bot_admins", denied=N_("Only the bot's admins can quantize models."),
             fronts=("telegram",), menu=False),
+    Command(name="usage", help=N_("your use of the bot and your limits"),
+            run=access_commands.usage),
+    Command(name="allow", args="ID", help=N_("lets a user or a group use the bot"),
+            run=access_commands.allow, access="bot_admins", denied=MANAGE_ACCESS, menu=False),
+    Command(name="deny", args="ID", help=N_("takes access away (from a group: the bot leaves)"),
+            run=access_commands.deny, access="bot_admins", denied=MANAGE_ACCESS, menu=False),
+    Command(name="access", help=N_("who may use the bot, and who asked"),
+            run=access_commands.access, access="bot_admins", denied=MANAGE_ACCESS, menu=False),
+    Command(name="stats", help=N_("the top users and chats by use"), run=access_commands.stats,
+            access="bot_admins", denied=N_("Only the bot's admins can see the statistics."),
+            menu=False),
     Command(name="quit", aliases=("exit",), help=N_("leave the console chat"), run=_quit,
             fronts=("console",), menu=False),
 )

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.chat.access import AccessControl
 from bot.chat.activity import ChatActivity
 from bot.chat.chat_settings import ChatSettings
 from bot.chat.conversation import Conversation
@@ -26,6 +27,7 @@ from bot.chat.retention import Retention
 from bot.chat.running import EngineLoader, RunningModel
 from bot.chat.summaries import Summaries
 from bot.chat.switching import ModelSwitch
+from bot.chat.usage import Usage
 from bot.core.templates import ChatFormat
 from bot.engine.base import Engine
 from bot.metrics import Metrics
@@ -96,6 +98,8 @@ class ChatService:
                 configured=configured_model or engine.info.path,
             )
         self.jobs = jobs
+        self.access = AccessControl(settings=settings, sessions=sessions, metrics=self.metrics)
+        self.usage = Usage(settings=settings, sessions=sessions, metrics=self.metrics)
         self.metrics.watch_engine(lambda: model.engine, kind=settings.engine)
 
     async def ping_database(self) -> None:

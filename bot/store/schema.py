@@ -1,13 +1,15 @@
-"""SQLAlchemy tables: chats with their settings, and every turn of every conversation."""
+"""SQLAlchemy tables: chats with their settings, every turn of every conversation, who may use
+the bot, and how much each person used it."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Dialect,
     Float,
@@ -189,3 +191,56 @@ class BotStateRow(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class AccessRow(Base):
+    """What was decided about a user or a chat (a user's id is their private chat's): allowed
+    (/allow, an Approve, added by someone allowed, or there before access control) or denied."""
+
+    __tablename__ = "access"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(16))
+    """"user" or "chat" (a group)."""
+    allowed: Mapped[bool] = mapped_column(Boolean)
+    name: Mapped[str | None] = mapped_column(UserName(256))
+    decided_by: Mapped[int | None] = mapped_column(BigInteger)
+    """The bot admin (or the allowed user who added the bot to a group); NULL: the terminal or
+    the upgrade."""
+    decided_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class AccessRequestRow(Base):
+    """Someone not allowed asked (a private message) or added the bot to a group: all that is
+    kept of them, for 30 days. A group's request also says who added the bot."""
+
+    __tablename__ = "access_requests"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str | None] = mapped_column(UserName(256))
+    username: Mapped[str | None] = mapped_column(UserName(64))
+    language: Mapped[str | None] = mapped_column(String(16))
+    preview: Mapped[str | None] = mapped_column(UserText)
+    """The first 200 characters of the first message (a user's request)."""
+    added_by: Mapped[int | None] = mapped_column(BigInteger)
+    added_by_name: Mapped[str | None] = mapped_column(UserName(256))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class UsageRow(Base):
+    """One person's use of the bot in one chat on one UTC day: questions answered, tokens
+    generated for them, messages refused by the fair-use limits. It outlives /forget and the
+    retention period (a day's budget must), and holds no text."""
+
+    __tablename__ = "usage"
+    __table_args__ = (Index("ix_usage_user_day", "user_id", "day"),)
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    """0 where nobody is known (the console, a channel's post)."""
+    chat_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    """The Telegram chat (a forum topic counts for its group)."""
+    questions: Mapped[int] = mapped_column(Integer, default=0)
+    tokens: Mapped[int] = mapped_column(Integer, default=0)
+    refused: Mapped[int] = mapped_column(Integer, default=0)

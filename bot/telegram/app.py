@@ -22,7 +22,7 @@ from bot.errors import ConfigError
 from bot.ops.health import HealthServer, check_ready, engine_problems
 from bot.ops.systemd import SystemdNotifier
 from bot.settings import Settings
-from bot.telegram import handlers
+from bot.telegram import gate, handlers, membership
 from bot.telegram.front import DEPS_KEY, AnyApplication, BotDeps, deps_of
 from bot.telegram.ordering import ChatOrderedUpdateProcessor
 from bot.telegram.ratelimit import FloodLimiter
@@ -31,7 +31,7 @@ from bot.telegram.webhook import WebhookServer, set_webhook
 
 log = logging.getLogger(__name__)
 
-ALLOWED_UPDATES = ["message", "callback_query"]
+ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
 
 
 def build_application(settings: Settings, service: ChatService) -> AnyApplication:
@@ -56,6 +56,7 @@ def build_application(settings: Settings, service: ChatService) -> AnyApplicatio
     )
     application.bot_data[DEPS_KEY] = BotDeps(settings=settings, service=service)
     handlers.register(application)
+    gate.register(application)
     return application
 
 
@@ -112,6 +113,7 @@ async def run_telegram(
         if isinstance(engine, ServedElsewhere):
             engine.add_listener(partial(handlers.on_server_status, application))
         await handlers.report_interrupted_jobs(application)
+        deps.spawn(membership.sweep_forever(application), "access sweep")
         if service.retention.days:
             # The first pass before replies resume: none is written from turns past the period.
             await service.retention.prune_logged()

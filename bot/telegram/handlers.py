@@ -244,8 +244,8 @@ def _disk_full(error: BaseException | None) -> bool:
 
 def register(application: AnyApplication) -> None:
     """Attach every handler to the application: the command table's, then plain text."""
-    # Before every other group: the language the update is answered in.
-    application.add_handler(TypeHandler(Update, set_language), group=-1)
+    # Before every other group (the access gate is -1): the language the update is answered in.
+    application.add_handler(TypeHandler(Update, set_language), group=-2)
     names = [name for command in commands_for("telegram") for name in command.names]
     application.add_handler(CommandHandler(names, on_command))
     application.add_handler(

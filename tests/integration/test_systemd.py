@@ -162,7 +162,7 @@ async def test_run_under_systemd_notifies_pings_and_takes_the_credential(
     monkeypatch.setenv("WATCHDOG_USEC", str(WATCHDOG_USEC))
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
     settings = make_settings(api_url=f"{fake.base_url}/bot", log_level="DEBUG",
-                             edit_interval_private=0.3)
+                             edit_interval_private=0.3, access="open")
     assert settings.token is not None and settings.token.get_secret_value() == fake.token
 
     log = io.StringIO()

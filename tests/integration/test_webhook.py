@@ -91,7 +91,7 @@ async def test_a_message_delivered_to_the_webhook_is_answered(
     [set_webhook] = fake.requests("setWebhook")
     assert set_webhook.params["url"] == f"http://127.0.0.1:{port}/alpaca/hook"
     assert set_webhook.params["secret_token"] == SECRET
-    assert set_webhook.params["allowed_updates"] == ["message", "callback_query"]
+    assert set_webhook.params["allowed_updates"] == ["message", "callback_query", "my_chat_member"]
     assert fake.webhook_info()["url"] == set_webhook.params["url"]
 
     alice = fake.user("Alice", "alice")
