@@ -29,7 +29,6 @@ from bot.i18n import N_, _
 from bot.metrics import Metrics
 from bot.settings import Settings
 from bot.store import repository as repo
-from bot.store import usage
 from bot.store.schema import ChatRow, TurnRow
 
 log = logging.getLogger(__name__)
@@ -237,8 +236,6 @@ class Conversation:
             if reply_row is None:
                 await sink.fail(_(QUESTION_GONE))
                 return None
-            await usage.count_reply(session, reply_row, n_tokens=n_tokens,
-                                    continued=bool(prepared.prefix))
             await repo.finish_reply(session, reply_row, final, reason=reason, n_tokens=n_tokens)
             await session.commit()
         await self.show(prepared.reply_id, sink, final, note, reason)

@@ -139,8 +139,9 @@ class Summaries:
                 if chat is None or not summary_on(chat):
                     return True
                 start = chat.summary_upto or 0
-                rows = [row for row in await repo.conversation(session, chat)
-                        if start < anchor(row) < first_kept and row.state != "pending"]
+                rows = [row for row in await repo.conversation(session, chat, after=start,
+                                                               up_to=first_kept - 1)
+                        if row.state != "pending"]
                 previous = chat.summary
             if not rows:
                 return True
