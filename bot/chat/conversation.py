@@ -29,6 +29,7 @@ from bot.i18n import N_, _
 from bot.metrics import Metrics
 from bot.settings import Settings
 from bot.store import repository as repo
+from bot.store import usage
 from bot.store.schema import ChatRow, TurnRow
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,8 @@ class ReplyOutcome:
     reason: str
     n_tokens: int
     window_tokens: int
-    dropped_turns: int
+    left_out: bool
+    """Older turns of the conversation were left out of the reply's window."""
 
 
 class Conversation:
@@ -143,31 +145,31 @@ class Conversation:
             async with self._model.serving():
                 return await self._reply(accepted, sink, cancel)
 
-    async def _prepare(self, accepted: Accepted, cancel: CancelToken) -> Prepared:
+    async def prepare(self, accepted: Accepted, cancel: CancelToken) -> Prepared:
         """Build the window and start the reply row (raises InputTooLong, question failed)."""
         async with self._sessions() as session:
             chat = await session.get(ChatRow, accepted.chat_id)
             question = await session.get(TurnRow, accepted.turn_id)
             if chat is None or question is None:
                 raise TurnGone(f"turn {accepted.turn_id} of chat {accepted.chat_id} is gone")
-            rows = await repo.conversation(session, chat, up_to=accepted.turn_id)
             params = self._chat_settings.params_of(chat)
             try:
-                window, turns = await self._preparation.fit(chat, params, rows)
+                window, _kept = await self._preparation.fit(session, chat, params,
+                                                            up_to=accepted.turn_id)
             except InputTooLong:
                 await repo.fail_user_turn(session, accepted.turn_id)
                 await session.commit()
                 raise
             reply = await repo.start_reply(session, question)
             await session.commit()
-        request = self._preparation.request(chat, params, window, turns, cancel)
+        request = self._preparation.request(chat, params, window, cancel)
         return Prepared(reply.id, window, request)
 
     async def _reply(
         self, accepted: Accepted, sink: ReplySink, cancel: CancelToken
     ) -> ReplyOutcome | None:
         try:
-            prepared = await self._prepare(accepted, cancel)
+            prepared = await self.prepare(accepted, cancel)
         except InputTooLong as exc:
             await sink.fail(str(exc))
             return None
@@ -236,12 +238,14 @@ class Conversation:
             if reply_row is None:
                 await sink.fail(_(QUESTION_GONE))
                 return None
+            await usage.count_reply(session, reply_row, n_tokens=n_tokens,
+                                    continued=bool(prepared.prefix))
             await repo.finish_reply(session, reply_row, final, reason=reason, n_tokens=n_tokens)
             await session.commit()
         await self.show(prepared.reply_id, sink, final, note, reason)
         return ReplyOutcome(
             text=final, reason=reason, n_tokens=n_tokens,
-            window_tokens=prepared.window.n_tokens, dropped_turns=prepared.window.first_turn,
+            window_tokens=prepared.window.n_tokens, left_out=prepared.window.left_out,
         )
 
     async def show(

@@ -6,12 +6,13 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.chat.chat_settings import NO_SYSTEM, ChatSettings
-from bot.chat.preparation import ReplyPreparation, turn_of
+from bot.chat.preparation import ReplyPreparation
 from bot.chat.running import RunningModel
 from bot.chat.summaries import summary_on
 from bot.core.chats import ChatRef
 from bot.core.knobs import KNOBS
 from bot.core.params import GenerationParams
+from bot.core.window import NoQuestion
 from bot.errors import InputTooLong
 from bot.i18n import N_, _, _n
 from bot.settings import Settings
@@ -35,10 +36,10 @@ class SettingsOverview:
         """/settings: the model, every knob, the system prompt, memory and context use."""
         async with self._sessions() as session:
             chat = await repo.get_or_create_chat(session, ref)
-            turns = await repo.conversation(session, chat)
+            params = self._chat_settings.params_of(chat)
+            total = await repo.count_turns(session, chat)
+            used, kept = await self._context_use(session, chat, params, total)
             await session.commit()
-        params = self._chat_settings.params_of(chat)
-        used, dropped = await self._context_use(chat, params, turns)
         engine = self._model.engine
         info = engine.info
         lines = [_("Model: {name} ({file}), chat format: {chat_format}", name=info.name,
@@ -53,9 +54,9 @@ class SettingsOverview:
             system = self._model.chat_format.default_system or _(NO_SYSTEM)
         lines.append(f"/system = {_shorten(system, 200)}")
         lines.append(_("Memory: {summary}", summary=engine.memory_report().summary()))
-        people = {row.speaker or "someone" for row in turns[dropped:] if row.role == "user"}
-        counts = dict(used=used, n_ctx=params.n_ctx, in_window=len(turns) - dropped,
-                      total=len(turns), reserved=params.n_predict)
+        people = {row.speaker or "someone" for row in kept if row.role == "user"}
+        counts = dict(used=used, n_ctx=params.n_ctx, in_window=len(kept), total=total,
+                      reserved=params.n_predict)
         if chat.kind not in ("private", "console") and people:
             lines.append(_n(
                 "Context: {used}/{n_ctx} tokens ({in_window} of {total} messages in the window "
@@ -84,17 +85,21 @@ class SettingsOverview:
                  summary=_shorten(chat.summary, 200))
 
     async def _context_use(
-        self, chat: ChatRow, params: GenerationParams, rows: list[TurnRow]
-    ) -> tuple[int, int]:
-        turns = [turn_of(row) for row in rows]
-        if any(turn.role == "user" for turn in turns):
+        self, session: AsyncSession, chat: ChatRow, params: GenerationParams, total: int
+    ) -> tuple[int, list[TurnRow]]:
+        """The tokens the chat's next window takes, and the stored turns in it (none fit: the
+        whole budget, none)."""
+        if total:
             try:
-                window = await self._preparation.window(chat, params, turns)
-                return window.n_tokens, window.first_turn
+                window, kept = await self._preparation.fit(session, chat, params,
+                                                           tell_summaries=False)
+                return window.n_tokens, kept
             except InputTooLong:
-                return params.prompt_budget, len(turns)
+                return params.prompt_budget, []
+            except NoQuestion:
+                pass
         prompt = self._model.chat_format.render(self._chat_settings.system_of(chat), [])
-        return await self._model.engine.count_tokens(prompt), 0
+        return await self._model.engine.count_tokens(prompt), []
 
 
 def _shorten(text: str, limit: int) -> str:

@@ -1,9 +1,14 @@
 """Preparing a reply: its prompt window (the chat's system prompt and summary, then the newest
-turns that fit the budget) and the request the engine is given."""
+turns that fit the budget, read from the store newest first and only as far back as the budget
+reaches) and the request the engine is given."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.chat.chat_settings import ChatSettings
 from bot.chat.running import RunningModel
@@ -14,6 +19,7 @@ from bot.core.window import Window, fit_window
 from bot.engine.base import CancelToken, GenerationRequest, SamplingParams
 from bot.errors import InputTooLong
 from bot.settings import Settings
+from bot.store import repository as repo
 from bot.store.schema import ChatRow, TurnRow
 
 
@@ -48,37 +54,61 @@ class ReplyPreparation:
                                        chat.summary)
         return system
 
-    async def window(
-        self, chat: ChatRow, params: GenerationParams, turns: list[Turn]
-    ) -> Window:
-        """The prompt of the chat's next reply: system prompt (and summary) and the turns that
-        fit. Where the summary leaves no room for the question, the window goes without it."""
-        count = self._model.engine.count_tokens
-        system = self.system(chat)
-        try:
-            return await fit_window(self._model.chat_format, system, turns,
-                                    budget=params.prompt_budget, count_tokens=count)
-        except InputTooLong:
-            if system == self._chat_settings.system_of(chat):
-                raise
-        return await fit_window(self._model.chat_format, self._chat_settings.system_of(chat),
-                                turns, budget=params.prompt_budget, count_tokens=count)
-
     async def fit(
-        self, chat: ChatRow, params: GenerationParams, rows: list[TurnRow],
-        *, tail: Turn | None = None,
-    ) -> tuple[Window, list[Turn]]:
-        """The window of a reply to the stored turns `rows` (and `tail`, a turn not stored:
-        the reply being continued); the turns that left the window go to the summary."""
-        turns = [turn_of(row) for row in rows] + ([tail] if tail is not None else [])
-        window = await self.window(chat, params, turns)
-        if window.first_turn and self._summaries is not None:
-            self._summaries.left_window(chat.id, anchor(rows[window.first_turn]))
-        return window, turns
+        self, session: AsyncSession, chat: ChatRow, params: GenerationParams, *,
+        up_to: int | None = None, without: int | None = None, tail: Turn | None = None,
+        tell_summaries: bool = True,
+    ) -> tuple[Window, list[TurnRow]]:
+        """The window of the chat's next reply, and the stored turns in it (oldest first).
+
+        Its turns are the conversation's up to question `up_to`, without turn `without`, then
+        `tail` (a turn not stored: the reply being continued). Raises InputTooLong, or
+        NoQuestion where there is no question. Turns that left the window go to the summary
+        (unless `tell_summaries` is false)."""
+        read: list[TurnRow | None] = []
+        """The rows read, newest first (None: the tail)."""
+
+        async def newest_first() -> AsyncGenerator[Turn, None]:
+            read.clear()
+            if tail is not None:
+                read.append(None)
+                yield tail
+            async with aclosing(repo.newest_turns(session, chat, up_to=up_to)) as rows:
+                async for row in rows:
+                    if row.id != without:
+                        read.append(row)
+                        yield turn_of(row)
+
+        window = await self._window(chat, params, newest_first)
+        kept = [row for row in read[: len(window.turns)] if row is not None][::-1]
+        if window.left_out and kept and tell_summaries and self._summaries is not None:
+            self._summaries.left_window(chat.id, anchor(kept[0]))
+        return window, kept
+
+    async def _window(
+        self, chat: ChatRow, params: GenerationParams,
+        newest_first: Callable[[], AsyncGenerator[Turn, None]],
+    ) -> Window:
+        """The system prompt (and summary) and the turns that fit. Where the summary leaves no
+        room for the question, the window goes without it."""
+
+        async def fit(system: str | None) -> Window:
+            async with aclosing(newest_first()) as turns:
+                return await fit_window(self._model.chat_format, system, turns,
+                                        budget=params.prompt_budget,
+                                        count_tokens=self._model.engine.count_tokens)
+
+        system, plain = self.system(chat), self._chat_settings.system_of(chat)
+        try:
+            return await fit(system)
+        except InputTooLong:
+            if system == plain:
+                raise
+        return await fit(plain)
 
     def request(
-        self, chat: ChatRow, params: GenerationParams, window: Window, turns: list[Turn],
-        cancel: CancelToken, *, seed: int | None = None,
+        self, chat: ChatRow, params: GenerationParams, window: Window, cancel: CancelToken,
+        *, seed: int | None = None,
     ) -> GenerationRequest:
         return GenerationRequest(
             chat_key=str(chat.id),
@@ -90,8 +120,9 @@ class ReplyPreparation:
             ),
             stop=self._model.chat_format.stop,
             cancel=cancel,
-            system=self.system(chat),
-            turns=tuple(turns[window.first_turn:]),
+            system=window.system,
+            turns=window.turns,
+            share=str(chat.parent_id or chat.id),  # a forum's topics take one turn together
         )
 
 

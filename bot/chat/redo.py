@@ -140,8 +140,7 @@ class ReplyRedo:
         """The plan for /retry: the conversation's last reply."""
         async with self._sessions() as session:
             chat = await session.get(ChatRow, conversation_id)
-            rows = await repo.conversation(session, chat) if chat is not None else []
-            last = rows[-1] if rows else None
+            last = await repo.last_turn(session, chat) if chat is not None else None
             if last is None or last.role != "assistant" or last.reply_to is None:
                 raise Refused(_(NOTHING_TO_REDO))
             question = await session.get(TurnRow, last.reply_to)
@@ -165,8 +164,8 @@ class ReplyRedo:
         redo: Redo,
     ) -> RedoPlan:
         chat = await session.get(ChatRow, conversation_id)
-        rows = await repo.conversation(session, chat) if chat is not None else []
-        if not rows or rows[-1].id != reply.id:
+        newest = await repo.last_turn(session, chat) if chat is not None else None
+        if newest is None or newest.id != reply.id:
             raise Refused(_(NOT_LAST), stale=True)
         if self._activity.busy(conversation_id) or reply.state != "complete":
             raise Refused(_(BUSY))
@@ -240,13 +239,14 @@ class ReplyRedo:
             if reply is None or reply.state != "complete":
                 raise Refused(_(NOT_LAST))
             previous = StoredReply(reply.text, reply.stop_reason or "eos", reply.n_tokens or 0)
-            rows = await repo.conversation(session, chat)
-            if not rows or rows[-1].id != reply.id:
+            newest = await repo.last_turn(session, chat)
+            if newest is None or newest.id != reply.id:
                 raise Refused(_(NOT_LAST), kept=previous)
             params = self._chat_settings.params_of(chat)
             tail = Turn("assistant", reply.text, unfinished=True) if redo == "continue" else None
             try:
-                window, turns = await self._preparation.fit(chat, params, rows[:-1], tail=tail)
+                window, _kept = await self._preparation.fit(session, chat, params,
+                                                            without=reply.id, tail=tail)
             except InputTooLong:
                 raise Refused(_("it no longer fits the context window (/ctx minus /n)."),
                               kept=previous) from None
@@ -257,7 +257,7 @@ class ReplyRedo:
             await session.commit()
         # A new sample even where the operator fixed the seed (it would write the same reply).
         seed = -1 if redo == "regenerate" else None
-        request = self._preparation.request(chat, params, window, turns, cancel, seed=seed)
+        request = self._preparation.request(chat, params, window, cancel, seed=seed)
         prefix = previous.text if redo == "continue" else ""
         return _Again(reply.id, window, request, prefix, previous)
 

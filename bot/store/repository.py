@@ -3,9 +3,9 @@ unless its name says so. Callers decide transaction boundaries."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,6 +28,8 @@ def decode_message_ids(text: str | None) -> list[int]:
     return [int(part) for part in (text or "").split(",") if part]
 
 
+FIRST_PAGE, LAST_PAGE = 8, 256
+"""Rows in the first and the largest page `newest_turns` reads."""
 TOPIC_IDS_BELOW = -(1 << 62)
 """Topic rows get ids below this, where no Telegram chat id lies (those fit in 52 bits)."""
 
@@ -180,24 +182,88 @@ async def fail_user_turn(session: AsyncSession, user_turn_id: int) -> None:
     )
 
 
+def _in_conversation(chat: ChatRow) -> ColumnElement[bool]:
+    """The turns of the chat's current conversation (since /reset): questions answered or
+    waiting, replies complete."""
+    return (
+        (TurnRow.chat_id == chat.id)
+        & (TurnRow.id >= chat.window_start)
+        & (
+            ((TurnRow.role == "user") & TurnRow.state.in_(("answered", "pending")))
+            | ((TurnRow.role == "assistant") & (TurnRow.state == "complete"))
+        )
+    )
+
+
+_ANCHOR = func.coalesce(TurnRow.reply_to, TurnRow.id)
+"""`conversation_order`'s anchor in SQL: a reply sorts at its question."""
+
+
 async def conversation(
-    session: AsyncSession, chat: ChatRow, *, up_to: int | None = None
+    session: AsyncSession, chat: ChatRow, *, after: int | None = None, up_to: int | None = None
 ) -> list[TurnRow]:
     """The turns of the chat's current conversation (since /reset), oldest first.
 
-    A reply sorts right after its question even if other messages arrived in between, and
-    questions later than `up_to` are left out (they are answered after this one).
+    A reply sorts right after its question even if other messages arrived in between. Only
+    turns that sort after turn `after` and up to question `up_to` are read, where given.
     """
-    query = select(TurnRow).where(
-        TurnRow.chat_id == chat.id,
-        TurnRow.id >= chat.window_start,
-        ((TurnRow.role == "user") & TurnRow.state.in_(("answered", "pending")))
-        | ((TurnRow.role == "assistant") & (TurnRow.state == "complete")),
-    )
-    rows = list((await session.execute(query)).scalars())
+    query = select(TurnRow).where(_in_conversation(chat))
+    if after is not None:
+        query = query.where(TurnRow.id > after, _ANCHOR > after)
     if up_to is not None:
-        rows = [row for row in rows if conversation_order(row)[0] <= up_to]
+        query = query.where(_ANCHOR <= up_to)
+    rows = list((await session.execute(query)).scalars())
     return sorted(rows, key=conversation_order)
+
+
+async def newest_turns(
+    session: AsyncSession, chat: ChatRow, *, up_to: int | None = None
+) -> AsyncGenerator[TurnRow, None]:
+    """`conversation` backwards, from its newest turn, read a page at a time (each twice the
+    last, from FIRST_PAGE to LAST_PAGE rows) as the caller goes on: only as far back as it goes.
+
+    Pages go down the turn ids (the chat's index); a reply written after later questions has a
+    higher id than its place, so a row is handed out once no unread row can sort after it.
+    """
+    query = select(TurnRow).where(_in_conversation(chat)).order_by(TurnRow.id.desc())
+    if up_to is not None:
+        query = query.where(_ANCHOR <= up_to)
+    held: list[TurnRow] = []
+    below: int | None = None
+    size = FIRST_PAGE
+    while True:
+        page_query = query if below is None else query.where(TurnRow.id < below)
+        page = list((await session.execute(page_query.limit(size))).scalars())
+        held += page
+        if len(page) < size:  # the last page: everything is settled
+            for row in sorted(held, key=conversation_order, reverse=True):
+                yield row
+            return
+        below = page[-1].id
+        # An unread row has an id below `below`, and a turn sorts at or before its id.
+        ready = [row for row in held if conversation_order(row)[0] >= below]
+        held = [row for row in held if conversation_order(row)[0] < below]
+        for row in sorted(ready, key=conversation_order, reverse=True):
+            yield row
+        size = min(size * 2, LAST_PAGE)
+
+
+async def last_turn(session: AsyncSession, chat: ChatRow) -> TurnRow | None:
+    """The newest turn of the chat's current conversation."""
+    turns = newest_turns(session, chat)
+    try:
+        return await anext(turns, None)
+    finally:
+        await turns.aclose()
+
+
+async def count_turns(session: AsyncSession, chat: ChatRow) -> int:
+    """How many turns the chat stores since /reset, questions that failed or were stopped
+    included: counted in the chat's index alone, without reading a turn (/settings)."""
+    query = select(func.count()).select_from(TurnRow).where(
+        TurnRow.chat_id == chat.id, TurnRow.id >= chat.window_start
+    )
+    return int((await session.execute(query)).scalar_one())
 
 
 def conversation_order(row: TurnRow) -> tuple[int, int]:

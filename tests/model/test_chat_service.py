@@ -38,7 +38,7 @@ async def test_reset_really_empties_the_window(make_settings, chat_engine: Any) 
         in_new_chat = await ask(service, fresh, "Hello!")
         assert after_reset is not None and in_new_chat is not None
         assert after_reset.window_tokens == in_new_chat.window_tokens < grown
-        assert after_reset.dropped_turns == 0
+        assert not after_reset.left_out
 
 
 async def test_window_slides_when_the_context_is_small(make_settings, chat_engine: Any) -> None:
@@ -46,7 +46,7 @@ async def test_window_slides_when_the_context_is_small(make_settings, chat_engin
     async with open_runtime(settings, engine=chat_engine) as runtime:
         service = runtime.service
         chat = ChatRef(3, "private")
-        dropped = []
+        left_out = []
         for i in range(8):
             sink = RecordingSink()
             text = f"Message number {i}: tell me one fact about the sea."
@@ -54,7 +54,7 @@ async def test_window_slides_when_the_context_is_small(make_settings, chat_engin
             assert outcome is not None
             assert outcome.window_tokens <= 256 - 32
             assert sink.final is not None and "\ufffd" not in sink.final
-            dropped.append(outcome.dropped_turns)
-        assert dropped[-1] > 0, "old turns must leave a window of 224 tokens"
+            left_out.append(outcome.left_out)
+        assert left_out[-1], "old turns must leave a window of 224 tokens"
         shown = await service.overview.text(chat)
         assert "/ctx (-c) = 256" in shown and "/256 tokens" in shown
