@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -108,7 +108,9 @@ class JinjaFormat:
         eos_token: str = "",
         name: str = "gguf",
         default_system: str | None = None,
+        variables: Mapping[str, object] | None = None,
     ) -> None:
+        """`variables`: more values the template is rendered with (Qwen3's `enable_thinking`)."""
         # The environment transformers and llama-cpp-python render chat templates in: lenient
         # undefined values (Qwen2.5's `{%- if tools %}` and `message.tool_calls` rely on them)
         # and {% break %} / {% continue %}.
@@ -120,12 +122,20 @@ class JinjaFormat:
             self._template = env.from_string(source)
         except jinja2.TemplateError as exc:
             raise TemplateError(f"the model's chat template does not parse: {exc}") from exc
+        self.source = source
         self.name = name
         self.default_system = default_system
         self._bos = bos_token
         self._eos = eos_token
+        self._variables = dict(variables or {})
         self.stop = self._discover_stops()
         self._guard = TextGuard(self._discover_markers())
+
+    def with_variables(self, **variables: object) -> JinjaFormat:
+        """The same template rendered with these values too."""
+        return JinjaFormat(self.source, bos_token=self._bos, eos_token=self._eos, name=self.name,
+                           default_system=self.default_system,
+                           variables={**self._variables, **variables})
 
     def render(self, system: str | None, turns: Sequence[Turn]) -> Prompt:
         messages: list[dict[str, str]] = []
@@ -174,6 +184,7 @@ class JinjaFormat:
     def _render_raw(self, messages: list[dict[str, str]], generation_prompt: bool) -> str:
         try:
             return self._template.render(
+                **self._variables,
                 messages=messages,
                 add_generation_prompt=generation_prompt,
                 bos_token=self._bos,
