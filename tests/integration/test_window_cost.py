@@ -54,6 +54,7 @@ async def test_preparing_a_reply_and_settings_follow_the_window(make_settings: A
         assert engine.tokenized < 8 * in_window * len(TEXT) < history // 20
         engine.tokenized = 0
         shown = await service.overview.text(ref)
-        assert f"of {TURNS + 1} messages in the window" in shown
+        # The stored turns, the question, and its reply's row that `prepare` started.
+        assert f"of {TURNS + 2} messages in the window" in shown
         assert engine.tokenized < 8 * in_window * len(TEXT)
         assert isinstance(accepted, Accepted)
