@@ -334,3 +334,40 @@ async def test_an_old_database_keeps_its_chats_and_people(
     newcomer_chat = fake.private_chat(newcomer)
     fake.send_text(newcomer_chat, newcomer, "and me?")
     await fake.wait_for(lambda: texts(fake, newcomer_chat) == [PRIVATE_ASKED], timeout=10)
+
+
+async def test_a_group_nobody_answered_about_is_left_after_a_day_and_requests_expire(
+    fake: FakeBotAPI, engine: ScriptedEngine, run_bot: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from bot.store.database import sessions
+    from bot.store.schema import utcnow
+    from bot.telegram import membership
+
+    monkeypatch.setattr(membership, "SWEEP_EVERY", 0.2)
+    owner = fake.user("Olga", "olga")
+    owner_chat = fake.private_chat(owner)
+    runner = await run_bot(engine, access="pairing", admins=[owner["id"]])
+    stranger = fake.user("Mallory", "mallory")
+    group = fake.group_chat("Forgotten")
+    fake.add_bot(group, stranger)
+    chat = fake.private_chat(stranger)
+    fake.send_text(chat, stranger, "me too")
+    await fake.wait_for(lambda: len(texts(fake, owner_chat)) == 2, timeout=10)
+    await quiet(fake)
+    assert fake.bot_in(group)  # a day has not passed
+    assert {row.id for row in await rows(runner, AccessRequestRow)} == {group["id"], stranger["id"]}
+    async with sessions(runner.runtime.database)() as session:
+        for some_id, age in ((group["id"], timedelta(hours=25)), (stranger["id"], timedelta(days=31))):
+            await session.execute(update(AccessRequestRow).where(AccessRequestRow.id == some_id)
+                                  .values(created_at=utcnow() - age))
+        await session.commit()
+    await fake.wait_for(lambda: not fake.bot_in(group), timeout=10, what="the bot to leave")
+    for _ in range(100):
+        if not await rows(runner, AccessRequestRow):
+            break
+        await asyncio.sleep(0.05)
+    assert await rows(runner, AccessRequestRow) == []
