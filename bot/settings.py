@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # Telegram
     token: SecretStr | None = None
     api_url: str = TELEGRAM_API_URL
+    api_file_url: str | None = None
+    """Where files people send are downloaded from (None: api_url's `.../bot` as
+    `.../file/bot`)."""
     admins: Annotated[list[int], NoDecode] = Field(default_factory=list)
     # Who may use the bot: "pairing" serves admins and those allowed, and asks the admins about
     # anyone else; "allowlist" the same without asking; "open" serves everyone.
@@ -135,7 +138,8 @@ class Settings(BaseSettings):
     def _empty_token(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("webhook_url", "webhook_secret", "metrics_token", mode="before")
+    @field_validator("webhook_url", "webhook_secret", "metrics_token", "api_file_url",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -179,11 +183,11 @@ class Settings(BaseSettings):
                              "-._~+/= (e.g. from `openssl rand -hex 32`)")
         return value
 
-    @field_validator("api_url")
+    @field_validator("api_url", "api_file_url")
     @classmethod
-    def _check_api_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("api_url must start with http:// or https://")
+    def _check_api_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{info.field_name} must start with http:// or https://")
         return value
 
     @field_validator("template")

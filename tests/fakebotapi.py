@@ -22,11 +22,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 MAX_TEXT_UTF16 = 4096
 MAX_CAPTION_UTF16 = 1024
 MAX_PHOTO_BYTES = 10 << 20
+MAX_DOWNLOAD_BYTES = 20 << 20
+"""The largest file a bot may download from the cloud Bot API (getFile refuses larger ones)."""
+FILE_TOO_BIG = "Bad Request: file is too big"
 MAX_POLL_TIMEOUT = 50.0
 WEBHOOK_RETRY_DELAY = 0.1  # Telegram backs off for longer; tests want a quick second try
 WEBHOOK_PORTS = (80, 88, 443, 8443)
@@ -369,6 +372,9 @@ class StoredMessage:
     history: list[str] = field(default_factory=list)  # earlier texts, oldest first
     photo: list[dict[str, Any]] | None = None
     """A photo's sizes (sendPhoto); its caption is then `text`, with `entities`."""
+    media: dict[str, Any] | None = None
+    """What a user sent besides text, by its field in Telegram's Message (``{"voice": {...}}``,
+    ``audio``, ``video_note``); its caption is then `text`, with `entities`."""
 
     @property
     def from_bot(self) -> bool:
@@ -408,6 +414,18 @@ class Violation:
 
     request: ApiRequest
     early_by: float  # seconds before the ban ended
+
+
+@dataclass(frozen=True)
+class _StoredFile:
+    """A file users sent, as getFile describes it; `size` may claim more than `data` holds (a
+    file past the download limit without its bytes)."""
+
+    file_id: str
+    file_unique_id: str
+    path: str
+    size: int
+    data: bytes
 
 
 @dataclass
@@ -564,6 +582,10 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         path, _, query = self.path.partition("?")
+        if path.startswith("/file/"):
+            status, content = self.server.fake.download(path)
+            self._answer(status, content, "application/octet-stream")
+            return
         try:
             status, payload = self.server.fake.handle(
                 path, self.headers.get("Content-Type", ""), body, query
@@ -573,9 +595,11 @@ class _Handler(BaseHTTPRequestHandler):
                 500,
                 {"ok": False, "error_code": 500, "description": f"FakeBotAPI crashed: {exc!r}"},
             )
-        data = json.dumps(payload).encode()
+        self._answer(status, json.dumps(payload).encode(), "application/json")
+
+    def _answer(self, status: int, data: bytes, content_type: str) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -638,6 +662,9 @@ class FakeBotAPI:
         self._last_send: dict[int | str, float] = {}
         self._drafts: list[tuple[int, int, str]] = []
         self._files: dict[str, bytes] = {}
+        self._sent_files: dict[str, _StoredFile] = {}
+        """Files users sent (voice notes, audio, ...), by file_id: what getFile serves."""
+        self._downloads: list[str] = []
         self._queries: dict[str, CallbackQueryRecord] = {}
         self.callback_timeout = CALLBACK_TIMEOUT
         self._commands: dict[str, list[dict[str, Any]]] = {}
@@ -823,6 +850,93 @@ class FakeBotAPI:
             self._queue({"message": payload})
             return copy.deepcopy(payload)
 
+    def add_file(
+        self, data: bytes, *, folder: str, extension: str, prefix: str = "BQACAgIAAxkBAAI",
+        size: int | None = None,
+    ) -> dict[str, Any]:
+        """A file someone sent, kept for getFile and downloads at ``{folder}/file_N.{extension}``
+        (Telegram's layout: ``voice``, ``music``, ``video_notes``, ``documents``, ``photos``).
+        `size` may claim more than `data` holds (a file past the download limit). Returns the
+        fields every file object has: ``file_id``, ``file_unique_id``, ``file_size``."""
+        with self._lock:
+            number = len(self._sent_files) + 1
+            stored = _StoredFile(
+                file_id=f"{prefix}{number:08d}", file_unique_id=f"AgAD{number:08d}",
+                path=f"{folder}/file_{number}.{extension}",
+                size=len(data) if size is None else size, data=data,
+            )
+            self._sent_files[stored.file_id] = stored
+            return {"file_id": stored.file_id, "file_unique_id": stored.file_unique_id,
+                    "file_size": stored.size}
+
+    def send_voice(
+        self, chat: dict[str, Any] | int, user: dict[str, Any], data: bytes, *, duration: int,
+        size: int | None = None, mime_type: str = "audio/ogg", **message: Any,
+    ) -> dict[str, Any]:
+        """A voice note (OGG/Opus, as Telegram's apps record them) of `duration` seconds; the
+        rest as :meth:`send_media`."""
+        voice = self.add_file(data, folder="voice", extension="oga", prefix="AwACAgIAAxkBAAI",
+                              size=size)
+        return self.send_media(chat, user, "voice", {**voice, "duration": duration,
+                                                     "mime_type": mime_type}, **message)
+
+    def send_audio(
+        self, chat: dict[str, Any] | int, user: dict[str, Any], data: bytes, *, duration: int,
+        file_name: str = "audio.mp3", mime_type: str = "audio/mpeg", title: str | None = None,
+        performer: str | None = None, size: int | None = None, **message: Any,
+    ) -> dict[str, Any]:
+        """An audio file (shown as music) of `duration` seconds; the rest as :meth:`send_media`."""
+        extension = file_name.rpartition(".")[2] or "mp3"
+        audio = self.add_file(data, folder="music", extension=extension,
+                              prefix="CQACAgIAAxkBAAI", size=size)
+        fields: dict[str, Any] = {**audio, "duration": duration, "file_name": file_name,
+                                  "mime_type": mime_type}
+        fields.update({k: v for k, v in (("title", title), ("performer", performer)) if v})
+        return self.send_media(chat, user, "audio", fields, **message)
+
+    def send_video_note(
+        self, chat: dict[str, Any] | int, user: dict[str, Any], data: bytes, *, duration: int,
+        length: int = 384, size: int | None = None, **message: Any,
+    ) -> dict[str, Any]:
+        """A round video message (MP4) of `duration` seconds and `length` pixels across."""
+        note = self.add_file(data, folder="video_notes", extension="mp4",
+                             prefix="DQACAgIAAxkBAAI", size=size)
+        return self.send_media(chat, user, "video_note",
+                               {**note, "duration": duration, "length": length}, **message)
+
+    def send_media(
+        self,
+        chat: dict[str, Any] | int,
+        user: dict[str, Any],
+        field: str,
+        media: dict[str, Any],
+        *,
+        caption: str | None = None,
+        reply_to: int | dict[str, Any] | None = None,
+        thread_id: int | None = None,
+        caption_entities: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """A user sends a message whose `field` (``voice``, ``audio``, ``video_note``, ...) is
+        `media`, with an optional caption (its entities default to what a client adds);
+        queues the update and returns its Message dict."""
+        with self._cond:
+            state = self._chat_state(chat)
+            self._users.setdefault(user["id"], dict(user))
+            state.members.add(user["id"])
+            reply_id = reply_to["message_id"] if isinstance(reply_to, dict) else reply_to
+            if reply_id is not None and self._find(state, reply_id) is None:
+                raise ValueError(f"no message {reply_id} in chat {state.info['id']}")
+            if thread_id is None and reply_id is not None:
+                thread_id = self._find(state, reply_id).thread_id  # type: ignore[union-attr]
+            text = caption or ""
+            entities = detect_entities(text) if caption_entities is None else caption_entities
+            message = self._store(state, dict(user), text, entities, thread_id=thread_id,
+                                  reply_to=reply_id)
+            message.media = {field: copy.deepcopy(media)}
+            payload = self._message_json(state, message)
+            self._queue({"message": payload})
+            return copy.deepcopy(payload)
+
     def forged_update(
         self, chat: dict[str, Any] | int, user: dict[str, Any], text: str
     ) -> dict[str, Any]:
@@ -971,6 +1085,11 @@ class FakeBotAPI:
         with self._lock:
             return self._files[file_id]
 
+    def downloads(self) -> list[str]:
+        """The path of every file download the bot asked for, served or not, in order."""
+        with self._lock:
+            return list(self._downloads)
+
     def drafts(self, chat: dict[str, Any] | int) -> list[tuple[int, str]]:
         """(draft_id, text) of every sendMessageDraft to this private chat, in order."""
         key = _chat_key(chat)
@@ -1023,6 +1142,7 @@ class FakeBotAPI:
                     who = "bot" if m.from_bot else m.from_user.get("username") or m.from_user["id"]
                     extra = f" reply_to={m.reply_to_message_id}" if m.reply_to_message_id else ""
                     extra += f" thread={m.thread_id}" if m.thread_id else ""
+                    extra += f" {next(iter(m.media))}" if m.media else ""
                     extra += f" edits={m.edit_count}" if m.edit_count else ""
                     rows = (m.reply_markup or {}).get("inline_keyboard") or []
                     labels = [b.get("text") for row in rows for b in row]
@@ -1097,6 +1217,21 @@ class FakeBotAPI:
                 return err.code, answer
             request.status = 200
             return 200, {"ok": True, "result": result}
+
+    def download(self, path: str) -> tuple[int, bytes]:
+        """Answer a GET of ``/file/bot<token>/<file_path>``: the file's bytes, or Telegram's
+        404 (the server thread calls this)."""
+        match = re.fullmatch(r"/file/bot([^/]+)/(.+)", unquote(path))
+        with self._lock:
+            self._downloads.append(path)
+            found = None
+            if match is not None and match.group(1) == self.token:
+                found = next((f for f in self._sent_files.values()
+                              if f.path == match.group(2) and f.size <= MAX_DOWNLOAD_BYTES), None)
+        if found is None:
+            return 404, json.dumps(
+                {"ok": False, "error_code": 404, "description": "Not Found"}).encode()
+        return 200, found.data
 
     def _gate(self, request: ApiRequest) -> None:
         """Bans, injected failures and flood control, in that order (lock held)."""
@@ -1185,8 +1320,10 @@ class FakeBotAPI:
             "chat": dict(chat.info),
             "from": dict(message.from_user),
         }
-        if message.photo is not None:
-            data["photo"] = copy.deepcopy(message.photo)
+        if message.photo is not None or message.media is not None:
+            if message.photo is not None:
+                data["photo"] = copy.deepcopy(message.photo)
+            data.update(copy.deepcopy(message.media or {}))
             if message.text:
                 data["caption"] = message.text
             if message.entities:
@@ -1462,6 +1599,17 @@ class FakeBotAPI:
         )
         message.photo = sizes
         return self._message_json(chat, message)
+
+    def _api_getFile(self, p: dict[str, Any]) -> dict[str, Any]:
+        """A file someone sent: its path for the download, unless it is past the 20 MB that
+        bots may download ("file is too big")."""
+        stored = self._sent_files.get(str(p.get("file_id") or ""))
+        if stored is None:
+            raise _bad("invalid file_id")
+        if stored.size > MAX_DOWNLOAD_BYTES:
+            raise _ApiError(400, FILE_TOO_BIG)
+        return {"file_id": stored.file_id, "file_unique_id": stored.file_unique_id,
+                "file_size": stored.size, "file_path": stored.path}
 
     def _api_editMessageText(self, p: dict[str, Any]) -> dict[str, Any]:
         chat = self._chat_state(p.get("chat_id"))

@@ -23,6 +23,7 @@ from bot.ops.health import HealthServer, check_ready, engine_problems
 from bot.ops.systemd import SystemdNotifier
 from bot.settings import Settings
 from bot.telegram import gate, handlers, membership
+from bot.telegram.files import file_url
 from bot.telegram.front import DEPS_KEY, AnyApplication, BotDeps, deps_of
 from bot.telegram.ordering import ChatOrderedUpdateProcessor
 from bot.telegram.ratelimit import FloodLimiter
@@ -37,13 +38,11 @@ ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
 def build_application(settings: Settings, service: ChatService) -> AnyApplication:
     if settings.token is None:
         raise ConfigError("no Telegram token: set ALPACA_BOT_TOKEN or `token` in the config file")
-    base = settings.api_url.rstrip("/")
-    file_base = base[: -len("/bot")] + "/file/bot" if base.endswith("/bot") else base + "/file"
     application = (
         ApplicationBuilder()
         .token(settings.token.get_secret_value())
-        .base_url(base)
-        .base_file_url(file_base)
+        .base_url(settings.api_url.rstrip("/"))
+        .base_file_url(file_url(settings.api_url, settings.api_file_url))
         .rate_limiter(FloodLimiter(max_retries=0))
         .concurrent_updates(ChatOrderedUpdateProcessor())
         # Every Bot API call is counted (alpaca_bot_bot_api_calls_total); the pool sizes and the

@@ -18,7 +18,9 @@ class MeteredRequest(HTTPXRequest):
         self._metrics = metrics
 
     async def do_request(self, url: str, method: str, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
-        api_method = url.rstrip("/").rsplit("/", 1)[-1] or "unknown"
+        # A file download (GET from the file URL) is one label, whatever the file's name.
+        api_method = "download" if method == "GET" else (
+            url.rstrip("/").rsplit("/", 1)[-1] or "unknown")
         try:
             code, payload = await super().do_request(url, method, *args, **kwargs)
         except Exception:
