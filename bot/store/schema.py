@@ -160,6 +160,57 @@ class TurnRow(Base):
     n_tokens: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    context: Mapped[str | None] = mapped_column(UserText)
+    """A question's: what it brings along (the message it replies to, the text read from an
+    image, the document it is about), as JSON (`bot.reading.context`)."""
+
+
+class DocumentRow(Base):
+    """A file sent to a conversation, read into passages (its bytes are not kept). It is part
+    of the conversation that was current when it came (`conversation_start`: the chat's
+    `window_start` then), so /reset leaves it behind and /forget deletes it."""
+
+    __tablename__ = "documents"
+    __table_args__ = (Index("ix_documents_chat_id", "chat_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    chat_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("chats.id", ondelete="CASCADE", name="fk_documents_chat_id")
+    )
+    conversation_start: Mapped[int] = mapped_column(Integer, default=0)
+    name: Mapped[str] = mapped_column(UserName(256))
+    kind: Mapped[str] = mapped_column(String(16))
+    """"text", "pdf" or "docx"."""
+    unit: Mapped[str] = mapped_column(String(16))
+    """What its passages' places count: "page", "line" or "paragraph"."""
+    pages: Mapped[int | None] = mapped_column(Integer)
+    words: Mapped[int] = mapped_column(Integer, default=0)
+    chars: Mapped[int] = mapped_column(Integer, default=0)
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Its text was cut at `document_max_chars`."""
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    """The Telegram message that brought it (a reply to that message is about it)."""
+    user_id: Mapped[int | None] = mapped_column(BigInteger)
+    speaker: Mapped[str | None] = mapped_column(UserName(128))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class PassageRow(Base):
+    """A passage of a document: whole lines of its text, and where they stand (a PDF's page,
+    else the first and last line or paragraph)."""
+
+    __tablename__ = "passages"
+    __table_args__ = (Index("ix_passages_document_id_seq", "document_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    document_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("documents.id", ondelete="CASCADE", name="fk_passages_document_id")
+    )
+    seq: Mapped[int] = mapped_column(Integer)
+    page: Mapped[int | None] = mapped_column(Integer)
+    first_line: Mapped[int] = mapped_column(Integer)
+    last_line: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(UserText)
 
 
 class QuantizeJobRow(Base):
