@@ -119,21 +119,20 @@ def addressed(message: Message, username: str, bot_id: int) -> bool:
 
 
 def is_question(message: Message, username: str, bot_id: int) -> bool:
-    """Whether the message asks the model something: any text in private, /ask, and in a
-    group a text that mentions the bot or replies to it (as the handlers read them)."""
-    if not message.text:
-        return False
+    """Whether the message asks the model something: in private any message but a command (a
+    text, and whatever else the handlers answer), /ask, and in a group a message that replies
+    to the bot or a text that mentions it (as the handlers read them)."""
     command = _own_command(message, username)
     if command is not None:
         return command == "ask"
-    if message.text.startswith("/"):
+    if (message.text or "").startswith("/"):
         return False  # a command for another bot
     if not is_group_kind(message.chat.type):
         return True
     replied = message.reply_to_message
     if replied is not None and replied.from_user is not None and replied.from_user.id == bot_id:
         return True
-    return mentions_bot(message, username, bot_id)
+    return bool(message.text) and mentions_bot(message, username, bot_id)
 
 
 def register(application: AnyApplication) -> None:
