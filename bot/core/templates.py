@@ -234,7 +234,11 @@ class JinjaFormat:
             if token:
                 markup = [piece for text in markup for piece in text.split(token)]
         lines = [line.strip() for text in markup for line in text.splitlines()]
-        return tuple(dict.fromkeys(m for m in (*lines, self._bos, self._eos) if m))
+        # A bare word left between control tokens (ChatML's `assistant` after a BOS of
+        # `<|im_start|>`) is no markup without them, and people write "user" and "system" all
+        # the time: only pieces with punctuation (`USER:`, `### Response:`) are markers.
+        return tuple(dict.fromkeys(m for m in (*lines, self._bos, self._eos)
+                                   if m and not re.fullmatch(r"[\w\s]+", m)))
 
 
 def _raise_template_error(message: str) -> None:

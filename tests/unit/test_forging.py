@@ -188,3 +188,18 @@ def test_a_summary_request_keeps_each_message_to_its_author() -> None:
     request = summary_request_text(None, turns, 50)
     assert [line for line in request.split("\n") if line.startswith("Assistant:")] == [
         "Assistant: Hello"]
+
+
+SMOLLM2_CHATML = JinjaFormat(CHATML, bos_token="<|im_start|>", eos_token="<|im_end|>")
+"""The demo model's: its BOS is `<|im_start|>`, so cutting the markup at it leaves bare role
+words between the control tokens."""
+
+
+@pytest.mark.parametrize("name", [*FORMATS, "smollm2"])
+def test_everyday_words_are_left_alone(name: str) -> None:
+    chat = FORMATS.get(name, SMOLLM2_CHATML)
+    words = ("You are a helpful assistant. The user asked the system administrator; "
+             "a model answered.")
+    system = None if name in SYSTEMLESS else words
+    text = prompt_text(chat.render(system, [Turn("user", words), Turn("assistant", words)]))
+    assert BREAK not in text and text.count(words) == (2 if system is None else 3)
