@@ -72,13 +72,23 @@ class ChatForgetting:
             return _("Usage: /forget, then /forget {word} to confirm.", word=CONFIRM_WORD)
         conversation = await self._conversation.conversation_id(ref)
         until = self._asked.pop(conversation, None)
-        if word == CONFIRM_WORD and until is not None and self._clock() <= until:
+        now = self._clock()
+        # Confirmations that can no longer come in time go, once a late one is no longer
+        # worth telling apart ("came too late") from a first /forget.
+        self._asked = {chat: end for chat, end in self._asked.items()
+                       if now <= end + CONFIRM_SECONDS}
+        if word == CONFIRM_WORD and until is not None and now <= until:
             return await self.forget(ref, conversation)
         async with self._sessions() as session:
             stored = await chat_data.stored_chat(session, conversation)
-        self._asked[conversation] = self._clock() + CONFIRM_SECONDS
+        self._asked[conversation] = now + CONFIRM_SECONDS
         late = _("That confirmation came too late. ") if word and until is not None else ""
         return late + _what_goes(ref, stored.turns, stored.first)
+
+    @property
+    def waiting(self) -> int:
+        """How many chats were asked to confirm lately (the table /forget keeps)."""
+        return len(self._asked)
 
     async def forget(self, ref: ChatRef, conversation: int) -> str:
         """Stop the conversation's replies, delete it and the model's cache of it."""

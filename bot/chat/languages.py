@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import i18n
+from bot.chat.recent import MOST_CHATS, RecentChats
 from bot.core.chats import ChatRef
 from bot.errors import InvalidParameter
 from bot.i18n import _
@@ -18,10 +19,13 @@ AUTO = "auto"
 class ChatLanguages:
     """Reads and changes /lang; a forum group's choice holds in all its topics."""
 
-    def __init__(self, *, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, *, sessions: async_sessionmaker[AsyncSession], most: int = MOST_CHATS
+    ) -> None:
         self._sessions = sessions
-        self._chosen: dict[int, str | None] = {}
-        """The chats' choices read so far (one process serves a database: see instance_lock)."""
+        self._chosen: RecentChats[int, str | None] = RecentChats(most)
+        """The choices of the chats seen last (one process serves a database: see
+        instance_lock); an older one is read again."""
 
     async def chosen(self, ref: ChatRef) -> str | None:
         """The chat's /lang (None: auto)."""

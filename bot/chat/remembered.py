@@ -5,16 +5,20 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.chat.recent import MOST_CHATS, RecentChats
 from bot.store import repository as repo
 
 
 class Remembered:
     """Per-chat yes/no facts: `holds` is false until `learn` was called, in this run or one
-    before."""
+    before (the store is asked once, then only for chats not asked about lately)."""
 
-    def __init__(self, *, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, *, sessions: async_sessionmaker[AsyncSession], most: int = MOST_CHATS
+    ) -> None:
         self._sessions = sessions
-        self._known: dict[str, bool] = {}
+        self._known: RecentChats[str, bool] = RecentChats(most)
+        """The facts of the chats asked about last; an older one is read again."""
 
     @staticmethod
     def _key(fact: str, chat_id: int) -> str:
