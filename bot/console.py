@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shlex
 import signal
 import sys
 import threading
@@ -20,6 +21,7 @@ from bot.chat.sink import STALLED_NOTE, ReplyAction
 from bot.core.chats import ChatRef
 from bot.errors import UserError
 from bot.i18n import N_, _, _n
+from bot.reading.context import ContextItem
 
 CONSOLE_CHAT = ChatRef(chat_id=0, kind="console", title="console")
 CONSOLE_INTRO = N_(
@@ -154,14 +156,30 @@ class ConsoleFront:
     def intro(self, ref: ChatRef) -> str:
         return _(CONSOLE_INTRO)
 
-    async def ask(self, text: str) -> None:
+    async def ask(self, text: str, *, context: Sequence[ContextItem] = ()) -> None:
         try:
-            accepted = await self._service.conversation.accept(CONSOLE_CHAT, text)
+            accepted = await self._service.conversation.accept(CONSOLE_CHAT, text,
+                                                               context=context)
         except UserError as exc:
             self._out.write(f"{exc}\n")
             return
         sink = ConsoleSink(self._out, self._color)
         await self._generating(self._service.conversation.write_reply(accepted, sink))
+
+    async def read(self, argument: str) -> str | None:
+        """/read FILE [QUESTION]: a document is read and kept for the questions that follow (a
+        question after its name is asked at once); a picture's text is asked about."""
+        path, question = _file_and_question(argument)
+        try:
+            item, taken = await self._service.reading.read_path(CONSOLE_CHAT, path)
+        except UserError as exc:
+            return str(exc)
+        if taken is not None:
+            self._out.write(taken.acknowledgement(asked=bool(question)) + "\n")
+            if not question:
+                return None
+        await self.ask(question, context=[item])
+        return None
 
     async def redo(self, plan: RedoPlan) -> None:
         """/retry prints the new reply; /continue prints what follows the last one."""
@@ -203,6 +221,20 @@ class ConsoleFront:
             lines.append(_("Switch to it with /model {name}", name=switch_to))
         self._out.write("\n".join(lines) + "\n")
         self._out.flush()
+
+
+def _file_and_question(argument: str) -> tuple[Path, str]:
+    """/read's argument: a file (quoted if its name has spaces, or the whole argument if it
+    names a file), then the question."""
+    whole = Path(argument.strip()).expanduser()
+    if whole.is_file():
+        return whole, ""
+    try:
+        first, *rest = shlex.split(argument)
+    except ValueError:
+        first, _space, question = argument.strip().partition(" ")
+        return Path(first).expanduser(), question.strip()
+    return Path(first).expanduser(), " ".join(rest)
 
 
 async def handle_command(front: ConsoleFront, service: ChatService, text: str) -> str | None:

@@ -105,6 +105,12 @@ class Settings(BaseSettings):
     system_prompt: str | None = None
     # Limits and behaviour
     max_input_chars: int = Field(default=4000, ge=1)
+    # What people send besides text (issue 22): pictures are read (OCR) at most this many
+    # pixels (scaled down beyond); a document keeps at most document_max_chars of its text; a
+    # question gets at most document_tokens of its documents' passages (0: a third of /ctx).
+    image_max_pixels: int = Field(default=4_000_000, ge=10_000, le=100_000_000)
+    document_max_chars: int = Field(default=500_000, ge=1000)
+    document_tokens: int = Field(default=0, ge=0)
     max_queue: int = Field(default=32, ge=1)
     # Fair use (bot admins are exempt): questions a person may ask a minute, tokens generated
     # for them a day (UTC), questions waiting in one chat, all its topics together. 0: no limit.

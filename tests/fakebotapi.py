@@ -12,6 +12,7 @@ import copy
 import email.parser
 import email.policy
 import http.client
+import io
 import json
 import math
 import re
@@ -375,6 +376,10 @@ class StoredMessage:
     media: dict[str, Any] | None = None
     """What a user sent besides text, by its field in Telegram's Message (``{"voice": {...}}``,
     ``audio``, ``video_note``); its caption is then `text`, with `entities`."""
+    quote: dict[str, Any] | None = None
+    """The part of the replied message a reply quotes (Telegram's TextQuote)."""
+    forward_origin: dict[str, Any] | None = None
+    """Where a forwarded message came from (Telegram's MessageOrigin)."""
 
     @property
     def from_bot(self) -> bool:
@@ -823,11 +828,16 @@ class FakeBotAPI:
         reply_to: int | dict[str, Any] | None = None,
         thread_id: int | None = None,
         entities: list[dict[str, Any]] | None = None,
+        *,
+        quote: str | None = None,
+        forward_origin: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """A user writes ``text`` in ``chat``; queues the update and returns its Message dict.
 
         Entities default to what a client adds: a leading /command and @mentions. With a webhook
         set, the update is POSTed to it (see :meth:`deliveries`) instead of waiting for getUpdates.
+        ``quote``: the part of the replied message the reply quotes (it must be in its text or
+        caption); ``forward_origin``: the message is forwarded (see :meth:`origin`).
         """
         with self._cond:
             state = self._chat_state(chat)
@@ -846,9 +856,73 @@ class FakeBotAPI:
                 thread_id=thread_id,
                 reply_to=reply_id,
             )
+            if quote is not None:
+                message.quote = self._quote(state, reply_id, quote)
+            message.forward_origin = copy.deepcopy(forward_origin)
             payload = self._message_json(state, message)
             self._queue({"message": payload})
             return copy.deepcopy(payload)
+
+    def _quote(self, chat: _Chat, reply_id: int | None, text: str) -> dict[str, Any]:
+        """Telegram's TextQuote of `text` in the replied message (lock held)."""
+        target = self._find(chat, reply_id) if reply_id is not None else None
+        if target is None or text not in target.text:
+            raise ValueError(f"a quote must be a part of the replied message: {text!r}")
+        return {"text": text, "position": utf16_len(target.text[: target.text.index(text)]),
+                "is_manual": True}
+
+    @staticmethod
+    def origin(source: dict[str, Any], *, date: int | None = None,
+               message_id: int | None = None) -> dict[str, Any]:
+        """The MessageOrigin of a message forwarded from `source`: a user (``user``), a
+        channel's post (a chat of type ``channel``, with `message_id`), another chat's
+        (``chat``), or a user who hides their account (``{"hidden": "Name"}``)."""
+        when = int(time.time()) - 3600 if date is None else date
+        if "hidden" in source:
+            return {"type": "hidden_user", "date": when, "sender_user_name": source["hidden"]}
+        if source.get("type") == "channel":
+            return {"type": "channel", "date": when, "chat": dict(source),
+                    "message_id": message_id or 1}
+        if "type" in source:
+            return {"type": "chat", "date": when, "sender_chat": dict(source)}
+        return {"type": "user", "date": when, "sender_user": dict(source)}
+
+    def send_photo(
+        self, chat: dict[str, Any] | int, user: dict[str, Any], data: bytes, *,
+        caption: str | None = None, **message: Any,
+    ) -> dict[str, Any]:
+        """A photo as Telegram delivers one: re-encoded as JPEG in several sizes (the longest
+        side 90, 320, 800 and 1280 pixels, as far as the picture reaches), smallest first, each
+        a file to download; the rest as :meth:`send_media`."""
+        from PIL import Image
+
+        original = Image.open(io.BytesIO(data)).convert("RGB")
+        sizes = []
+        for side in (90, 320, 800, 1280):
+            if sizes and max(original.size) <= side // 2:
+                break
+            scaled = original.copy()
+            scaled.thumbnail((side, side))
+            out = io.BytesIO()
+            scaled.save(out, "JPEG", quality=87)
+            stored = self.add_file(out.getvalue(), folder="photos", extension="jpg",
+                                   prefix="AgACAgIAAxkBAAI")
+            sizes.append({**stored, "width": scaled.width, "height": scaled.height})
+        return self.send_media(chat, user, "photo", sizes, caption=caption, **message)
+
+    def send_document(
+        self, chat: dict[str, Any] | int, user: dict[str, Any], data: bytes, *,
+        file_name: str, mime_type: str | None = None, size: int | None = None,
+        caption: str | None = None, **message: Any,
+    ) -> dict[str, Any]:
+        """A file sent as a document (`size` may claim more than `data`: a file past the
+        download limit); the rest as :meth:`send_media`."""
+        extension = file_name.rpartition(".")[2] if "." in file_name else "bin"
+        stored = self.add_file(data, folder="documents", extension=extension, size=size)
+        document: dict[str, Any] = {**stored, "file_name": file_name}
+        if mime_type:
+            document["mime_type"] = mime_type
+        return self.send_media(chat, user, "document", document, caption=caption, **message)
 
     def add_file(
         self, data: bytes, *, folder: str, extension: str, prefix: str = "BQACAgIAAxkBAAI",
@@ -909,7 +983,7 @@ class FakeBotAPI:
         chat: dict[str, Any] | int,
         user: dict[str, Any],
         field: str,
-        media: dict[str, Any],
+        media: dict[str, Any] | list[dict[str, Any]],
         *,
         caption: str | None = None,
         reply_to: int | dict[str, Any] | None = None,
@@ -1340,6 +1414,10 @@ class FakeBotAPI:
             target = self._find(chat, message.reply_to_message_id)
             if target is not None:
                 data["reply_to_message"] = self._message_json(chat, target, nested=False)
+        if message.quote is not None:
+            data["quote"] = copy.deepcopy(message.quote)
+        if message.forward_origin is not None:
+            data["forward_origin"] = copy.deepcopy(message.forward_origin)
         if message.edit_date is not None:
             data["edit_date"] = message.edit_date
         if message.reply_markup:

@@ -7,7 +7,7 @@ generated from it. A knob of `bot.core.knobs` becomes a command here without a l
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -18,6 +18,7 @@ from bot.core.chats import ChatRef
 from bot.core.knobs import KNOBS, Knob
 from bot.errors import ModelError, QuantizeError, UserError
 from bot.i18n import N_, _, languages
+from bot.reading.context import ContextItem
 
 if TYPE_CHECKING:
     from bot.chat.redo import Redo, RedoPlan
@@ -53,8 +54,13 @@ class Front(Protocol):
     @property
     def name(self) -> FrontName: ...
 
-    async def ask(self, text: str) -> None:
-        """Store `text` as a question and answer it (in the background where the front can)."""
+    async def ask(self, text: str, *, context: Sequence[ContextItem] = ()) -> None:
+        """Store `text` as a question, with what it brings along, and answer it (in the
+        background where the front can)."""
+        ...
+
+    async def read(self, argument: str) -> str | None:
+        """/read FILE [QUESTION] (the console): read a document or a picture, and ask."""
         ...
 
     async def later(self, first: str, work: Callable[[], Awaitable[str]]) -> None:
@@ -269,6 +275,16 @@ async def _quit(chat: ChatService, front: Front, call: Invocation) -> None:
     front.quit()
 
 
+async def _docs(chat: ChatService, front: Front, call: Invocation) -> str:
+    return await chat.documents.listing(call.ref)
+
+
+async def _read(chat: ChatService, front: Front, call: Invocation) -> str | None:
+    if not call.argument.strip():
+        return _("Usage: /read FILE [QUESTION] — read a document or a picture, then ask.")
+    return await front.read(call.argument)
+
+
 CHANGE_SETTINGS = N_("Only the group's admins can change settings.")
 MANAGE_ACCESS = N_("Only the bot's admins can allow and deny access.")
 NOT_YOUR_REPLY = N_(
@@ -321,6 +337,9 @@ COMMANDS: tuple[Command, ...] = (
     Command(name="stats", help=N_("the top users and chats by use"), run=access_commands.stats,
             access="bot_admins", denied=N_("Only the bot's admins can see the statistics."),
             menu=False),
+    Command(name="docs", help=N_("the documents I read in this chat"), run=_docs),
+    Command(name="read", args="FILE [QUESTION]", help=N_("read a document or a picture"),
+            run=_read, fronts=("console",), menu=False),
     Command(name="quit", aliases=("exit",), help=N_("leave the console chat"), run=_quit,
             fronts=("console",), menu=False),
 )

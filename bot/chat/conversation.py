@@ -27,6 +27,7 @@ from bot.engine.base import (
 from bot.errors import EngineBusy, InputTooLong, UserError
 from bot.i18n import N_, _
 from bot.metrics import Metrics
+from bot.reading.context import ContextItem, encode_context
 from bot.settings import Settings
 from bot.store import repository as repo
 from bot.store import usage
@@ -89,11 +90,13 @@ class Conversation:
         user_id: int | None = None,
         message_id: int | None = None,
         thread_id: int | None = None,
+        context: Sequence[ContextItem] = (),
     ) -> Accepted:
         """Store a question before anything else happens to it, with the language its asker
-        is answered in (the current one: a reply written after a restart speaks it)."""
+        is answered in (the current one: a reply written after a restart speaks it) and what
+        it brings along (`context`: then its own text may be empty, a picture sent alone)."""
         text = text.strip()
-        if not text:
+        if not text and not context:
             raise UserError(_("Send some text after the command, e.g. /ask What is a llama?"))
         limit = self._settings.max_input_chars
         if len(text) > limit:
@@ -107,6 +110,7 @@ class Conversation:
             turn = await repo.add_user_turn(
                 session, chat.id, text, speaker=speaker, user_id=user_id,
                 message_id=message_id, thread_id=thread_id, language=i18n.current(),
+                context=encode_context(context),
             )
             await session.commit()
         return Accepted(chat.id, turn.id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.core.chats import is_group_kind
 from bot.errors import UserError
+from bot.reading.context import decode_context, render_question
 from bot.store import chat_data
 from bot.store.schema import ChatRow, TurnRow
 
@@ -29,6 +31,7 @@ def turn_record(turn: TurnRow) -> dict[str, Any]:
         "role": turn.role,
         "speaker": turn.speaker,
         "text": turn.text,
+        "context": [asdict(item) for item in decode_context(turn.context)] or None,
         "time": turn.created_at.isoformat() if turn.created_at else None,
         "state": turn.state,
         "reply_to": turn.reply_to,
@@ -70,7 +73,11 @@ def _conversation_lines(chat: ChatRow, conversation: ChatRow, turns: Sequence[Tu
             day = f"{turn.created_at:%Y-%m-%d}"
             lines += [f"*{day}*", ""]
         note = "" if turn.state in ("answered", "complete") else f" *({turn.state})*"
-        lines += [f"**{_speaker(chat, turn)}**: {turn.text}{note}", ""]
+        # A question with what it brought along (a replied message, a picture's text) as the
+        # model read it.
+        text = render_question(turn.text, decode_context(turn.context)) if turn.context else (
+            turn.text)
+        lines += [f"**{_speaker(chat, turn)}**: {text}{note}", ""]
     return lines
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.chat.chat_settings import ChatSettings
+from bot.chat.documents import ChatDocuments
 from bot.chat.running import RunningModel
 from bot.chat.summaries import Summaries, anchor, summary_on, system_with_summary
 from bot.core.params import GenerationParams
@@ -18,6 +19,7 @@ from bot.core.prompt import Turn
 from bot.core.window import Window, fit_window
 from bot.engine.base import CancelToken, GenerationRequest, SamplingParams
 from bot.errors import InputTooLong
+from bot.reading.context import FramedPassage, decode_context, render_question
 from bot.settings import Settings
 from bot.store import repository as repo
 from bot.store.schema import ChatRow, TurnRow
@@ -39,12 +41,13 @@ class ReplyPreparation:
 
     def __init__(
         self, *, settings: Settings, model: RunningModel, chat_settings: ChatSettings,
-        summaries: Summaries | None = None,
+        summaries: Summaries | None = None, documents: ChatDocuments | None = None,
     ) -> None:
         self._settings = settings
         self._model = model
         self._chat_settings = chat_settings
         self._summaries = summaries
+        self._documents = documents
 
     def system(self, chat: ChatRow) -> str | None:
         """The system text of the chat's window: its system prompt, then its summary."""
@@ -64,7 +67,8 @@ class ReplyPreparation:
         Its turns are the conversation's up to question `up_to`, without turn `without`, then
         `tail` (a turn not stored: the reply being continued). Raises InputTooLong, or
         NoQuestion where there is no question. Turns that left the window go to the summary
-        (unless `tell_summaries` is false)."""
+        (unless `tell_summaries` is false). The newest question carries the passages of the
+        chat's documents chosen for it (`bot.chat.documents`)."""
         read: list[TurnRow | None] = []
         """The rows read, newest first (None: the tail)."""
 
@@ -73,17 +77,32 @@ class ReplyPreparation:
             if tail is not None:
                 read.append(None)
                 yield tail
+            asked = False
             async with aclosing(repo.newest_turns(session, chat, up_to=up_to)) as rows:
                 async for row in rows:
                     if row.id != without:
                         read.append(row)
-                        yield turn_of(row)
+                        passages: list[FramedPassage] = []
+                        if not asked and row.role == "user":
+                            asked = True
+                            passages = await self._passages(session, chat, params, row)
+                        yield turn_of(row, passages)
 
         window = await self._window(chat, params, newest_first)
         kept = [row for row in read[: len(window.turns)] if row is not None][::-1]
         if window.left_out and kept and tell_summaries and self._summaries is not None:
             self._summaries.left_window(chat.id, anchor(kept[0]))
         return window, kept
+
+    async def _passages(
+        self, session: AsyncSession, chat: ChatRow, params: GenerationParams, question: TurnRow
+    ) -> list[FramedPassage]:
+        if self._documents is None:
+            return []
+        about = next((item.document_id for item in decode_context(question.context)
+                      if item.kind == "document"), None)
+        return await self._documents.passages_for(session, chat, question.text, params,
+                                                  about=about)
 
     async def _window(
         self, chat: ChatRow, params: GenerationParams,
@@ -126,7 +145,9 @@ class ReplyPreparation:
         )
 
 
-def turn_of(row: TurnRow) -> Turn:
+def turn_of(row: TurnRow, passages: list[FramedPassage] | None = None) -> Turn:
+    """A stored turn as the model reads it: a question with its context (and `passages`)."""
     if row.role == "user":
-        return Turn("user", row.text, row.speaker, speaker_id=row.user_id)
+        text = render_question(row.text, decode_context(row.context), passages or ())
+        return Turn("user", text, row.speaker, speaker_id=row.user_id)
     return Turn("assistant", row.text)

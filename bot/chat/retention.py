@@ -1,5 +1,6 @@
-"""The retention period: turns older than `retention_days` are deleted, at start and then every
-hour while the bot runs, with the model's cache of the chats that lost turns."""
+"""The retention period: turns and documents older than `retention_days` are deleted, at
+start and then every hour while the bot runs, with the model's cache of the chats that lost
+turns."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.chat.forgetting import drop_cached
 from bot.chat.running import RunningModel
-from bot.store import chat_data
+from bot.store import chat_data, documents
 from bot.store.schema import utcnow
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class Retention:
         before = utcnow() - timedelta(days=self.days)
         async with self._sessions() as session:
             chats = await chat_data.prune_turns(session, before=before)
+            chats |= await documents.prune_documents(session, before=before)
             await session.commit()
         for chat_id in sorted(chats):
             # The cache holds the deleted turns' tokens: drop it with them.

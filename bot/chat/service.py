@@ -16,10 +16,12 @@ from bot.chat.access import AccessControl
 from bot.chat.activity import ChatActivity
 from bot.chat.chat_settings import ChatSettings
 from bot.chat.conversation import Conversation
+from bot.chat.documents import ChatDocuments
 from bot.chat.forgetting import ChatForgetting
 from bot.chat.languages import ChatLanguages
 from bot.chat.overview import SettingsOverview
 from bot.chat.preparation import ReplyPreparation
+from bot.chat.reading import Reading
 from bot.chat.recovery import Recovery
 from bot.chat.redo import ReplyRedo
 from bot.chat.remembered import Remembered
@@ -68,8 +70,11 @@ class ChatService:
         self.summaries = Summaries(
             sessions=sessions, model=model, summary_tokens=settings.summary_tokens
         )
+        self.documents = ChatDocuments(settings=settings, sessions=sessions, model=model)
+        self.reading = Reading(settings=settings, model=model, documents=self.documents)
         preparation = ReplyPreparation(settings=settings, model=model,
-                                       chat_settings=self.chat_settings, summaries=self.summaries)
+                                       chat_settings=self.chat_settings, summaries=self.summaries,
+                                       documents=self.documents)
         self.overview = SettingsOverview(settings=settings, sessions=sessions, model=model,
                                          chat_settings=self.chat_settings, preparation=preparation)
         self.activity = ChatActivity()

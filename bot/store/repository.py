@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core.chats import ChatRef
 from bot.core.knobs import BY_NAME, KNOBS
-from bot.store.schema import BotStateRow, ChatRow, TurnRow, utcnow
+from bot.store.schema import BotStateRow, ChatRow, DocumentRow, TurnRow, utcnow
 
 
 def stored_knobs(chat: ChatRow) -> dict[str, float | int]:
@@ -127,11 +127,12 @@ async def add_user_turn(
     message_id: int | None = None,
     thread_id: int | None = None,
     language: str | None = None,
+    context: str | None = None,
 ) -> TurnRow:
     turn = TurnRow(
         chat_id=chat_id, role="user", state="pending", text=text, speaker=speaker,
         user_id=user_id, message_id=message_id, thread_id=thread_id, delivered=True,
-        language=language,
+        language=language, context=context,
     )
     session.add(turn)
     await session.flush()
@@ -287,6 +288,9 @@ async def reset_conversation(session: AsyncSession, chat_id: int) -> int:
     ).scalar_one()
     chat.window_start = highest + 1
     chat.summary = chat.summary_upto = None
+    # The conversation's documents stay stored; questions no longer draw on them.
+    await session.execute(
+        update(DocumentRow).where(DocumentRow.chat_id == chat_id).values(current=False))
     return int(left)
 
 

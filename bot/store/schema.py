@@ -166,9 +166,9 @@ class TurnRow(Base):
 
 
 class DocumentRow(Base):
-    """A file sent to a conversation, read into passages (its bytes are not kept). It is part
-    of the conversation that was current when it came (`conversation_start`: the chat's
-    `window_start` then), so /reset leaves it behind and /forget deletes it."""
+    """A file sent to a conversation, read into passages (its bytes are not kept). Questions
+    draw on it until /reset leaves it behind (`current`); /forget and the retention period
+    delete it."""
 
     __tablename__ = "documents"
     __table_args__ = (Index("ix_documents_chat_id", "chat_id"),)
@@ -177,7 +177,7 @@ class DocumentRow(Base):
     chat_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("chats.id", ondelete="CASCADE", name="fk_documents_chat_id")
     )
-    conversation_start: Mapped[int] = mapped_column(Integer, default=0)
+    current: Mapped[bool] = mapped_column(Boolean, default=True)
     name: Mapped[str] = mapped_column(UserName(256))
     kind: Mapped[str] = mapped_column(String(16))
     """"text", "pdf" or "docx"."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,12 @@ from bot.chat.redo import Redo, RedoPlan
 from bot.core.chats import ChatRef, is_group_kind
 from bot.errors import UserError
 from bot.i18n import N_, _
+from bot.reading.context import ContextItem
 from bot.settings import Settings
 from bot.telegram.buttons import ReplyButtons
 from bot.telegram.drafts import DraftPolicy
 from bot.telegram.flood import FloodGate, send_with_retries
+from bot.telegram.reading import message_context
 from bot.telegram.streamer import ReplyStreamer
 from bot.telegram.switch_button import send_result
 
@@ -169,19 +171,28 @@ class TelegramFront:
     async def answer(self, text: str) -> None:
         await respond(self._context, self._message, text)
 
-    async def ask(self, text: str) -> None:
-        """Store the question, then answer it in the background."""
+    async def ask(self, text: str, *, context: Sequence[ContextItem] = ()) -> None:
+        """Store the question with what it brings along (`context`, and the message it
+        replies to, read by `bot.telegram.reading`), then answer it in the background."""
         message, chat, user = self._message, self._chat, self._update.effective_user
         speaker = None
         if is_group_kind(chat.type):
             speaker = (user.full_name if user else None) or (
                 message.sender_chat.title if message.sender_chat else None
             ) or "someone"
+        ref = chat_ref(chat, message)
         try:
+            replied = await message_context(
+                self._context.bot, self.deps.service.reading, ref, message,
+                max_chars=self.deps.settings.max_input_chars)
+            if any(item.kind == "reply" and item.text.strip() == text.strip()
+                   for item in replied):
+                text = ""  # a bare /ask: the replied message is the question, given once
             accepted = await self.deps.service.conversation.accept(
-                chat_ref(chat, message), text, speaker=speaker,
+                ref, text, speaker=speaker,
                 user_id=user.id if user else None,
                 message_id=message.message_id, thread_id=thread_of(message),
+                context=[*replied, *context],
             )
         except UserError as exc:
             await self.answer(str(exc))
@@ -222,6 +233,9 @@ class TelegramFront:
         )
 
     def quit(self) -> None:  # not a Telegram command
+        raise NotImplementedError
+
+    async def read(self, argument: str) -> str | None:  # the console's /read: files come sent
         raise NotImplementedError
 
     async def present(self, text: str, *, photo: Path | None = None,

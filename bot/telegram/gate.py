@@ -103,14 +103,16 @@ async def _press(deps: BotDeps, context: BotContext, query: CallbackQuery) -> No
 
 
 def _own_command(message: Message, username: str) -> str | None:
-    """The name of the command the message starts with, when it is for this bot."""
-    text = message.text or ""
-    if not any(e.type == MessageEntity.BOT_COMMAND and e.offset == 0 for e in message.entities):
+    """The name of the command the message (or a photo's or document's caption) starts with,
+    when it is for this bot."""
+    text = message.text or message.caption or ""
+    entities = message.entities if message.text else message.caption_entities
+    if not any(e.type == MessageEntity.BOT_COMMAND and e.offset == 0 for e in entities):
         return None
-    _name, at, target = text.split()[0].partition("@")
+    name, at, target = text.split()[0].partition("@")
     if at and target.lower() != username.lower():
         return None  # /command@another_bot
-    return command_name(message)
+    return command_name(message) if message.text else name.lstrip("/").lower()
 
 
 def addressed(message: Message, username: str, bot_id: int) -> bool:
@@ -121,7 +123,7 @@ def addressed(message: Message, username: str, bot_id: int) -> bool:
 def is_question(message: Message, username: str, bot_id: int) -> bool:
     """Whether the message asks the model something: in private any message but a command (a
     text, and whatever else the handlers answer), /ask, and in a group a message that replies
-    to the bot or a text that mentions it (as the handlers read them)."""
+    to the bot or a text or caption that mentions it (as the handlers read them)."""
     command = _own_command(message, username)
     if command is not None:
         return command == "ask"
@@ -132,7 +134,7 @@ def is_question(message: Message, username: str, bot_id: int) -> bool:
     replied = message.reply_to_message
     if replied is not None and replied.from_user is not None and replied.from_user.id == bot_id:
         return True
-    return bool(message.text) and mentions_bot(message, username, bot_id)
+    return mentions_bot(message, username, bot_id)
 
 
 def register(application: AnyApplication) -> None:

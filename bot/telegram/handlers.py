@@ -135,7 +135,9 @@ async def on_group_text(update: Update, context: BotContext) -> None:
 
 
 def mentions_bot(message: Message, username: str, bot_id: int) -> bool:
-    entities = message.parse_entities([MessageEntity.MENTION, MessageEntity.TEXT_MENTION])
+    """Whether the message's text, or a photo's or document's caption, mentions the bot."""
+    kinds: list[str | None] = [MessageEntity.MENTION, MessageEntity.TEXT_MENTION]
+    entities = {**message.parse_entities(kinds), **message.parse_caption_entities(kinds)}
     for entity, text in entities.items():
         if entity.type == MessageEntity.MENTION and text.lstrip("@").lower() == username.lower():
             return True

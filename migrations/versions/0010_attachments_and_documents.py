@@ -30,7 +30,7 @@ def upgrade() -> None:
         sa.Column("chat_id", sa.BigInteger(),
                   sa.ForeignKey("chats.id", ondelete="CASCADE", name="fk_documents_chat_id"),
                   nullable=False),
-        sa.Column("conversation_start", sa.Integer(), nullable=False),
+        sa.Column("current", sa.Boolean(), nullable=False),
         sa.Column("name", sa.String(256), nullable=False),
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("unit", sa.String(16), nullable=False),
