@@ -12,11 +12,14 @@ run: $(STAMP)
 test: system-packages $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# The tests start a throwaway PostgreSQL cluster and speak voice notes with espeak-ng: Debian's
-# packages, installed when missing.
+# The tests start a throwaway PostgreSQL cluster, speak voice notes with espeak-ng and draw
+# Chinese text for the OCR with a CJK font: Debian's packages, installed when missing.
 PG_CTL := $(firstword $(wildcard /usr/lib/postgresql/*/bin/pg_ctl))
 ESPEAK := $(shell command -v espeak-ng 2>/dev/null)
-DEB_MISSING := $(strip $(if $(PG_CTL),,postgresql) $(if $(ESPEAK),,espeak-ng))
+CJK_FONT := $(firstword $(wildcard /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc \
+	/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc))
+DEB_MISSING := $(strip $(if $(PG_CTL),,postgresql) $(if $(ESPEAK),,espeak-ng) \
+	$(if $(CJK_FONT),,fonts-wqy-zenhei))
 DEB_INSTALL := apt-get install -y --no-install-recommends $(DEB_MISSING)
 
 system-packages:
