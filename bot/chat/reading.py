@@ -72,7 +72,7 @@ class Reading:
         """A file on this machine (the console's /read), read as if it had been sent: a
         picture by its name's suffix, anything else as a document."""
         try:
-            size = path.stat().st_size
+            size = (await asyncio.to_thread(path.stat)).st_size
         except OSError as exc:
             raise ReadingError(_("Cannot read {path}: {reason}", path=path,
                                  reason=exc.strerror or exc)) from None
