@@ -6,6 +6,7 @@ passages at all."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,9 @@ _CJK = re.compile(
     r"\U00020000-\U0002fa1f]+)"
 )
 """Han (and kana, Hangul): scripts written without spaces, indexed by character bigrams."""
+# bm25s sets its own logger to DEBUG on import, which would print every index it builds past
+# the bot's log_level: its messages are the bot's debugging at most.
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 _ENGLISH = snowballstemmer.stemmer("english")
 _STOPWORDS = frozenset(STOPWORDS_EN_PLUS) | frozenset(STOPWORDS_CHINESE)
 """Words too common to tell passages apart ("the", "what", "是", "什么"): a question made of
