@@ -160,6 +160,9 @@ class TurnRow(Base):
     n_tokens: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    redone: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """A question's: how many starts found it unanswered and began its answer again (one that
+    crashes the process every time is given up, see `bot.chat.recovery`)."""
     context: Mapped[str | None] = mapped_column(UserText)
     """A question's: what it brings along (the message it replies to, the text read from an
     image, the document it is about), as JSON (`bot.reading.context`)."""

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from telegram import Message, MessageEntity, Update
+from telegram import Message, MessageEntity, ReplyParameters, Update
 from telegram.error import TelegramError
 from telegram.ext import (
     CallbackQueryHandler,
@@ -26,6 +26,7 @@ from telegram.ext import (
 from bot import i18n
 from bot.chat import Accepted, ChatService
 from bot.chat.commands import Invocation, commands_for, dispatch
+from bot.chat.recovery import RecoveryItem
 from bot.chat.servers import server_status_text
 from bot.core.chats import ChatRef, is_group_kind
 from bot.engine.base import ServerStatus
@@ -177,6 +178,9 @@ async def resume_unfinished(application: AnyApplication) -> int:
     items = await d.service.recovery.unfinished()
     for item in items:
         question = item.question
+        if item.given_up:
+            d.spawn(give_up(application, item), f"give up turn {question.id}")
+            continue
         accepted: Accepted = item.accepted
         streamer = await d.reply_streamer(
             application.bot, item.telegram_chat_id, item.chat_kind, reply_to=question.message_id,
@@ -193,6 +197,31 @@ async def resume_unfinished(application: AnyApplication) -> int:
                 d.spawn(d.service.recovery.deliver_stored(item, streamer),
                         f"deliver turn {question.id}")
     return len(items)
+
+
+async def give_up(application: AnyApplication, item: RecoveryItem) -> None:
+    """A question whose answer failed at every start (see `bot.chat.recovery`): its asker and
+    the admins hear that it was given up."""
+    question = item.question
+    log.error("gave up answering turn %d of chat %d: it was cut off by %d restarts in a row",
+              question.id, question.chat_id, question.redone)
+    with i18n.speaking(item.language):
+        text = _("⚠️ I gave up on this question: answering it stopped the bot several times. "
+                 "Try asking it another way, or shorter.")
+    try:
+        await application.bot.send_message(
+            item.telegram_chat_id, text, message_thread_id=question.thread_id,
+            reply_parameters=ReplyParameters(question.message_id, allow_sending_without_reply=True)
+            if question.message_id else None,
+        )
+    except TelegramError as exc:
+        log.warning("could not tell chat %d that its question was given up: %s",
+                    item.telegram_chat_id, exc)
+    await tell_admins(application, lambda: _(
+        "⚠️ A question in chat {chat} was given up: answering it stopped the bot {count} times "
+        "(see the log around turn {turn}).", chat=item.telegram_chat_id, count=question.redone,
+        turn=question.id,
+    ))
 
 
 async def on_error(update: object, context: BotContext) -> None:

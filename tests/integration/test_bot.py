@@ -410,3 +410,34 @@ async def test_a_full_queue_answers_busy_and_loses_nothing(fake: FakeBotAPI, run
     assert [row.text for row in rows if row.role == "user"] == [
         "a long question", "are you there?", "are you there now?"]
     assert texts(fake, second)[0] == "The model is busy; try again in a minute."
+
+
+async def test_a_question_cut_off_at_every_start_is_given_up(fake: FakeBotAPI, run_bot) -> None:
+    """An answer that takes the process down (a native abort, memory running out) would be
+    begun again at every start, forever: after MAX_REDOS starts it is given up, and the chat
+    and the admins hear it."""
+    from bot.chat.recovery import MAX_REDOS
+
+    alice = fake.user("Alice")
+    admin = fake.user("Admin")
+    chat = fake.private_chat(alice)
+    admin_chat = fake.private_chat(admin)
+    asked = False
+    for _start in range(MAX_REDOS + 1):  # the first try, then each redo, all cut off
+        hanging = ScriptedEngine(delay=0.05)
+        hanging.hang = True
+        hanging.enqueue("partial answer")
+        runner = await run_bot(hanging, admins=[admin["id"]])
+        if not asked:
+            fake.send_text(chat, alice, "a question that crashes the bot")
+            asked = True
+        await fake.wait_for(lambda engine=hanging: len(engine.history) == 1, timeout=10)
+        await runner.stop()
+    fresh = ScriptedEngine()
+    fresh.enqueue("never sent")
+    runner = await run_bot(fresh, admins=[admin["id"]])
+    await fake.wait_for(lambda: any("gave up" in t for t in texts(fake, chat)), timeout=10)
+    await fake.wait_for(lambda: any("given up" in t for t in texts(fake, admin_chat)), timeout=10)
+    assert fresh.history == []
+    rows = await turns(runner, until=lambda rows: rows[0].state == "failed")
+    assert rows[0].state == "failed" and rows[0].redone == MAX_REDOS + 1
