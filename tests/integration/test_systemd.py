@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from bot.cli import _run_bot, setup_logging
-from bot.settings import TOKEN_CREDENTIAL, credential_token
 from bot.ops.systemd import SystemdNotifier
+from bot.settings import TOKEN_CREDENTIAL, credential_token
 from tests.fakebotapi import FakeBotAPI
 from tests.fakeengine import ScriptedEngine
 
