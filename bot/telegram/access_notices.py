@@ -69,23 +69,24 @@ def notice_text(request: AccessRequestRow) -> str:
 
 
 async def ask_admins(application: AnyApplication, request: AccessRequestRow) -> None:
-    """Send every bot admin the notice of a new request (in their /lang), or log it with the
-    command that approves it when there is no admin."""
+    """Send every bot admin the notice of a new request (in their /lang); when there is no admin,
+    or none could be reached, log it with the command that approves it."""
     deps = deps_of(application.bot_data)
-    admins = deps.settings.admins
     who = label(request.id, request.name, request.username)
-    if not admins:
-        log.warning("access request from %s: to let %s use the bot, run: alpaca-bot access allow "
-                    "%d", who, "them" if request.kind == "user" else "the group", request.id)
-        return
-    log.info("access request from %s: the admins are asked", who)
-    for admin in admins:
+    reached = 0
+    for admin in deps.settings.admins:
         with i18n.speaking(await chosen_language(deps.service, admin)):
             text, markup = notice_text(request), buttons(request.id)
         try:
             await application.bot.send_message(admin, text, reply_markup=markup)
-        except TelegramError as exc:
+            reached += 1
+        except TelegramError as exc:  # e.g. an admin who never wrote to the bot
             log.warning("could not send admin %s the request of %s: %s", admin, who, exc)
+    if reached:
+        log.info("access request from %s: the admins are asked", who)
+        return
+    log.warning("access request from %s: to let %s use the bot, run: alpaca-bot access allow %d",
+                who, "them" if request.kind == "user" else "the group", request.id)
 
 
 async def on_answer(deps: BotDeps, bot: Bot, query: CallbackQuery, answer: Answer) -> None:

@@ -371,3 +371,17 @@ async def test_a_group_nobody_answered_about_is_left_after_a_day_and_requests_ex
             break
         await asyncio.sleep(0.05)
     assert await rows(runner, AccessRequestRow) == []
+
+
+async def test_when_no_admin_can_be_reached_the_request_is_logged_with_the_command(
+    fake: FakeBotAPI, engine: ScriptedEngine, run_bot: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    await run_bot(engine, access="pairing", admins=[777000111])  # never wrote to the bot
+    stranger = fake.user("Sam", "sam")
+    chat = fake.private_chat(stranger)
+    fake.send_text(chat, stranger, "hello")
+    command = f"alpaca-bot access allow {stranger['id']}"
+    await fake.wait_for(lambda: any(command in r.getMessage() for r in caplog.records),
+                        timeout=10, what=f"the log to say {command}")
+    assert texts(fake, chat) == [PRIVATE_ASKED]
