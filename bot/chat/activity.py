@@ -15,11 +15,42 @@ from bot.engine.base import CancelToken
 @dataclass
 class _Chat:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    tokens: set[CancelToken] = field(default_factory=set)
+    tokens: dict[CancelToken, int | None] = field(default_factory=dict)
+    """The token of every reply running or waiting, and who asked for it."""
     by_turn: dict[int, CancelToken] = field(default_factory=dict)
     """The token of the reply to each question being answered or waiting (its Stop button)."""
     users: int = 0
     """Replies running or waiting, and holders of `stop_and_hold`: at 0 the chat is dropped."""
+
+
+async def _lock_unless_cancelled(lock: asyncio.Lock, cancel: CancelToken) -> bool:
+    """Acquire `lock`, unless `cancel` is cancelled first; whether it was acquired."""
+    if cancel.cancelled:
+        return False
+    loop = asyncio.get_running_loop()
+    stopped = loop.create_future()
+
+    def wake() -> None:  # from any thread
+        loop.call_soon_threadsafe(lambda: stopped.done() or stopped.set_result(None))
+
+    cancel.on_cancel(wake)
+    acquiring = asyncio.ensure_future(lock.acquire())
+    try:
+        await asyncio.wait({acquiring, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # the waiting task itself was cancelled: nothing may stay held
+        if acquiring.done() and not acquiring.cancelled():
+            lock.release()
+        acquiring.cancel()
+        raise
+    finally:
+        stopped.cancel()
+    if not acquiring.done():
+        acquiring.cancel()
+        return False
+    if cancel.cancelled:  # both at once: the lock is not kept for a reply that will not run
+        lock.release()
+        return False
+    return True
 
 
 class ChatActivity:
@@ -45,17 +76,29 @@ class ChatActivity:
                 del self._chats[chat_id]
 
     @asynccontextmanager
-    async def writing(self, chat_id: int, turn_id: int) -> AsyncIterator[CancelToken]:
+    async def writing(
+        self, chat_id: int, turn_id: int, asker: int | None = None, *, early_stop: bool = False
+    ) -> AsyncIterator[CancelToken]:
         """Wait for the chat's earlier replies, then hold the chat while the reply to question
-        `turn_id` is written; yields the token that stops it (it counts as waiting, and can be
-        stopped, from the moment this is entered)."""
+        `turn_id` (asked by user `asker`) is written; yields the token that stops it (it counts
+        as waiting, and can be stopped, from the moment this is entered).
+
+        `early_stop`: stopped while it waits (its asker's /stop, while someone else's reply
+        runs), it is yielded at once, cancelled, without holding the chat."""
         async with self._using(chat_id) as chat:
             cancel = CancelToken()
-            chat.tokens.add(cancel)
+            chat.tokens[cancel] = asker
             chat.by_turn[turn_id] = cancel
             try:
-                async with chat.lock:
+                if early_stop and not await _lock_unless_cancelled(chat.lock, cancel):
                     yield cancel
+                    return
+                if not early_stop:
+                    await chat.lock.acquire()
+                try:
+                    yield cancel
+                finally:
+                    chat.lock.release()
             finally:
                 self.written(chat_id, turn_id, cancel)
 
@@ -65,7 +108,7 @@ class ChatActivity:
         chat = self._chats.get(chat_id)
         if chat is None:
             return
-        chat.tokens.discard(cancel)
+        chat.tokens.pop(cancel, None)
         if chat.by_turn.get(turn_id) is cancel:
             del chat.by_turn[turn_id]
 
@@ -87,6 +130,17 @@ class ChatActivity:
         """Cancel the running and waiting replies of a chat; returns how many."""
         chat = self._chats.get(chat_id)
         tokens = list(chat.tokens) if chat is not None else []
+        for token in tokens:
+            token.cancel()
+        return len(tokens)
+
+    def stop_asked_by(self, chat_id: int, user_id: int | None) -> int:
+        """Cancel the running and waiting replies of a chat that `user_id` asked for (none
+        for an unknown sender); returns how many."""
+        chat = self._chats.get(chat_id)
+        if chat is None or user_id is None:
+            return 0
+        tokens = [token for token, asker in chat.tokens.items() if asker == user_id]
         for token in tokens:
             token.cancel()
         return len(tokens)

@@ -178,9 +178,17 @@ async def _settings(chat: ChatService, front: Front, call: Invocation) -> str:
 
 
 async def _stop(chat: ChatService, front: Front, call: Invocation) -> str | None:
-    if chat.activity.stop(await chat.conversation.conversation_id(call.ref)):
-        return None  # the stopped reply says so itself
-    return _("Nothing to stop: no reply is being written here.")
+    """Stops the replies its sender asked for; a group's admins and the bot's stop them all."""
+    conversation_id = await chat.conversation.conversation_id(call.ref)
+    if not chat.activity.busy(conversation_id):
+        return _("Nothing to stop: no reply is being written here.")
+    if await front.allowed("chat_admins"):  # anyone outside groups
+        stopped = chat.activity.stop(conversation_id)
+    else:
+        stopped = chat.activity.stop_asked_by(conversation_id, call.user_id)
+    if stopped:
+        return None  # the stopped replies say so themselves
+    return _(NOTHING_OF_YOURS)
 
 
 async def _retry(chat: ChatService, front: Front, call: Invocation) -> str | None:
@@ -286,6 +294,10 @@ async def _read(chat: ChatService, front: Front, call: Invocation) -> str | None
 
 
 CHANGE_SETTINGS = N_("Only the group's admins can change settings.")
+NOTHING_OF_YOURS = N_(
+    "None of the replies being written here is yours: only the group's admins can stop "
+    "other people's."
+)
 MANAGE_ACCESS = N_("Only the bot's admins can allow and deny access.")
 NOT_YOUR_REPLY = N_(
     "Only the person who asked, or the group's admins, can have that reply redone."

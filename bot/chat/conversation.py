@@ -51,6 +51,8 @@ class Accepted:
 
     chat_id: int
     turn_id: int
+    asker: int | None = None
+    """Who asked (a Telegram user id): their /stop stops this reply."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ class Conversation:
                 context=encode_context(context),
             )
             await session.commit()
-        return Accepted(chat.id, turn.id)
+        return Accepted(chat.id, turn.id, user_id)
 
     async def conversation_id(self, ref: ChatRef) -> int:
         """The id of the conversation `ref` names (a forum topic's row, else the chat's)."""
@@ -141,7 +143,8 @@ class Conversation:
         waiting. Returns None when the question was cancelled before it started or failed
         (the user has been told through the sink).
         """
-        async with self._activity.writing(accepted.chat_id, accepted.turn_id) as cancel:
+        async with self._activity.writing(accepted.chat_id, accepted.turn_id, accepted.asker,
+                                          early_stop=True) as cancel:
             if cancel.cancelled:
                 await self._fail(accepted.turn_id, state="cancelled")
                 await sink.fail(_(STOPPED_EARLY))

@@ -173,7 +173,7 @@ class ReplyRedo:
             raise Refused(_(NOTHING_TO_CONTINUE))
         shown = shown_text(reply.text, STOP_NOTES.get(reply.stop_reason or ""))
         return RedoPlan(
-            accepted=Accepted(conversation_id, question.id), redo=redo,
+            accepted=Accepted(conversation_id, question.id, question.user_id), redo=redo,
             message_ids=repo.decode_message_ids(reply.message_ids), shown=shown,
             asker=question.user_id, reply_to=question.message_id, thread_id=question.thread_id,
         )
@@ -186,7 +186,8 @@ class ReplyRedo:
         """Write the question's stored reply (the chat's last turn) again into the sink that
         shows it: replaced by a new sample, or continued. Returns None where it stays as it
         was (refused, failed, or stopped before new text: the sink shows it again)."""
-        async with self._activity.writing(accepted.chat_id, accepted.turn_id) as cancel, \
+        async with self._activity.writing(accepted.chat_id, accepted.turn_id,
+                                          accepted.asker) as cancel, \
                 self._model.serving():
             try:
                 prepared = await self._prepare(accepted, cancel, redo)
