@@ -1,4 +1,8 @@
-"""Recovery after a crash or restart: questions never answered, replies never delivered."""
+"""Recovery after a crash or restart: questions never answered, replies never delivered.
+
+A question is answered again at most MAX_REDOS times: one whose answer takes the process down
+(a native abort, memory running out) would otherwise crash every start, forever. Past that it
+is marked failed, and its chat and the bot's admins are told."""
 
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ from bot.chat.sink import ReplySink, actions_after, stop_note
 from bot.i18n import SOURCE
 from bot.store import repository as repo
 from bot.store.schema import ChatRow, TurnRow
+
+MAX_REDOS = 2
+"""Starts that may answer an unanswered question again (after its first try)."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,11 @@ class RecoveryItem:
     @property
     def needs_generation(self) -> bool:
         return self.question.state == "pending"
+
+    @property
+    def given_up(self) -> bool:
+        """Answering it failed too often (see MAX_REDOS): it is failed, not answered again."""
+        return self.question.state == "failed"
 
     @property
     def accepted(self) -> Accepted:
@@ -51,8 +63,12 @@ class Recovery:
         items: list[RecoveryItem] = []
         async with self._sessions() as session:
             for question in await repo.unfinished_questions(session):
+                question.redone += 1
+                if question.redone > MAX_REDOS:
+                    question.state = "failed"
                 reply = await repo.reply_for(session, question.id)
                 items.append(_item(question, reply, *await _where(session, question.chat_id)))
+            await session.commit()  # counted before the answer begins: it may crash again
             for reply in await repo.undelivered_replies(session):
                 asked = await session.get(TurnRow, reply.reply_to) if reply.reply_to else None
                 if asked is not None:
