@@ -174,7 +174,7 @@ async def _forget(chat: ChatService, front: Front, call: Invocation) -> str:
 
 
 async def _settings(chat: ChatService, front: Front, call: Invocation) -> str:
-    return await chat.overview.text(call.ref)
+    return await chat.overview.text(call.ref, servers=await front.allowed("bot_admins"))
 
 
 async def _stop(chat: ChatService, front: Front, call: Invocation) -> str | None:

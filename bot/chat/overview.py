@@ -8,11 +8,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.chat.chat_settings import NO_SYSTEM, ChatSettings
 from bot.chat.preparation import ReplyPreparation
 from bot.chat.running import RunningModel
+from bot.chat.servers import without_passwords
 from bot.chat.summaries import summary_on
 from bot.core.chats import ChatRef
 from bot.core.knobs import KNOBS
 from bot.core.params import GenerationParams
 from bot.core.window import NoQuestion
+from bot.engine.base import MemoryReport
 from bot.errors import InputTooLong
 from bot.i18n import N_, _, _n
 from bot.settings import Settings
@@ -20,6 +22,7 @@ from bot.store import repository as repo
 from bot.store.schema import ChatRow, TurnRow
 
 NOT_SENT = N_("(not used: an OpenAI-compatible server has no such setting)")
+SERVERS_HIDDEN = N_("Memory: held by the model servers ({n}); the bot's admins see them here.")
 
 
 class SettingsOverview:
@@ -32,8 +35,11 @@ class SettingsOverview:
         self._settings, self._sessions, self._model = settings, sessions, model
         self._chat_settings, self._preparation = chat_settings, preparation
 
-    async def text(self, ref: ChatRef) -> str:
-        """/settings: the model, every knob, the system prompt, memory and context use."""
+    async def text(self, ref: ChatRef, *, servers: bool = False) -> str:
+        """/settings: the model, every knob, the system prompt, memory and context use.
+
+        The remote engine's model servers (addresses, errors) are named only with `servers`
+        (the bot's admins), and never with a password."""
         async with self._sessions() as session:
             chat = await repo.get_or_create_chat(session, ref)
             params = self._chat_settings.params_of(chat)
@@ -53,7 +59,7 @@ class SettingsOverview:
         if system is None:
             system = self._model.chat_format.default_system or _(NO_SYSTEM)
         lines.append(f"/system = {_shorten(system, 200)}")
-        lines.append(_("Memory: {summary}", summary=engine.memory_report().summary()))
+        lines.append(self._memory_line(engine.memory_report(), servers=servers))
         people = {row.speaker or "someone" for row in kept if row.role == "user"}
         counts = dict(used=used, n_ctx=params.n_ctx, in_window=len(kept), total=total,
                       reserved=params.n_predict)
@@ -73,6 +79,11 @@ class SettingsOverview:
             ))
         lines.append(self._summary_line(chat))
         return "\n".join(lines)
+
+    def _memory_line(self, report: MemoryReport, *, servers: bool) -> str:
+        if report.servers and not servers:
+            return _(SERVERS_HIDDEN, n=len(report.servers))
+        return without_passwords(_("Memory: {summary}", summary=report.summary()))
 
     def _summary_line(self, chat: ChatRow) -> str:
         if not self._settings.summary_tokens:

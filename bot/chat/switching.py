@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.chat.chat_settings import ChatSettings
 from bot.chat.running import EngineLoader, RunningModel
+from bot.chat.servers import without_passwords
 from bot.engine.base import ServedElsewhere
 from bot.errors import ModelError, UserError
 from bot.i18n import N_, _
@@ -87,7 +88,8 @@ REMOTE_SWITCH = N_(
 
 
 def served_listing(engine: ServedElsewhere) -> str:
-    """/model under the remote engine: every server and the models it serves."""
+    """/model under the remote engine: every server and the models it serves (no password
+    shown)."""
     lines = [_("The replies come from these model servers:")]
     for url, up, models in engine.served_models():
         listed = ", ".join(models) or _("no model listed")
@@ -96,7 +98,7 @@ def served_listing(engine: ServedElsewhere) -> str:
         else:
             lines.append(_("• {url} (down): {models}", url=url, models=listed))
     lines.append(_(REMOTE_SWITCH))
-    return "\n".join(lines)
+    return without_passwords("\n".join(lines))
 
 
 async def chosen_model(sessions: async_sessionmaker[AsyncSession], configured: Path) -> Path:
