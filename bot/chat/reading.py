@@ -1,14 +1,15 @@
 """What the front ends' attachments become in a question (see `bot.reading.attachment`): a
-picture the text read from it (OCR, off the event loop, waiting its fair turn among the
-replies for the CPU), a document a stored document the question is about. A picture with
+picture the text read from it (OCR), a document a stored document the question is about; both
+read off the event loop, each waiting its fair turn among the replies for the CPU. A picture with
 no readable text is answered honestly instead: the bot reads text in pictures, it does not
 see them (yet)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from bot.chat.documents import ChatDocuments, TakenDocument
@@ -60,9 +61,11 @@ class Reading:
         known = (await self._documents.find(ref, attachment.message_id)
                  if attachment.message_id is not None else None)
         if known is None:
-            taken = await self._documents.take(
-                ref, attachment.name or "document", attachment.mime, await attachment.fetch(),
-                message_id=attachment.message_id, user_id=user_id, speaker=speaker)
+            data = await attachment.fetch()
+            async with self._turn(ref, on_place):
+                taken = await self._documents.take(
+                    ref, attachment.name or "document", attachment.mime, data,
+                    message_id=attachment.message_id, user_id=user_id, speaker=speaker)
             document_id, name = taken.id, taken.name
         else:
             document_id, name = known.id, known.name
@@ -103,12 +106,22 @@ class Reading:
         self, ref: ChatRef, data: bytes, *, on_place: Place | None = None
     ) -> ImageText:
         """OCR on a worker thread, in a fair turn where the engine shares this CPU."""
-        engine = self._model.engine
-        if not isinstance(engine, TakesTurns):
+        async with self._turn(ref, on_place):
             return await self._ocr(data)
-        key = str(ref.chat_id)
-        async with engine.turn(chat_key=key, share=key, cancel=CancelToken(), on_place=on_place):
-            return await self._ocr(data)
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, ref: ChatRef, on_place: Place | None) -> AsyncIterator[None]:
+        """A fair turn among the replies for reading (OCR, a document's text), where the
+        engine's model shares this machine's CPU; at once where it runs elsewhere. The model
+        is held meanwhile, as a reply holds it (a /model switch waits)."""
+        async with self._model.serving(background=True) as engine:
+            if not isinstance(engine, TakesTurns):
+                yield
+                return
+            key = str(ref.chat_id)
+            async with engine.turn(chat_key=key, share=key, cancel=CancelToken(),
+                                   on_place=on_place):
+                yield
 
     async def _ocr(self, data: bytes) -> ImageText:
         try:
