@@ -49,61 +49,81 @@ async def fit_window(
     halves the gap: a handful of tokenizations, none much longer than twice the window, however
     long the history. `count_tokens` is awaited: a remote engine asks its server's tokenizer.
     """
-    read: list[Turn] = []
-    """The turns read so far, newest first."""
-    starts: list[int] = []
-    """Where in `read` each user turn is: a window of k questions holds read[:starts[k-1]+1]."""
-    exhausted = False
+    turns = _Read(newest_first)
 
-    async def reach(k: int) -> int:
-        """Read until `k` questions are known (or the turns run out); how many are."""
-        nonlocal exhausted
-        while len(starts) < k and not exhausted:
-            turn = await anext(newest_first, None)
-            if turn is None:
-                exhausted = True
-                break
-            read.append(turn)
-            if turn.role == "user":
-                starts.append(len(read) - 1)
-        return len(starts)
+    async def measure(questions: int) -> _Fit:
+        prompt = chat_format.render(system, turns.window(questions))
+        return _Fit(questions, prompt, await count_tokens(prompt))
 
-    async def measure(k: int) -> tuple[Prompt, int]:
-        prompt = chat_format.render(system, read[: starts[k - 1] + 1][::-1])
-        return prompt, await count_tokens(prompt)
-
-    if not await reach(1):
+    if not await turns.reach(1):
         raise NoQuestion("a window needs a user turn")
-    prompt, used = await measure(1)
-    if used > budget:
+    last = await measure(1)
+    if last.tokens > budget:
         raise InputTooLong(_(
             "This message is too long for the context window: it needs {used} tokens with the "
             "system prompt, and {budget} are available (/ctx minus /n). Send a shorter message, "
             "shorten /system, or raise /ctx.",
-            used=used, budget=budget,
+            used=last.tokens, budget=budget,
         ))
-    best = (1, prompt, used)
-    # Up by doubling while it fits: `fits` questions fit, `fails` do not (if known).
-    fits, fails = 1, 0
+    best = await _widest(turns, measure, budget, last)
+    kept = turns.window(best.questions)
+    return Window(prompt=best.prompt, system=system, turns=tuple(kept), n_tokens=best.tokens,
+                  budget=budget, left_out=len(turns.read) > len(kept))
+
+
+@dataclass(frozen=True)
+class _Fit:
+    questions: int
+    prompt: Prompt
+    tokens: int
+
+
+class _Read:
+    """The turns read so far, newest first, and where the questions among them are."""
+
+    def __init__(self, newest_first: AsyncIterator[Turn]) -> None:
+        self._source = newest_first
+        self.read: list[Turn] = []
+        self._starts: list[int] = []
+        """Where in `read` each user turn is: a window of k questions holds read[:starts[k-1]+1]."""
+        self._exhausted = False
+
+    async def reach(self, questions: int) -> int:
+        """Read until `questions` questions are known (or the turns run out); how many are."""
+        while len(self._starts) < questions and not self._exhausted:
+            turn = await anext(self._source, None)
+            if turn is None:
+                self._exhausted = True
+                break
+            self.read.append(turn)
+            if turn.role == "user":
+                self._starts.append(len(self.read) - 1)
+        return len(self._starts)
+
+    def window(self, questions: int) -> list[Turn]:
+        """The turns of a window of the newest `questions` questions, oldest first."""
+        return self.read[: self._starts[questions - 1] + 1][::-1]
+
+
+async def _widest(
+    turns: _Read, measure: Callable[[int], Awaitable[_Fit]], budget: int, fits: _Fit
+) -> _Fit:
+    """The most questions that fit, from `fits`: doubled while they fit, then between."""
+    fails = 0
     while not fails:
-        tried = min(fits * 2, await reach(fits * 2))
-        if tried == fits:
-            break  # every question fits
-        prompt, used = await measure(tried)
-        if used <= budget:
-            best, fits = (tried, prompt, used), tried
+        tried = min(fits.questions * 2, await turns.reach(fits.questions * 2))
+        if tried == fits.questions:
+            return fits  # every question fits
+        attempt = await measure(tried)
+        if attempt.tokens <= budget:
+            fits = attempt
         else:
             fails = tried
-    # Then between them: more questions, a longer prompt.
-    low, high = fits + 1, fails - 1
+    low, high = fits.questions + 1, fails - 1
     while low <= high:
-        middle = (low + high) // 2
-        prompt, used = await measure(middle)
-        if used <= budget:
-            best, low = (middle, prompt, used), middle + 1
+        attempt = await measure((low + high) // 2)
+        if attempt.tokens <= budget:
+            fits, low = attempt, attempt.questions + 1
         else:
-            high = middle - 1
-    k, prompt, used = best
-    kept = starts[k - 1] + 1
-    return Window(prompt=prompt, system=system, turns=tuple(read[:kept][::-1]), n_tokens=used,
-                  budget=budget, left_out=len(read) > kept)
+            high = attempt.questions - 1
+    return fits
