@@ -4,11 +4,14 @@ quotes (with who wrote them), forwards in private chats, and photos read by the 
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
 from bot.chat.export import export_chat
+from bot.engine.base import CancelToken, Queued, TakesTurns
 from tests.fakebotapi import FakeBotAPI
 from tests.fakeengine import ScriptedEngine
 from tests.reading.files import blank_image, text_image
@@ -170,3 +173,45 @@ async def test_group_photos_count_only_when_for_the_bot(
     assert "Bob: what does the sign say?" in prompt and "DAILY" in prompt
     assert "holiday" not in prompt
     assert len(fake.downloads()) == 1
+    engine.enqueue("It says: closed.")
+    fake.send_photo(group, bob, text_image(["CLOSED"]), caption="/ask is it open?")
+    await fake.wait_for(lambda: len(texts(fake, group)) == 2, timeout=60)
+    assert "Bob: is it open?" in engine.prompts()[1] and "CLOSED" in engine.prompts()[1]
+
+
+class TurnTakingEngine(ScriptedEngine):
+    """The scripted engine, sharing this CPU: other work asks it for a turn (`TakesTurns`),
+    and each turn is recorded with what ran inside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.turns: list[tuple[str, str | None]] = []
+        self.inside = 0
+
+    @contextlib.asynccontextmanager
+    async def turn(self, *, chat_key: str, cancel: CancelToken, share: str | None = None,
+                   on_place: Callable[[Queued], Awaitable[None]] | None = None
+                   ) -> AsyncIterator[None]:
+        self.turns.append((chat_key, share))
+        self.inside += 1
+        try:
+            yield
+        finally:
+            self.inside -= 1
+
+
+async def test_reading_a_picture_or_a_document_takes_a_fair_turn(
+    fake: FakeBotAPI, run_bot
+) -> None:
+    engine = TurnTakingEngine()
+    assert isinstance(engine, TakesTurns)
+    await run_bot(engine)
+    alice = fake.user("Alice", "alice")
+    chat = fake.private_chat(alice)
+    engine.enqueue("A sign.", "Noted.")
+    fake.send_photo(chat, alice, text_image(["EXIT"]), caption="what is it?")
+    await fake.wait_for(lambda: texts(fake, chat), timeout=60)
+    fake.send_document(chat, alice, b"Llamas hum.", file_name="hum.txt", caption="and this?")
+    await fake.wait_for(lambda: len(texts(fake, chat)) == 2, timeout=60)
+    key = str(chat["id"])
+    assert engine.turns == [(key, key), (key, key)] and engine.inside == 0
