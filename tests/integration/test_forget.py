@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select, update
 
 from bot.chat.forgetting import CONFIRM_SECONDS, ChatForgetting
-from bot.core.chats import ChatRef
+from bot.core.chats import ChatRef, cache_keys
 from bot.ops.runtime import open_runtime
 from bot.store import repository as repo
 from bot.store.database import migrate_async, open_database, sessions
@@ -70,7 +70,7 @@ async def test_forget_asks_first_then_deletes_the_conversation(
     assert done == ("Forgotten: 4 messages and the model's saved context of this chat. "
                     "Settings stay (/settings).")
     assert await stored(runner, chat["id"]) == []
-    assert engine.forgotten == [str(chat["id"])]
+    assert engine.forgotten == list(cache_keys(chat["id"]))  # the replies' and the summary's
 
     # A second "yes" is not a confirmation any more: it asks again.
     fake.send_text(chat, alice, "/forget yes")
@@ -151,7 +151,7 @@ async def test_an_unconfirmed_forget_expires(make_settings: Any) -> None:
             "Usage: /forget, then /forget yes to confirm.")
         now[0] += CONFIRM_SECONDS - 1
         assert (await forgetting.request(ref, "YES")).startswith("Forgotten: 2 messages")
-        assert engine.forgotten == ["3"]
+        assert engine.forgotten == list(cache_keys(3))
 
 
 async def test_retention_deletes_old_turns_at_start(
@@ -213,6 +213,6 @@ async def test_forget_in_a_topic_forgets_that_topic_only(
     await fake.wait_for(lambda: len(in_topic(10)) == 3, timeout=10)
     assert in_topic(10)[2].startswith("Forgotten: 2 messages and the model's saved context of "
                                       "this topic.")
-    assert engine.forgotten == [llamas]
+    assert engine.forgotten == list(cache_keys(int(llamas)))
     assert await stored(runner, int(llamas)) == []
     assert await stored(runner, int(rust)) == ["tell me about rust", "Rust is a language."]
