@@ -30,8 +30,12 @@ async def _lock_unless_cancelled(lock: asyncio.Lock, cancel: CancelToken) -> boo
     loop = asyncio.get_running_loop()
     stopped = loop.create_future()
 
+    def settle() -> None:
+        if not stopped.done():
+            stopped.set_result(None)
+
     def wake() -> None:  # from any thread
-        loop.call_soon_threadsafe(lambda: stopped.done() or stopped.set_result(None))
+        loop.call_soon_threadsafe(settle)
 
     cancel.on_cancel(wake)
     acquiring = asyncio.ensure_future(lock.acquire())

@@ -6,13 +6,12 @@ generated from it. A knob of `bot.core.knobs` becomes a command here without a l
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from bot.chat import access_commands
+from bot.chat import access_commands, quantize_commands
 from bot.chat.languages import AUTO
 from bot.core.chats import ChatRef
 from bot.core.knobs import KNOBS, Knob
@@ -24,8 +23,6 @@ if TYPE_CHECKING:
     from bot.chat.redo import Redo, RedoPlan
     from bot.chat.service import ChatService
     from bot.chat.sink import ReplySink
-    from bot.models.auto_report import AutoQuantizeReport
-    from bot.quantize.jobs import QuantizeJobs
 
 Access = Literal["anyone", "chat_admins", "bot_admins"]
 """Who may run a command: everyone; in groups, the group's admins (and the bot's); only the
@@ -232,53 +229,6 @@ async def _switch(chat: ChatService, name: str) -> str:
         return str(exc)
 
 
-async def _quantize(chat: ChatService, front: Front, call: Invocation) -> str | None:
-    jobs = chat.jobs
-    if jobs is None:
-        return _("Quantizing is not available here.")
-    verb, _sep, rest = call.argument.strip().partition(" ")
-    if verb.lower() == "cancel":
-        return jobs.cancel()
-    if verb.lower() == "auto":
-        await _quantize_auto(jobs, front, call, rest)
-        return None
-    request = await asyncio.to_thread(jobs.plan, call.argument)
-    progress = front.progress()
-
-    async def finish(text: str) -> None:
-        await progress.finish(text)
-
-    job = await jobs.start(
-        request, user_id=call.user_id, chat_id=call.ref.chat_id,
-        report=progress.update, finish=finish,
-    )
-    await progress.update(
-        _("Quantization #{job} queued: {file} → {qtype}…", job=job, file=request.source.name,
-          qtype=request.qtype.label)
-        + jobs.queued_note()
-    )
-    return None
-
-
-async def _quantize_auto(jobs: QuantizeJobs, front: Front, call: Invocation,
-                         argument: str) -> None:
-    from bot.quantize.texts import caption_text, queued_text
-
-    plan = await asyncio.to_thread(jobs.plan_auto, argument)
-    progress = front.progress()
-
-    async def finish(text: str, report: AutoQuantizeReport | None) -> None:
-        await progress.finish(text)
-        chosen = report.chosen if report is not None else None
-        if report is not None and chosen is not None and chosen.path is not None:
-            await front.present(caption_text(report), photo=report.chart_path,
-                                switch_to=chosen.path.name)
-
-    job = await jobs.start_auto(plan, user_id=call.user_id, chat_id=call.ref.chat_id,
-                                report=progress.update, finish=finish)
-    await progress.update(queued_text(job, plan) + jobs.queued_note())
-
-
 async def _quit(chat: ChatService, front: Front, call: Invocation) -> None:
     front.quit()
 
@@ -335,7 +285,7 @@ COMMANDS: tuple[Command, ...] = (
             access="bot_admins", denied=N_("Only the bot's admins can list and switch models."),
             menu=False),
     Command(name="quantize", args="[TYPE|auto|cancel] [FILE]", help=N_("makes a 4-bit model"),
-            run=_quantize,
+            run=quantize_commands.quantize,
             access="bot_admins", denied=N_("Only the bot's admins can quantize models."),
             fronts=("telegram",), menu=False),
     Command(name="usage", help=N_("your use of the bot and your limits"),
