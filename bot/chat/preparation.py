@@ -43,11 +43,8 @@ class ReplyPreparation:
         self, *, settings: Settings, model: RunningModel, chat_settings: ChatSettings,
         summaries: Summaries | None = None, documents: ChatDocuments | None = None,
     ) -> None:
-        self._settings = settings
-        self._model = model
-        self._chat_settings = chat_settings
-        self._summaries = summaries
-        self._documents = documents
+        self._settings, self._model, self._chat_settings = settings, model, chat_settings
+        self._summaries, self._documents = summaries, documents
 
     def system(self, chat: ChatRow) -> str | None:
         """The system text of the chat's window: its system prompt, then its summary."""
