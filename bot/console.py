@@ -16,12 +16,15 @@ from typing import TextIO
 from bot import i18n
 from bot.chat import ChatService, ReplySink
 from bot.chat.commands import BY_NAME, Access, FrontName, Invocation, commands_for, dispatch
+from bot.chat.hearing import heading
 from bot.chat.redo import RedoPlan
 from bot.chat.sink import STALLED_NOTE, ReplyAction
 from bot.core.chats import ChatRef
+from bot.engine.base import Queued
 from bot.errors import UserError
 from bot.i18n import N_, _, _n
 from bot.reading.context import ContextItem
+from bot.speech import SpeechError, VoiceOff
 
 CONSOLE_CHAT = ChatRef(chat_id=0, kind="console", title="console")
 CONSOLE_INTRO = N_(
@@ -156,15 +159,41 @@ class ConsoleFront:
     def intro(self, ref: ChatRef) -> str:
         return _(CONSOLE_INTRO)
 
-    async def ask(self, text: str, *, context: Sequence[ContextItem] = ()) -> None:
+    async def ask(self, text: str, *, context: Sequence[ContextItem] = (),
+                  heard_seconds: float | None = None) -> None:
+        """`heard_seconds`: the question was heard in an audio file that long (/listen)."""
         try:
-            accepted = await self._service.conversation.accept(CONSOLE_CHAT, text,
-                                                               context=context)
+            accepted = await self._service.conversation.accept(
+                CONSOLE_CHAT, text, context=context, heard_seconds=heard_seconds,
+                heard_from="file" if heard_seconds is not None else None)
         except UserError as exc:
             self._out.write(f"{exc}\n")
             return
         sink = ConsoleSink(self._out, self._color)
         await self._generating(self._service.conversation.write_reply(accepted, sink))
+
+    async def hear(self, argument: str) -> str | None:
+        """/listen FILE: an audio file heard as a voice note in this chat: what was heard,
+        then the reply to it."""
+        path = Path(argument.strip())
+        hearing, sink = self._service.hearing, ConsoleSink(self._out, self._color)
+
+        async def show_place(place: Queued) -> None:
+            await sink.waiting(place.ahead, stalled=place.stalled)
+
+        try:
+            path = await asyncio.to_thread(path.expanduser)
+            if not await asyncio.to_thread(path.is_file):
+                return _("No such file: {path}", path=path)
+            if not hearing.enabled:
+                raise VoiceOff("asr_model is empty")
+            heard = await hearing.transcribe(path, chat_key=str(CONSOLE_CHAT.chat_id),
+                                             hint=self.language, on_place=show_place)
+        except (SpeechError, UserError) as exc:
+            return hearing.refusal(exc)
+        self._out.write(heading(heard.text) + "\n")
+        await self.ask(heard.text, heard_seconds=heard.seconds)
+        return None
 
     async def read(self, argument: str) -> str | None:
         """/read FILE [QUESTION]: a document is read and kept for the questions that follow (a

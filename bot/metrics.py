@@ -29,6 +29,12 @@ OUTCOMES: dict[StopReason, Outcome] = {
 
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 RATE_BUCKETS = (0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256)
+RTF_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
+Heard = Literal["heard", "nothing_heard", "too_long", "too_big", "undecodable", "model_error",
+                "failed", "cancelled"]
+HEARD: tuple[Heard, ...] = ("heard", "nothing_heard", "too_long", "too_big", "undecodable",
+                            "model_error", "failed", "cancelled")
+"""How a transcription (a voice note, an audio file, a round video) ended."""
 
 
 class Metrics:
@@ -72,6 +78,20 @@ class Metrics:
             "model's queue full).", ["reason"], registry=r)
         for reason in REASONS:
             self.messages_refused.labels(reason)
+        self.transcriptions = Counter(
+            "alpaca_bot_transcriptions",
+            "Voice notes, audio files and round videos transcribed, by outcome: heard, "
+            "nothing_heard (silence), too_long, too_big (past Telegram's 20 MB), undecodable, "
+            "model_error, failed, cancelled.", ["outcome"], registry=r)
+        for heard in HEARD:
+            self.transcriptions.labels(heard)
+        self.transcribed_audio_seconds = Counter(
+            "alpaca_bot_transcribed_audio_seconds", "Seconds of audio transcribed.", registry=r)
+        self.transcription_real_time_factor = Histogram(
+            "alpaca_bot_transcription_real_time_factor",
+            "Seconds spent transcribing per second of audio (decoding and recognition, not the "
+            "wait for a turn; below 1 is faster than real time).",
+            buckets=RTF_BUCKETS, registry=r)
         self.last_bot_api_answer = 0.0
         """time.monotonic() of the Bot API's last answer (any HTTP status): /readyz reads it."""
 
@@ -91,6 +111,15 @@ class Metrics:
 
     def reply_failed(self) -> None:
         self.replies.labels("failed").inc()
+
+    def transcription(self, outcome: Heard, *, seconds: float = 0.0,
+                      real_time_factor: float | None = None) -> None:
+        """A transcription ended; a heard one says how long its audio was and how fast."""
+        self.transcriptions.labels(outcome).inc()
+        if seconds > 0:
+            self.transcribed_audio_seconds.inc(seconds)
+        if real_time_factor is not None:
+            self.transcription_real_time_factor.observe(real_time_factor)
 
     def message_refused(self, reason: Reason) -> None:
         self.messages_refused.labels(reason).inc()

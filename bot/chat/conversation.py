@@ -93,10 +93,14 @@ class Conversation:
         message_id: int | None = None,
         thread_id: int | None = None,
         context: Sequence[ContextItem] = (),
+        heard_from: str | None = None,
+        heard_seconds: float | None = None,
     ) -> Accepted:
         """Store a question before anything else happens to it, with the language its asker
         is answered in (the current one: a reply written after a restart speaks it) and what
-        it brings along (`context`: then its own text may be empty, a picture sent alone)."""
+        it brings along (`context`: then its own text may be empty, a picture sent alone).
+        A question heard rather than typed (its text the transcript) says what from
+        (`heard_from`: voice, audio, video_note, file) and how long that audio was."""
         text = text.strip()
         if not text and not context:
             raise UserError(_("Send some text after the command, e.g. /ask What is a llama?"))
@@ -114,6 +118,7 @@ class Conversation:
                 message_id=message_id, thread_id=thread_id, language=i18n.current(),
                 context=encode_context(context),
             )
+            turn.heard_from, turn.heard_seconds = heard_from, heard_seconds
             await session.commit()
         return Accepted(chat.id, turn.id, user_id)
 

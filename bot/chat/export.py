@@ -32,6 +32,8 @@ def turn_record(turn: TurnRow) -> dict[str, Any]:
         "speaker": turn.speaker,
         "text": turn.text,
         "context": [asdict(item) for item in decode_context(turn.context)] or None,
+        "heard": {"from": turn.heard_from, "seconds": turn.heard_seconds}
+        if turn.heard_from else None,
         "time": turn.created_at.isoformat() if turn.created_at else None,
         "state": turn.state,
         "reply_to": turn.reply_to,
@@ -77,8 +79,21 @@ def _conversation_lines(chat: ChatRow, conversation: ChatRow, turns: Sequence[Tu
         # model read it.
         text = render_question(turn.text, decode_context(turn.context)) if turn.context else (
             turn.text)
-        lines += [f"**{_speaker(chat, turn)}**: {text}{note}", ""]
+        lines += [f"**{_speaker(chat, turn)}**{_heard(turn)}: {text}{note}", ""]
     return lines
+
+
+def _heard(turn: TurnRow) -> str:
+    """How a question heard rather than typed is marked: 🎤 with what from and how long."""
+    if not turn.heard_from:
+        return ""
+    kind = HEARD_FROM.get(turn.heard_from, turn.heard_from)
+    length = f", {turn.heard_seconds:.0f} s" if turn.heard_seconds is not None else ""
+    return f" 🎤 *({kind}{length})*"
+
+
+HEARD_FROM = {"voice": "voice note", "audio": "audio", "video_note": "round video",
+              "file": "audio file"}
 
 
 def _speaker(chat: ChatRow, turn: TurnRow) -> str:

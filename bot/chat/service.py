@@ -18,6 +18,7 @@ from bot.chat.chat_settings import ChatSettings
 from bot.chat.conversation import Conversation
 from bot.chat.documents import ChatDocuments
 from bot.chat.forgetting import ChatForgetting
+from bot.chat.hearing import Hearing
 from bot.chat.languages import ChatLanguages
 from bot.chat.overview import SettingsOverview
 from bot.chat.preparation import ReplyPreparation
@@ -105,6 +106,8 @@ class ChatService:
         self.jobs = jobs
         self.access = AccessControl(settings=settings, sessions=sessions, metrics=self.metrics)
         self.usage = Usage(settings=settings, sessions=sessions, metrics=self.metrics)
+        self.hearing = Hearing(settings=settings, sessions=sessions, model=model,
+                               metrics=self.metrics)
         self.metrics.watch_engine(lambda: model.engine, kind=settings.engine)
 
     async def ping_database(self) -> None:

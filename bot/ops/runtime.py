@@ -136,6 +136,7 @@ async def open_runtime(
         # lent it to us.
         if service is not None:
             await service.summaries.aclose()
+            service.hearing.close()
         current = service.running_model.engine if service is not None else engine
         if current is not None and current is not injected:
             await current.aclose()

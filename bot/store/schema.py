@@ -166,6 +166,11 @@ class TurnRow(Base):
     context: Mapped[str | None] = mapped_column(UserText)
     """A question's: what it brings along (the message it replies to, the text read from an
     image, the document it is about), as JSON (`bot.reading.context`)."""
+    heard_from: Mapped[str | None] = mapped_column(String(16))
+    """A question heard rather than typed (its text is the transcript): "voice", "audio" or
+    "video_note" (Telegram), "file" (the console's /listen)."""
+    heard_seconds: Mapped[float | None] = mapped_column(Float)
+    """How long the audio a heard question came from was (the audio is not kept)."""
 
 
 class DocumentRow(Base):

@@ -22,7 +22,7 @@ from bot.errors import ConfigError
 from bot.ops.health import HealthServer, check_ready, engine_problems
 from bot.ops.systemd import SystemdNotifier
 from bot.settings import Settings
-from bot.telegram import attachments, gate, handlers, membership
+from bot.telegram import attachments, gate, handlers, membership, voice
 from bot.telegram.files import file_url
 from bot.telegram.front import DEPS_KEY, AnyApplication, BotDeps, deps_of
 from bot.telegram.ordering import ChatOrderedUpdateProcessor
@@ -57,6 +57,7 @@ def build_application(settings: Settings, service: ChatService) -> AnyApplicatio
     handlers.register(application)
     gate.register(application)
     attachments.register(application)
+    voice.register(application)
     return application
 
 

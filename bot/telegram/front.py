@@ -15,18 +15,21 @@ from telegram.constants import ChatMemberStatus
 from telegram.error import TelegramError
 from telegram.ext import Application, ContextTypes
 
-from bot.chat import Accepted, ChatService
+from bot.chat import Accepted, ChatService, ReplySink
 from bot.chat.commands import Access, FrontName
+from bot.chat.hearing import HeadedSink, heading, voice_context
 from bot.chat.redo import Redo, RedoPlan
 from bot.core.chats import ChatRef, is_group_kind
 from bot.errors import UserError
 from bot.i18n import N_, _
 from bot.reading.context import ContextItem
 from bot.settings import Settings
+from bot.speech import Transcript
 from bot.telegram.buttons import ReplyButtons
 from bot.telegram.drafts import DraftPolicy
 from bot.telegram.flood import FloodGate, send_with_retries
-from bot.telegram.reading import message_context
+from bot.telegram.listening import HeardNote, Sound, listen, sound_of
+from bot.telegram.reading import author_of, message_context
 from bot.telegram.streamer import ReplyStreamer
 from bot.telegram.switch_button import send_result
 
@@ -48,6 +51,8 @@ class BotDeps:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     gates: dict[int, FloodGate] = field(default_factory=dict)
     last_admin_alert: float = float("-inf")
+    tell_admins: Callable[[Callable[[], str]], Awaitable[None]] | None = None
+    """Sends the admins a text made in each one's language (`bot.telegram.handlers` sets it)."""
     drafts: DraftPolicy = field(init=False)
 
     def __post_init__(self) -> None:
@@ -171,10 +176,16 @@ class TelegramFront:
     async def answer(self, text: str) -> None:
         await respond(self._context, self._message, text)
 
-    async def ask(self, text: str, *, context: Sequence[ContextItem] = ()) -> None:
+    async def ask(self, text: str, *, context: Sequence[ContextItem] = (),
+                  heard: HeardNote | None = None) -> None:
         """Store the question with what it brings along (`context`, and the message it
-        replies to, read by `bot.telegram.reading`), then answer it in the background."""
+        replies to, read by `bot.telegram.reading`), then answer it in the background. A
+        message replying to a voice note asks about what it says (heard first); `heard`: the
+        question was heard, its reply begins with what was (in the message showing it)."""
         message, chat, user = self._message, self._chat, self._update.effective_user
+        if heard is None and (sound := sound_of(message.reply_to_message)) is not None:
+            self.hear_and_ask(sound, about=text, of=message.reply_to_message)
+            return
         speaker = None
         if is_group_kind(chat.type):
             speaker = (user.full_name if user else None) or (
@@ -193,26 +204,87 @@ class TelegramFront:
                 user_id=user.id if user else None,
                 message_id=message.message_id, thread_id=thread_of(message),
                 context=[*replied, *context],
+                heard_from=heard.kind if heard else None,
+                heard_seconds=heard.seconds if heard else None,
             )
         except UserError as exc:
-            await self.answer(str(exc))
+            if heard is not None:
+                await heard.status.finish(heard.heading, str(exc))
+            else:
+                await self.answer(str(exc))
             return
+        # A heard question's message shows what was heard; its reply goes on in it.
+        shown = heard.heading if heard else None
+        ids = list(await heard.status.finish(heard.heading)) if heard else None
         streamer = await self.deps.reply_streamer(
             self._context.bot, chat.id, chat.type, reply_to=message.message_id,
-            thread_id=thread_of(message), accepted=accepted,
+            thread_id=thread_of(message), accepted=accepted, existing_ids=ids, shown=shown,
         )
-        self.deps.spawn(write_reply(self.deps.service, accepted, streamer),
+        self.deps.spawn(write_reply(self.deps.service, accepted, streamer, heading=shown),
                         f"answer chat {chat.id} turn {accepted.turn_id}")
 
+    def hear_and_ask(self, sound: Sound, *, about: str = "", of: Message | None = None) -> None:
+        """Hear `sound` in the background, then ask what it says (the sender's own note), or
+        `about` it (a caption, or a message replying to `of`: the note's transcript, with
+        whose it is, comes along)."""
+        self.deps.spawn(self._hear_then_ask(sound, about, of),
+                        f"hear chat {self._chat.id} message {self._message.message_id}")
+
+    async def _hear_then_ask(self, sound: Sound, about: str, of: Message | None) -> None:
+        status = self.progress()
+        transcript = await self._listen(sound, status)
+        if transcript is None:
+            return
+        note = HeardNote(sound.kind, transcript.seconds, heading(transcript.text), status)
+        if of is None and not about.strip():
+            await self.ask(transcript.text, heard=note)
+            return
+        author = author_of(of, self._context.bot.id)[0] if of is not None else (
+            self._update.effective_user.full_name if self._update.effective_user else None)
+        await self.ask(about, context=[voice_context(transcript.text, author or None)],
+                       heard=note)
+
+    async def _listen(self, sound: Sound, status: ReplyStreamer) -> Transcript | None:
+        """What `sound` says, heard in this conversation's turn (None: `status` says why)."""
+        chat, user, service = self._chat, self._update.effective_user, self.deps.service
+        conversation = await service.conversation.conversation_id(chat_ref(chat, self._message))
+        return await listen(service, self._context.bot, sound, status,
+                            chat_key=str(conversation), share=str(chat.id),
+                            hint=user.language_code if user else None, alert=self._alert)
+
+    async def _alert(self, error: str) -> None:
+        if self.deps.tell_admins is not None:
+            await self.deps.tell_admins(lambda: _(
+                "⚠️ Voice notes cannot be heard: {error}", error=error)[:1000])
+
+    async def hear(self, argument: str) -> str | None:
+        """/transcribe: what the voice note, audio file or round video it replies to says,
+        for everyone here (heard in the background)."""
+        sound = sound_of(self._message.reply_to_message)
+        if sound is None:
+            return _("Reply to a voice note, an audio file or a round video with /transcribe.")
+
+        async def transcribe() -> None:
+            status = self.progress()
+            transcript = await self._listen(sound, status)
+            if transcript is not None:
+                await status.finish(heading(transcript.text))
+
+        self.deps.spawn(transcribe(), f"transcribe in chat {self._chat.id}")
+        return None
+
     async def redo(self, plan: RedoPlan) -> None:
-        """Write a stored reply again in its own messages, in the background."""
+        """Write a stored reply again in its own messages, in the background (a heard
+        question's still begins with what was heard)."""
         chat = self._chat
+        shown = await self.deps.service.hearing.heading_for(plan.accepted.turn_id)
         streamer = await self.deps.reply_streamer(
             self._context.bot, chat.id, chat.type, reply_to=plan.reply_to,
             thread_id=plan.thread_id, accepted=plan.accepted, existing_ids=plan.message_ids,
-            shown=plan.shown,
+            shown=f"{shown}\n\n{plan.shown}" if shown else plan.shown,
         )
-        self.deps.spawn(write_reply(self.deps.service, plan.accepted, streamer, redo=plan.redo),
+        self.deps.spawn(write_reply(self.deps.service, plan.accepted, streamer, redo=plan.redo,
+                                    heading=shown),
                         f"{plan.redo} chat {chat.id} turn {plan.accepted.turn_id}")
         # Let it start: it marks the chat busy at once, so a second press (handled next, in
         # order) is refused instead of writing the reply a second time.
@@ -272,12 +344,14 @@ class TelegramFront:
 
 
 async def write_reply(
-    service: ChatService, accepted: Accepted, streamer: ReplyStreamer, *, redo: Redo | None = None
+    service: ChatService, accepted: Accepted, streamer: ReplyStreamer, *, redo: Redo | None = None,
+    heading: str | None = None,
 ) -> None:
     """Show the bot typing, then write the reply to `accepted` (with `redo`: write its stored
-    reply again)."""
+    reply again; a `heading`: what a heard question was heard as, above the reply)."""
     await streamer.typing()
+    sink: ReplySink = HeadedSink(streamer, heading) if heading else streamer
     if redo is None:
-        await service.conversation.write_reply(accepted, streamer)
+        await service.conversation.write_reply(accepted, sink)
     else:
-        await service.redo.write_again(accepted, streamer, redo)
+        await service.redo.write_again(accepted, sink, redo)

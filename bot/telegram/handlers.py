@@ -11,6 +11,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from telegram import Message, MessageEntity, ReplyParameters, Update
@@ -26,6 +27,7 @@ from telegram.ext import (
 from bot import i18n
 from bot.chat import Accepted, ChatService
 from bot.chat.commands import Invocation, commands_for, dispatch
+from bot.chat.hearing import HeadedSink, heading_of
 from bot.chat.recovery import RecoveryItem
 from bot.chat.servers import server_status_text
 from bot.core.chats import ChatRef, is_group_kind
@@ -43,6 +45,7 @@ from bot.telegram.front import (
     respond,
     write_reply,
 )
+from bot.telegram.listening import sound_of
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +102,7 @@ async def on_command(update: Update, context: BotContext) -> None:
     call = Invocation(
         ref=chat_ref(chat, message), argument=command_argument(message),
         replied_text=(replied.text or "") if replied is not None else "",
+        replied_sound=sound_of(replied) is not None,
         user_id=user.id if user else None,
         own_language=i18n.language_of(user.language_code) if user else None,
     )
@@ -182,6 +186,7 @@ async def resume_unfinished(application: AnyApplication) -> int:
             d.spawn(give_up(application, item), f"give up turn {question.id}")
             continue
         accepted: Accepted = item.accepted
+        heading = heading_of(question)  # a heard question's reply begins with what was heard
         streamer = await d.reply_streamer(
             application.bot, item.telegram_chat_id, item.chat_kind, reply_to=question.message_id,
             thread_id=question.thread_id, existing_ids=item.message_ids, accepted=accepted,
@@ -191,10 +196,11 @@ async def resume_unfinished(application: AnyApplication) -> int:
             if item.needs_generation:
                 log.info("answering turn %d of chat %d again after a restart", question.id,
                          question.chat_id)
-                d.spawn(write_reply(d.service, accepted, streamer),
+                d.spawn(write_reply(d.service, accepted, streamer, heading=heading),
                         f"resume chat {question.chat_id} turn {question.id}")
             else:
-                d.spawn(d.service.recovery.deliver_stored(item, streamer),
+                sink = HeadedSink(streamer, heading) if heading else streamer
+                d.spawn(d.service.recovery.deliver_stored(item, sink),
                         f"deliver turn {question.id}")
     return len(items)
 
@@ -291,3 +297,4 @@ def register(application: AnyApplication) -> None:
                                                  pattern=switch_button.PATTERN))
     application.add_handler(CallbackQueryHandler(presses.on_button))
     application.add_error_handler(on_error)
+    deps_of(application.bot_data).tell_admins = partial(tell_admins, application)
