@@ -155,7 +155,12 @@ class ReplyRedo:
         if question is None or question.role != "user" or question.chat_id != conversation_id:
             raise Refused(_(DEAD), stale=True)
         reply = await repo.reply_for(session, question.id)
-        if reply is None or message_id not in repo.decode_message_ids(reply.message_ids):
+        if reply is None:
+            raise Refused(_(DEAD), stale=True)
+        ids = repo.decode_message_ids(reply.message_ids)
+        # A reply being written shows its Stop button a moment before its first message's id
+        # is stored: a press in that moment is this reply's.
+        if message_id not in ids and not (reply.state == "streaming" and not ids):
             raise Refused(_(DEAD), stale=True)
         return question, reply
 
