@@ -19,6 +19,7 @@ import re
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +33,14 @@ MAX_DOWNLOAD_BYTES = 20 << 20
 """The largest file a bot may download from the cloud Bot API (getFile refuses larger ones)."""
 FILE_TOO_BIG = "Bad Request: file is too big"
 MAX_POLL_TIMEOUT = 50.0
+GROUP_MESSAGES_PER_MINUTE = 20
+"""Telegram's limit on the messages a bot posts in one group (its FAQ): 20 a minute."""
+_POSTING = frozenset(method.lower() for method in (
+    "sendMessage", "sendPhoto", "sendDocument", "sendVideo", "sendAudio", "sendVoice",
+    "sendAnimation", "sendSticker", "sendMediaGroup", "sendPoll", "sendDice", "sendLocation",
+    "sendContact", "sendVenue", "copyMessage", "forwardMessage",
+))
+"""The methods that post a new message (what the group limit counts; edits do not)."""
 WEBHOOK_RETRY_DELAY = 0.1  # Telegram backs off for longer; tests want a quick second try
 WEBHOOK_PORTS = (80, 88, 443, 8443)
 # Telegram's own texts (telegram-bot-api's Client.cpp and WebhookActor.cpp).
@@ -665,6 +674,9 @@ class FakeBotAPI:
         self._flood_interval: float | None = None
         self._flood_methods: frozenset[str] = frozenset()
         self._last_send: dict[int | str, float] = {}
+        self._group_limit: int | None = GROUP_MESSAGES_PER_MINUTE
+        self._group_window = 60.0
+        self._group_posts: dict[int | str, deque[float]] = {}
         self._drafts: list[tuple[int, int, str]] = []
         self._files: dict[str, bytes] = {}
         self._sent_files: dict[str, _StoredFile] = {}
@@ -1145,6 +1157,18 @@ class FakeBotAPI:
             self._flood_interval = min_interval_per_chat
             self._flood_methods = frozenset(m.lower() for m in methods)
 
+    def group_limit(
+        self, messages: int | None = GROUP_MESSAGES_PER_MINUTE, *, per: float = 60.0
+    ) -> None:
+        """Telegram's rule for groups, on from the start: at most ``messages`` new messages
+        from the bot in one group within any ``per`` seconds. Past it the call gets 429 "Too
+        Many Requests: retry after N" (N: until the oldest of them leaves the window) and the
+        group is banned that long. ``None`` turns the rule off."""
+        with self._lock:
+            self._group_limit = messages
+            self._group_window = per
+            self._group_posts.clear()
+
     # test side: what happened
 
     def messages(self, chat: dict[str, Any] | int) -> list[StoredMessage]:
@@ -1308,7 +1332,8 @@ class FakeBotAPI:
         return 200, found.data
 
     def _gate(self, request: ApiRequest) -> None:
-        """Bans, injected failures and flood control, in that order (lock held)."""
+        """Bans, injected failures, flood control and the group limit, in that order (lock
+        held)."""
         chat, method = request.chat_id, request.method.lower()
         out = self._chats.get(chat) if isinstance(chat, int) else None
         if out is not None and out.bot_status in ("left", "kicked") and method.startswith(
@@ -1334,6 +1359,22 @@ class FakeBotAPI:
                     chat, max(1, math.ceil(self._flood_interval - (request.at - last)))
                 )
             self._last_send[chat] = request.at
+        if self._group_limit is not None and method in _POSTING and self._in_group(chat):
+            self._count_group_post(chat, request.at)
+
+    def _in_group(self, chat: int | str | None) -> bool:
+        state = self._chats.get(chat) if isinstance(chat, int) else None
+        return state is not None and state.info["type"] in ("group", "supergroup")
+
+    def _count_group_post(self, chat: int | str | None, at: float) -> None:
+        """One more message posted in a group, or a 429 when its minute is full (lock held)."""
+        assert chat is not None and self._group_limit is not None
+        sent = self._group_posts.setdefault(chat, deque())
+        while sent and at - sent[0] >= self._group_window:
+            sent.popleft()
+        if len(sent) >= self._group_limit:
+            raise self._too_many(chat, max(1, math.ceil(sent[0] + self._group_window - at)))
+        sent.append(at)
 
     def _too_many(self, chat: int | str, retry_after: int) -> _ApiError:
         self._bans[chat] = max(self._bans.get(chat, 0.0), time.monotonic() + retry_after)
@@ -1852,7 +1893,6 @@ class FakeBotAPI:
             "can_promote_members": False,
             **dict.fromkeys(rights, True),
         }
-
 
     def _api_answerCallbackQuery(self, p: dict[str, Any]) -> bool:
         query = self._queries.get(str(p.get("callback_query_id") or ""))

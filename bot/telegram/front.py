@@ -1,5 +1,6 @@
-"""How the Telegram bot answers in a chat: flood gates, plain answers to commands, reply
-streamers, and the `Front` a command runs against (rights checked with the Bot API)."""
+"""How the Telegram bot answers in a chat: flood gates, command answers (through the chat's
+outbox, so a handler never waits for Telegram), reply streamers, and the `Front` a command runs
+against (rights checked with the Bot API)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from telegram import Bot, Chat, Message, ReplyParameters, Update
+from telegram import Bot, Chat, Message, Update
 from telegram.constants import ChatMemberStatus
 from telegram.error import TelegramError
 from telegram.ext import Application, ContextTypes
@@ -27,8 +28,9 @@ from bot.settings import Settings
 from bot.speech import Transcript
 from bot.telegram.buttons import ReplyButtons
 from bot.telegram.drafts import DraftPolicy
-from bot.telegram.flood import FloodGate, send_with_retries
+from bot.telegram.flood import FloodGate
 from bot.telegram.listening import HeardNote, Sound, listen, sound_of
+from bot.telegram.outbox import SINGLY_IN_GROUPS, SINGLY_IN_PRIVATE, Answer, Outbox
 from bot.telegram.reading import author_of, message_context
 from bot.telegram.streamer import ReplyStreamer
 from bot.telegram.switch_button import send_result
@@ -50,6 +52,8 @@ class BotDeps:
     service: ChatService
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     gates: dict[int, FloodGate] = field(default_factory=dict)
+    outboxes: dict[int, Outbox] = field(default_factory=dict)
+    """The chats with answers waiting or being sent (an outbox leaves once it is empty)."""
     last_admin_alert: float = float("-inf")
     tell_admins: Callable[[Callable[[], str]], Awaitable[None]] | None = None
     """Sends the admins a text made in each one's language (`bot.telegram.handlers` sets it)."""
@@ -67,6 +71,20 @@ class BotDeps:
             )
             self.gates[chat_id] = FloodGate(interval)
         return self.gates[chat_id]
+
+    def outbox(self, bot: Bot, chat_id: int, kind: str) -> Outbox:
+        """The outbox of a chat's command answers, made when an answer is first posted."""
+        box = self.outboxes.get(chat_id)
+        if box is None:
+            singly = SINGLY_IN_GROUPS if is_group_kind(kind) else SINGLY_IN_PRIVATE
+            box = Outbox(bot, chat_id, self.gate(chat_id, kind), singly=singly,
+                         spawn=self.spawn, on_idle=lambda done: self._drop_outbox(chat_id, done))
+            self.outboxes[chat_id] = box
+        return box
+
+    def _drop_outbox(self, chat_id: int, box: Outbox) -> None:
+        if self.outboxes.get(chat_id) is box:
+            del self.outboxes[chat_id]
 
     def spawn(self, coro: Awaitable[Any], name: str) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -139,14 +157,16 @@ def thread_of(message: Message) -> int | None:
 
 
 async def respond(context: BotContext, message: Message, text: str) -> None:
-    """Answer a command in the same chat and topic, as plain text, respecting flood bans."""
-    group = is_group_kind(message.chat.type)
-    gate = deps_of(context.bot_data).gate(message.chat_id, message.chat.type)
-    # In groups, quote the command; if it was deleted meanwhile, answer anyway.
-    quote = ReplyParameters(message.message_id, allow_sending_without_reply=True) if group else None
-    await send_with_retries(gate, lambda: context.bot.send_message(
-        message.chat_id, text, reply_parameters=quote, message_thread_id=thread_of(message),
-    ))
+    """Answer a command in the same chat and topic, as plain text, through the chat's outbox:
+    it goes out in the background, when flood control lets it (merged with the answers that
+    piled up meanwhile), and the handler goes on at once."""
+    chat = message.chat
+    # In groups, quote the command (if it was deleted meanwhile, the answer goes anyway).
+    quoted = message.message_id if is_group_kind(chat.type) else None
+    deps = deps_of(context.bot_data)
+    deps.outbox(context.bot, chat.id, chat.type).post(
+        Answer(text, reply_to=quoted, thread_id=thread_of(message))
+    )
 
 
 class TelegramFront:

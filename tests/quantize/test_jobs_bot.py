@@ -93,8 +93,13 @@ async def test_bad_requests_get_clear_answers(fake: FakeBotAPI, run_bot, f16_mod
     fake.send_text(chat, root, "/quantize q9_9 tiny-f16.gguf")
     fake.send_text(chat, root, "/quantize q4_0 nothing-here.gguf")
     fake.send_text(chat, root, "/quantize")
-    await fake.wait_for(lambda: len(texts(fake, chat)) == 3, timeout=10)
-    bad_type, missing, no_source = texts(fake, chat)
+
+    def answers() -> list[str]:
+        # The chat's outbox sends answers that waited together as one message.
+        return [part for text in texts(fake, chat) for part in text.split("\n\n")]
+
+    await fake.wait_for(lambda: len(answers()) == 3, timeout=10)
+    bad_type, missing, no_source = answers()
     assert bad_type.startswith("unknown quantization type 'q9_9'; choose one of: ")
     assert "q4_0 (2), q4_1 (3)" in bad_type
     assert "No model 'nothing-here.gguf'" in missing
