@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint clean system-packages container container-test messages
+.PHONY: run test install lint clean system-packages container container-test messages \
+	docs docs-serve docs-reference
 
 run: $(STAMP)
 	$(BIN)/alpaca-bot start
@@ -44,6 +45,18 @@ messages: $(STAMP)
 		--project alpaca-bot -o bot/locale/alpaca_bot.pot bot
 	$(BIN)/pybabel update --no-fuzzy-matching --ignore-obsolete -D alpaca_bot -d bot/locale \
 		-i bot/locale/alpaca_bot.pot
+
+# The documentation site (docs/ in English, docs/zh/ in Chinese) built into site/; --strict
+# (mkdocs.yml) makes a broken link or anchor an error. docs-serve serves it while you edit;
+# docs-reference writes the configuration reference from the settings and the knob table.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
+docs-serve: $(STAMP)
+	$(BIN)/mkdocs serve
+
+docs-reference: $(STAMP)
+	$(BIN)/python -m bot.ops.docs_reference
 
 # The container image on a Debian base made with mmdebstrap (README: "Running in a container");
 # container-test also runs it against the fake Bot API until it answers a message.
