@@ -478,7 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("-m", "--model", type=Path, help="GGUF model file")
     for knob in KNOBS:  # the chat's knobs, with llama.cpp's spellings of their flags
         chat.add_argument(*knob.cli_flags, dest=knob.name, type=knob.python_type,
-                          metavar="N", help=f"{knob.help} (/{knob.command})")
+                          choices=knob.choices or None, metavar=knob.metavar,
+                          help=f"{knob.help} (/{knob.command})")
     chat.add_argument("-t", "--threads", type=int, help="CPU threads (default: physical cores)")
     chat.add_argument("-b", "--batch-size", type=int, help="prompt batch size")
     chat.add_argument("-f", "--file", type=Path, help="prompt file: the system prompt/preamble")

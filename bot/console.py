@@ -45,14 +45,23 @@ NOTE_COLOR = "\033[2m"
 RESET = "\033[0m"
 
 
+THINKING = N_("thinking…")
+THINKING_FOR = N_("thinking… {seconds} s")
+
+
 class ConsoleSink:
-    """Prints a reply as it streams."""
+    """Prints a reply as it streams; a thinking model's thinking dimmed above it (/reasoning
+    show), or one "thinking…" line while it thinks (hide)."""
 
     def __init__(self, out: TextIO, color: bool, *, printed: str = "") -> None:
         """`printed`: the reply's text already on screen (a reply that goes on)."""
         self._out = out
         self._color = color
         self._printed = printed.lstrip()
+        self._thought = ""
+        """The thinking printed so far (shown), or a status line's text (hidden)."""
+        self._thinking_line = False
+        """A thinking line is on screen, not yet ended."""
 
     def _write(self, text: str) -> None:
         self._out.write(text)
@@ -65,8 +74,31 @@ class ConsoleSink:
         )
         self._write(f"{NOTE_COLOR if self._color else ''}{note}{RESET if self._color else ''}\n")
 
+    async def thinking(self, text: str | None, seconds: float) -> None:
+        dim, reset = (NOTE_COLOR, RESET) if self._color else ("", "")
+        if text is None:
+            # On a terminal the line counts the seconds in place; elsewhere it is said once.
+            status = _(THINKING_FOR, seconds=int(seconds)) if self._color else _(THINKING)
+            if status != self._thought and (self._color or not self._thinking_line):
+                self._write(f"\r{dim}{status}{reset}" if self._color else f"{status}")
+                self._thought, self._thinking_line = status, True
+            return
+        text = text.lstrip()
+        if text.startswith(self._thought):
+            self._write(f"{dim}{text[len(self._thought):]}{reset}")
+        else:  # the reply started over on another model server
+            self._write(f"\n{dim}{text}{reset}")
+        self._thought, self._thinking_line = text, True
+
+    def _end_thinking(self) -> None:
+        if self._thinking_line:
+            self._write("\n")
+            self._thinking_line = False
+
     async def update(self, text: str, *, complete: bool = False) -> None:
         text = text.lstrip()
+        if text and text != self._printed:
+            self._end_thinking()
         if text.startswith(self._printed):
             if not self._printed and self._color:
                 self._write(MODEL_COLOR)
@@ -79,8 +111,12 @@ class ConsoleSink:
             self._printed = text
 
     async def finish(
-        self, text: str, note: str | None = None, *, actions: Sequence[ReplyAction] = ()
+        self, text: str, note: str | None = None, *, actions: Sequence[ReplyAction] = (),
+        thinking: str | None = None,
     ) -> Sequence[int]:
+        if thinking and not self._thought.strip():  # shown, and not streamed
+            await self.thinking(thinking, 0.0)
+        self._end_thinking()
         await self.update(text)
         if note:
             self._write(f"\n{NOTE_COLOR if self._color else ''}{note}"

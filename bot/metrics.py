@@ -49,6 +49,10 @@ class Metrics:
             self.replies.labels(outcome)
         self.generated_tokens = Counter("alpaca_bot_generated_tokens",
                                         "Tokens the model generated in replies.", registry=r)
+        self.thinking_tokens = Counter(
+            "alpaca_bot_thinking_tokens",
+            "Of the tokens generated in replies, a thinking model's thinking (before its answer).",
+            registry=r)
         self.prompt_tokens_evaluated = Counter(
             "alpaca_bot_prompt_tokens_evaluated", "Prompt tokens the model evaluated.", registry=r)
         self.prompt_tokens_cached = Counter(
@@ -101,6 +105,7 @@ class Metrics:
         """A reply ended; `first_text`: seconds from its start to its first text, if any."""
         self.replies.labels(OUTCOMES[finished.reason]).inc()
         self.generated_tokens.inc(finished.n_generated)
+        self.thinking_tokens.inc(finished.n_thinking)
         self.prompt_tokens_evaluated.inc(finished.n_evaluated)
         self.prompt_tokens_cached.inc(max(0, finished.n_prompt_tokens - finished.n_evaluated))
         if first_text is not None:

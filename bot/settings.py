@@ -7,6 +7,7 @@ is a field here and can be overridden by the environment variable `ALPACA_BOT_<K
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 from pathlib import Path
@@ -22,8 +23,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from bot.core.knobs import KNOBS, Knob
+from bot.core.knobs import KNOBS, Knob, Value
 from bot.core.params import GenerationParams
+from bot.core.reasoning import ReasoningSetting
+from bot.core.thinking import DEFAULT_TAGS, ThinkingTags
 from bot.engine.remote.spec import BackendSpec
 from bot.errors import ConfigError
 
@@ -94,14 +97,25 @@ class Settings(BaseSettings):
     state_max_mb: int = Field(default=2048, ge=0)
     prefill_chunk: int = Field(default=128, ge=8, le=4096)
     # Chat defaults: one field per knob of bot.core.knobs (ctx, n_predict, temp, top_k, top_p,
-    # min_p, repeat_penalty, repeat_last_n), typed and bounded by the knob table itself.
+    # min_p, repeat_penalty, repeat_last_n, reasoning_display, reasoning_budget), typed and
+    # bounded by the knob table itself.
     for _knob in KNOBS:
-        __annotations__[_knob.key] = _knob.python_type
-        locals()[_knob.key] = Field(
-            default=_knob.python_type(_knob.default), ge=_knob.minimum, le=_knob.maximum,
-            description=_knob.help,
-        )
+        if _knob.choices:
+            __annotations__[_knob.key] = Literal[_knob.choices]
+            locals()[_knob.key] = Field(default=_knob.default, description=_knob.help)
+        else:
+            __annotations__[_knob.key] = _knob.python_type
+            locals()[_knob.key] = Field(
+                default=_knob.python_type(_knob.default), ge=_knob.minimum, le=_knob.maximum,
+                description=_knob.help,
+            )
     del _knob
+    # Thinking models (Qwen3, QwQ, DeepSeek-R1's distills): "auto" trusts the model's chat
+    # template, "on" takes the model to think (its reply starts thinking even where the template
+    # says nothing), "off" asks templates that can (Qwen3's enable_thinking) not to think.
+    reasoning: ReasoningSetting = "auto"
+    reasoning_tags: Annotated[tuple[str, str], NoDecode] = DEFAULT_TAGS
+    """The markers around a model's thinking (env: `<think>,</think>`)."""
     system_prompt: str | None = None
     # Limits and behaviour
     max_input_chars: int = Field(default=4000, ge=1)
@@ -148,6 +162,22 @@ class Settings(BaseSettings):
             return [part for part in parts if part]
         if isinstance(value, int):
             return [value]
+        return value
+
+    @field_validator("reasoning_tags", mode="before")
+    @classmethod
+    def _parse_tags(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",")]
+        return value
+
+    @field_validator("reasoning_tags")
+    @classmethod
+    def _check_tags(cls, value: tuple[str, str]) -> tuple[str, str]:
+        ThinkingTags(*value)  # ValueError for empty or equal tags
         return value
 
     @field_validator("token", mode="before")
@@ -293,10 +323,14 @@ class Settings(BaseSettings):
     def state_dir(self) -> Path:
         return self.data / "state"
 
-    def default_of(self, knob: Knob) -> float | int:
+    def default_of(self, knob: Knob) -> Value:
         """The configured default of a knob (its config key, or the table's default)."""
-        value: float | int = getattr(self, knob.key)
+        value: Value = getattr(self, knob.key)
         return value
+
+    @property
+    def thinking_tags(self) -> ThinkingTags:
+        return ThinkingTags(*self.reasoning_tags)
 
     def generation_defaults(self) -> GenerationParams:
         return GenerationParams(**{knob.name: self.default_of(knob) for knob in KNOBS})

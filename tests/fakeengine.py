@@ -1,12 +1,16 @@
 """A scripted engine for tests: replies queued with `enqueue`, every request kept in `history`.
 
 It honours the parts of the engine contract the chat side relies on: streaming deltas, -n as a
-word limit, stop strings, cancellation between tokens, and a bounded queue.
+word limit, stop strings, cancellation between tokens, and a bounded queue. A scripted reply may
+think (`<think>...</think>`, or a block the prompt opened): its thinking streams as thinking
+deltas, -n counts the answer's words alone, and at the request's budget (in words) the engine
+closes the block itself and goes on with the script's answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -14,6 +18,7 @@ from pathlib import Path
 
 from bot.core.prompt import Prompt, prompt_text
 from bot.core.textstream import ReplyText
+from bot.core.thinking import Part, ThinkingSplitter
 from bot.engine.base import (
     Finished,
     GenerationEvent,
@@ -113,6 +118,9 @@ class ScriptedEngine:
             text = self.replies.popleft() if self.replies else self.default_reply
             words = text.split(" ")
             reply = ReplyText(request.stop)
+            thinking = request.thinking
+            split = (ThinkingSplitter(thinking.tags, opened=thinking.opened)
+                     if thinking is not None else None)
             reason: StopReason = "eos"
             generated = 0
             index = 0
@@ -121,39 +129,59 @@ class ScriptedEngine:
                 if request.cancel.cancelled:
                     reason = "cancelled"
                     break
+                if (thinking is not None and split is not None
+                        and split.budget_spent(thinking.budget)):
+                    # The engine closes the block; the model goes on with its answer.
+                    index = _after_block(words, index, thinking.tags.close)
+                    generated += 1
+                    parts = split.feed(reply.feed(thinking.tags.closing.encode()))
+                    parts += split.end_block() if split.thinking else []
+                    for part in parts:
+                        yield TextDelta(part.text, thinking=part.thinking)
+                    continue
                 if index >= len(words):
                     if self.hang:
                         await asyncio.sleep(0.01)
                         continue
                     break
-                if generated >= request.sampling.n_predict:
+                answered = split.n_answer if split is not None else generated
+                if answered >= request.sampling.n_predict:
                     reason = "length"
                     break
                 piece = (" " if index else "") + words[index]
                 index += 1
                 generated += 1
                 delta = reply.feed(piece.encode())
-                if delta:
+                parts = split.feed(delta) if split is not None else [Part(delta, False)]
+                for part in parts:
+                    if not part.text:
+                        continue
                     if not emitted:
                         emitted = True
                         self.first_text_at.append(time.monotonic())
-                    yield TextDelta(delta)
+                    yield TextDelta(part.text, thinking=part.thinking)
                 if reply.stopped_by:
                     reason = "stop"
                     break
                 await asyncio.sleep(self.delay)
             tail = reply.finish()
-            if tail:
-                yield TextDelta(tail)
+            parts = [Part(tail, False)] if split is None else split.feed(tail, tokens=0)
+            for part in parts + (split.finish() if split is not None else []):
+                if part.text:
+                    yield TextDelta(part.text, thinking=part.thinking)
             n_prompt = await self.count_tokens(request.prompt)
             cached = self.cached.get(request.chat_key, 0)
             cached = cached if cached <= n_prompt else 0
             self.cached[request.chat_key] = n_prompt + generated
-            yield Finished(
+            finished = Finished(
                 reason=reason, text=reply.text, n_prompt_tokens=n_prompt,
                 n_evaluated=n_prompt - cached, n_generated=generated,
                 seconds=time.monotonic() - began,
             )
+            if split is not None:
+                finished = dataclasses.replace(finished, text=split.answer,
+                                               thinking=split.thought, n_thinking=split.n_thinking)
+            yield finished
         finally:
             self.running -= 1
             if holding:
@@ -167,3 +195,13 @@ class ScriptedEngine:
 
     async def aclose(self) -> None:
         return None
+
+
+def _after_block(words: list[str], index: int, close: str) -> int:
+    """Where a script goes on once its thinking block was closed for it: after its own closing
+    tag (the word holding it keeps what follows the tag), or at its end."""
+    for at in range(index, len(words)):
+        if close in words[at]:
+            words[at] = words[at].split(close, 1)[1].lstrip("\n")
+            return at if words[at] else at + 1
+    return len(words)

@@ -20,6 +20,9 @@ class RecordingSink:
         self.note: str | None = None
         self.actions: tuple[str, ...] = ()
         self.completed = 0
+        self.thoughts: list[tuple[str | None, float]] = []
+        """What it was told of a thinking model's thinking: (the text shown or None, seconds)."""
+        self.final_thinking: str | None = None
 
     async def waiting(self, ahead: int, *, stalled: bool = False) -> None:
         self.places.append(ahead)
@@ -29,10 +32,15 @@ class RecordingSink:
         self.updates.append(text)
         self.completed += complete
 
+    async def thinking(self, text: str | None, seconds: float) -> None:
+        self.thoughts.append((text, seconds))
+
     async def finish(
-        self, text: str, note: str | None = None, *, actions: Sequence[str] = ()
+        self, text: str, note: str | None = None, *, actions: Sequence[str] = (),
+        thinking: str | None = None,
     ) -> Sequence[int]:
         self.final, self.note, self.actions = text, note, tuple(actions)
+        self.final_thinking = thinking
         return []
 
     async def fail(self, message: str) -> None:

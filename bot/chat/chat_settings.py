@@ -60,6 +60,13 @@ class ChatSettings:
     async def show(self, ref: ChatRef, knob: Knob) -> str:
         value = (await self.params(ref))[knob.name]
         default = self._settings.default_of(knob)
+        if knob.choices:
+            return _(
+                "{flag} {value} — {help}. One of {choices}, default {default}. Change it with "
+                "/{command} {choices}.",
+                flag=knob.flag, value=knob.format(value), help=_(knob.help),
+                choices=knob.range_text(), default=knob.format(default), command=knob.command,
+            )
         return _(
             "{flag} {value} — {help}. Range {range}, default {default}. Change it with "
             "/{command} VALUE.",

@@ -276,7 +276,7 @@ NOT_YOUR_REPLY = N_(
 COMMANDS: tuple[Command, ...] = (
     Command(name="ask", args="TEXT", help=N_("ask a question"), run=_ask),
     *(
-        Command(name=knob.command, args="[VALUE]", help=knob.menu_line, run=_knob_operation(knob),
+        Command(name=knob.command, args=knob.args, help=knob.menu_line, run=_knob_operation(knob),
                 access="chat_admins", guard_reading=False, denied=CHANGE_SETTINGS)
         for knob in KNOBS
     ),

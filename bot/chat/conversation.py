@@ -175,7 +175,7 @@ class Conversation:
             reply = await repo.start_reply(session, question)
             await session.commit()
         request = self._preparation.request(chat, params, window, cancel)
-        return Prepared(reply.id, window, request)
+        return Prepared(reply.id, window, request, show_thinking=params.reasoning == "show")
 
     async def _reply(
         self, accepted: Accepted, sink: ReplySink, cancel: CancelToken
@@ -209,26 +209,38 @@ class Conversation:
         if not finished.text.strip() and finished.reason != "cancelled":
             note = _(EMPTY_NOTE)
         return await self.finish(prepared, sink, finished.text, reason=finished.reason,
-                                 n_tokens=finished.n_generated, note=note)
+                                 n_tokens=finished.n_generated, note=note,
+                                 thinking=finished.thinking)
 
     async def stream(
         self, accepted: Accepted, prepared: Prepared, sink: ReplySink
     ) -> tuple[Finished, float | None]:
-        """Run the engine into the sink; returns how it ended and the seconds to first text."""
+        """Run the engine into the sink; returns how it ended and the seconds to first text.
+        A thinking model's thinking goes to the sink apart: shown (/reasoning show) or only
+        said to be going on."""
         text = prepared.prefix
+        thought = ""
         finished: Finished | None = None
         started = time.monotonic()
         first_text: float | None = None
+        thinking_since: float | None = None
         async for event in self._model.engine.generate(prepared.request):
             if isinstance(event, TextDelta):
+                now = time.monotonic()
                 if first_text is None:
-                    first_text = time.monotonic() - started
+                    first_text = now - started
+                if event.thinking:
+                    thought += event.text
+                    thinking_since = now if thinking_since is None else thinking_since
+                    await sink.thinking(thought if prepared.show_thinking else None,
+                                        now - thinking_since)
+                    continue
                 text += event.text
                 await sink.update(text)
             elif isinstance(event, Queued):
                 await sink.waiting(event.ahead, stalled=event.stalled)
             elif isinstance(event, Restarted):
-                text = prepared.prefix  # the next text replaces what was shown
+                text, thought = prepared.prefix, ""  # the next text replaces what was shown
             else:
                 finished = event
         if finished is None:
@@ -240,10 +252,11 @@ class Conversation:
 
     async def finish(
         self, prepared: Prepared, sink: ReplySink, text: str, *, reason: str, n_tokens: int,
-        note: str | None,
+        note: str | None, thinking: str = "",
     ) -> ReplyOutcome | None:
-        """Store the finished reply (its text after the prefix it continues) and show it;
-        None if it was forgotten meanwhile (the sink says so)."""
+        """Store the finished reply (its text after the prefix it continues, and apart from it
+        what the model thought) and show it; None if it was forgotten meanwhile (the sink says
+        so)."""
         final = (prepared.prefix + text).strip()
         async with self._sessions() as session:
             reply_row = await session.get(TurnRow, prepared.reply_id)
@@ -252,20 +265,26 @@ class Conversation:
                 return None
             await usage.count_reply(session, reply_row, n_tokens=n_tokens,
                                     continued=bool(prepared.prefix))
-            await repo.finish_reply(session, reply_row, final, reason=reason, n_tokens=n_tokens)
+            # A reply that goes on (Continue) keeps what was thought before its first part.
+            kept = reply_row.thinking if prepared.prefix else None
+            await repo.finish_reply(session, reply_row, final, reason=reason, n_tokens=n_tokens,
+                                    thinking=thinking.strip() or kept)
             await session.commit()
-        await self.show(prepared.reply_id, sink, final, note, reason)
+        shown = thinking.strip() if prepared.show_thinking else None
+        await self.show(prepared.reply_id, sink, final, note, reason, thinking=shown or None)
         return ReplyOutcome(
             text=final, reason=reason, n_tokens=n_tokens,
             window_tokens=prepared.window.n_tokens, left_out=prepared.window.left_out,
         )
 
     async def show(
-        self, reply_id: int, sink: ReplySink, text: str, note: str | None, reason: str
+        self, reply_id: int, sink: ReplySink, text: str, note: str | None, reason: str, *,
+        thinking: str | None = None,
     ) -> None:
-        """Show a stored reply as final, with what may be done with it next, and record the
-        messages it took as delivered."""
-        ids = await sink.finish(text, note, actions=actions_after(text, reason))
+        """Show a stored reply as final (with the model's `thinking` above it, if given), with
+        what may be done with it next, and record the messages it took as delivered."""
+        ids = await sink.finish(text, note, actions=actions_after(text, reason),
+                                thinking=thinking)
         async with self._sessions() as session:
             await repo.set_reply_messages(session, reply_id, ids, delivered=True)
             await session.commit()

@@ -32,6 +32,7 @@ def turn_record(turn: TurnRow) -> dict[str, Any]:
         "speaker": turn.speaker,
         "text": turn.text,
         "context": [asdict(item) for item in decode_context(turn.context)] or None,
+        "thinking": turn.thinking,
         "heard": {"from": turn.heard_from, "seconds": turn.heard_seconds}
         if turn.heard_from else None,
         "time": turn.created_at.isoformat() if turn.created_at else None,
@@ -75,6 +76,9 @@ def _conversation_lines(chat: ChatRow, conversation: ChatRow, turns: Sequence[Tu
             day = f"{turn.created_at:%Y-%m-%d}"
             lines += [f"*{day}*", ""]
         note = "" if turn.state in ("answered", "complete") else f" *({turn.state})*"
+        if turn.thinking:  # a thinking model's thinking, quoted above its answer
+            lines += [f"> {line}" if line.strip() else ">"
+                      for line in f"*thinking:* {turn.thinking}".splitlines()] + [""]
         # A question with what it brought along (a replied message, a picture's text) as the
         # model read it.
         text = render_question(turn.text, decode_context(turn.context)) if turn.context else (

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,6 +34,8 @@ class Prepared:
     request: GenerationRequest
     prefix: str = ""
     """The text the reply continues (Continue), shown before the new text."""
+    show_thinking: bool = field(default=False, kw_only=True)
+    """The chat's /reasoning is `show`: a thinking model's thinking is shown with the reply."""
 
 
 class ReplyPreparation:
@@ -110,10 +112,14 @@ class ReplyPreparation:
 
         async def fit(system: str | None) -> Window:
             async with aclosing(newest_first()) as turns:
-                return await fit_window(self._model.chat_format, system, turns,
-                                        budget=params.prompt_budget,
+                return await fit_window(chat_format, system, turns, budget=budget,
                                         count_tokens=self._model.engine.count_tokens)
 
+        reasoning = self._model.reasoning
+        chat_format = reasoning.format_for(params.reasoning)
+        # A thinking model's thinking takes room in the context besides the answer's /n.
+        budget = params.prompt_budget - reasoning.reserve(
+            mode=params.reasoning, budget=params.reasoning_budget, room=params.prompt_budget)
         system, plain = self.system(chat), self._chat_settings.system_of(chat)
         try:
             return await fit(system)
@@ -136,6 +142,8 @@ class ReplyPreparation:
             ),
             stop=self._model.chat_format.stop,
             cancel=cancel,
+            thinking=self._model.reasoning.request(window.prompt, mode=params.reasoning,
+                                                   budget=params.reasoning_budget),
             system=window.system,
             turns=window.turns,
             share=str(chat.parent_id or chat.id),  # a forum's topics take one turn together

@@ -230,7 +230,7 @@ class ReplyRedo:
         note = stop_note(finished.reason) if final else _(EMPTY_NOTE)
         return await self._conversation.finish(prepared, sink, finished.text,
                                                reason=finished.reason, n_tokens=n_tokens,
-                                               note=note)
+                                               note=note, thinking=finished.thinking)
 
     async def _prepare(self, accepted: Accepted, cancel: CancelToken, redo: Redo) -> _Again:
         """The window of a stored reply written again: the conversation before it, and for
@@ -265,7 +265,8 @@ class ReplyRedo:
         seed = -1 if redo == "regenerate" else None
         request = self._preparation.request(chat, params, window, cancel, seed=seed)
         prefix = previous.text if redo == "continue" else ""
-        return _Again(reply.id, window, request, prefix, previous)
+        return _Again(reply.id, window, request, prefix, previous,
+                      show_thinking=params.reasoning == "show")
 
     async def _keep(self, prepared: _Again, sink: ReplySink, note: str | None) -> None:
         """Show the stored reply again as it was (the redo failed or was stopped at once)."""

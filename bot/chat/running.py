@@ -1,5 +1,5 @@
-"""The running model: the engine behind the seam, its chat format and limits, and the gate
-that lets a model switch wait for replies in progress."""
+"""The running model: the engine behind the seam, its chat format, how it thinks, its limits,
+and the gate that lets a model switch wait for replies in progress."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from bot.core.params import ParamLimits
+from bot.core.reasoning import ModelReasoning
 from bot.core.templates import ChatFormat, choose_format
 from bot.engine.base import Engine
 from bot.settings import Settings
@@ -26,7 +27,9 @@ class RunningModel:
         self._settings = settings
         self._engine = engine
         self._fixed_format = chat_format
-        self.chat_format = chat_format or self._format_for(engine)
+        self.reasoning = self._reasoning_of(chat_format or self._format_for(engine))
+        """Whether the model thinks, and the chat format each chat's /reasoning asks for."""
+        self.chat_format = self.reasoning.chat_format
         self._running = 0
         self.replies = 0
         """Holders of `serving()` writing a reply (background work not counted)."""
@@ -52,6 +55,10 @@ class RunningModel:
             bos_token=info.bos_token,
             eos_token=info.eos_token,
         )
+
+    def _reasoning_of(self, chat_format: ChatFormat) -> ModelReasoning:
+        return ModelReasoning(chat_format, setting=self._settings.reasoning,
+                              tags=self._settings.thinking_tags)
 
     @asynccontextmanager
     async def serving(self, *, background: bool = False) -> AsyncIterator[Engine]:
@@ -101,7 +108,9 @@ class RunningModel:
             except Exception:
                 self._engine = await asyncio.to_thread(load, old_path)
                 raise
-            self.chat_format = self._fixed_format or self._format_for(self._engine)
+            self.reasoning = self._reasoning_of(self._fixed_format
+                                                or self._format_for(self._engine))
+            self.chat_format = self.reasoning.chat_format
         finally:
             async with self._idle:
                 self._switching = False

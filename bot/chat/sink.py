@@ -71,11 +71,19 @@ class ReplySink(Protocol):
         `finish` follows as soon as it is stored."""
         ...
 
+    async def thinking(self, text: str | None, seconds: float) -> None:
+        """A thinking model is thinking, for `seconds` so far. `text`: its thinking so far, to
+        show with the reply (the chat's /reasoning is `show`); None: show only that it thinks
+        (the thinking stays out of the reply)."""
+        ...
+
     async def finish(
-        self, text: str, note: str | None = None, *, actions: Sequence[ReplyAction] = ()
+        self, text: str, note: str | None = None, *, actions: Sequence[ReplyAction] = (),
+        thinking: str | None = None,
     ) -> Sequence[int]:
         """Show the final text (and a note such as "stopped", already in the current language)
-        with what may be done with it next; return the message ids used."""
+        with what may be done with it next, and the model's `thinking` above it where given;
+        return the message ids used."""
         ...
 
     async def fail(self, message: str) -> None:

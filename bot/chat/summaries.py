@@ -15,7 +15,9 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.chat.running import RunningModel
+from bot.core.chats import summary_key
 from bot.core.prompt import Segment, Turn, speaker_line
+from bot.core.reasoning import QUIET
 from bot.engine.base import CancelToken, Finished, GenerationRequest, SamplingParams, TextDelta
 from bot.errors import AlpacaBotError
 from bot.store import repository as repo
@@ -182,7 +184,8 @@ class Summaries:
                  for r in rows]
         words = max(10, self.summary_tokens * 2 // 3)
         request = Turn("user", summary_request_text(previous, turns, words))
-        return self._model.chat_format.render(SUMMARIZER_SYSTEM, [request])
+        # A thinking model is asked not to think for a summary (where its template can).
+        return self._model.reasoning.format_for(QUIET).render(SUMMARIZER_SYSTEM, [request])
 
     async def _write(self, chat_id: int, previous: str | None, rows: list[TurnRow]) -> str | None:
         """The model's new summary, bounded by summary_tokens; None if a reply interrupted it."""
@@ -190,17 +193,20 @@ class Summaries:
         self._current = token
         if self._model.replies:
             return None
+        prompt = self._prompt(previous, rows)
         request = GenerationRequest(
-            chat_key=f"summary:{chat_id}", prompt=self._prompt(previous, rows),
+            chat_key=summary_key(chat_id), prompt=prompt,
             sampling=SamplingParams(n_predict=self.summary_tokens, temp=0.2, seed=-1),
             stop=self._model.chat_format.stop, cancel=token,
+            # Where it thinks anyway, the block is closed at once: the summary is the answer.
+            thinking=self._model.reasoning.request(prompt, mode=QUIET, budget=0),
         )
         text = ""
         finished: Finished | None = None
         try:
             async with self._model.serving(background=True) as engine:
                 async for event in engine.generate(request):
-                    if isinstance(event, TextDelta):
+                    if isinstance(event, TextDelta) and not event.thinking:
                         text += event.text
                     elif isinstance(event, Finished):
                         finished = event

@@ -1,7 +1,8 @@
 """The table of per-chat knobs: every llama.cpp flag a chat can set, declared once.
 
-Each `Knob` names its chat command, its llama.cpp flag, type, range, default, help text and
-whether it shapes sampling or the context window. Parsing, config keys and environment
+Each `Knob` names its chat command, its llama.cpp flag, kind (a number in a range, or one of a
+few words), default, help text and whether it shapes sampling, the context window or a thinking
+model's thinking. Parsing, config keys and environment
 variables, database columns, the chat commands of every front end, the `alpaca-bot chat` flags
 and what the engine receives are all derived from `KNOBS`; add a knob here (and a migration for
 its column) and it is everywhere.
@@ -14,7 +15,10 @@ from typing import Any, ClassVar, Literal
 
 from bot.i18n import N_
 
-KnobRole = Literal["sampling", "window"]
+KnobRole = Literal["sampling", "window", "reasoning"]
+KnobKind = Literal["int", "float", "choice"]
+"""A whole number or a decimal in [minimum, maximum], or one of the words of `choices`."""
+Value = float | int | str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,10 +33,12 @@ class Knob:
     """The llama.cpp flag it mirrors, as shown to users."""
     cli_flags: tuple[str, ...]
     """The `alpaca-bot chat` flags that set it (llama.cpp's spellings)."""
-    kind: Literal["int", "float"]
-    minimum: float
-    maximum: float
-    default: float
+    kind: KnobKind
+    default: Value
+    minimum: float = 0
+    maximum: float = 0
+    choices: tuple[str, ...] = ()
+    """The words a `choice` knob takes (the first words of its command's argument)."""
     help: str
     """Marked `N_`: translated where it is shown."""
     role: KnobRole
@@ -46,8 +52,18 @@ class Knob:
         return self.config_key or self.name
 
     @property
-    def python_type(self) -> type[int] | type[float]:
-        return int if self.kind == "int" else float
+    def python_type(self) -> type[int] | type[float] | type[str]:
+        return int if self.kind == "int" else float if self.kind == "float" else str
+
+    @property
+    def args(self) -> str:
+        """The argument of its command, as /help shows it."""
+        return f"[{'|'.join(self.choices)}]" if self.choices else "[VALUE]"
+
+    @property
+    def metavar(self) -> str:
+        """The value of its `alpaca-bot chat` flag, as --help shows it."""
+        return "|".join(self.choices) if self.choices else "N"
 
     @property
     def menu_line(self) -> str:
@@ -55,11 +71,19 @@ class Knob:
         return self.menu or f"{self.help.split(';')[0]} ({self.flag})"
 
     def range_text(self, maximum: float | None = None) -> str:
+        if self.choices:
+            return "|".join(self.choices)
         top = self.maximum if maximum is None else maximum
         return f"{format_number(self.minimum)}–{format_number(top)}"
 
-    def format(self, value: float) -> str:
-        return format_number(value) if self.kind == "float" else str(int(value))
+    def format(self, value: Value) -> str:
+        if self.kind == "choice":
+            return str(value)
+        return format_number(float(value)) if self.kind == "float" else str(int(value))
+
+    def toml(self, value: Value) -> str:
+        """The value as the config file spells it (a word in quotes)."""
+        return f'"{value}"' if self.kind == "choice" else self.format(value)
 
 
 def format_number(value: float) -> str:
@@ -102,6 +126,19 @@ KNOBS: tuple[Knob, ...] = (
          maximum=131072, default=64, role="sampling",
          help=N_("last tokens the repeat penalty looks at; 0 disables, -1 means the whole context"),
          menu=N_("tokens the repetition penalty looks back over (--repeat-last-n)")),
+    # A thinking model's thinking (Qwen3, QwQ, DeepSeek-R1's distills): shown or not, and how
+    # long it may be; llama.cpp's server has --reasoning-budget too.
+    Knob(name="reasoning", command="reasoning", flag="--reasoning", cli_flags=("--reasoning",),
+         kind="choice", choices=("hide", "show", "off"), default="hide", role="reasoning",
+         config_key="reasoning_display",
+         help=N_("a thinking model's thinking: hide shows only that it thinks, show shows it "
+                 "above the answer, off asks the model not to think"),
+         menu=N_("a thinking model's thinking (hide|show|off)")),
+    Knob(name="reasoning_budget", command="reasoning_budget", flag="--reasoning-budget",
+         cli_flags=("--reasoning-budget", "--reasoning_budget"), kind="int", minimum=-1,
+         maximum=131072, default=1024, role="reasoning",
+         help=N_("tokens a thinking model may think before it must answer; -1 means no limit"),
+         menu=N_("tokens of thinking before the answer (--reasoning-budget)")),
 )
 
 BY_NAME: dict[str, Knob] = {knob.name: knob for knob in KNOBS}
@@ -115,9 +152,9 @@ class KnobValues:
 
     __slots__ = ("_values",)
     knobs: ClassVar[tuple[Knob, ...]] = KNOBS
-    _values: dict[str, float | int]
+    _values: dict[str, Value]
 
-    def __init__(self, **values: float | int) -> None:
+    def __init__(self, **values: Value) -> None:
         names = {knob.name for knob in self.knobs}
         unknown = set(values) - names
         if unknown:
@@ -136,7 +173,7 @@ class KnobValues:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
 
-    def __getitem__(self, name: str) -> float | int:
+    def __getitem__(self, name: str) -> Value:
         return self._values[name]
 
     def _key(self) -> tuple[object, ...]:
@@ -155,5 +192,5 @@ class KnobValues:
         inner = ", ".join(f"{name}={value!r}" for name, value in self.as_dict().items())
         return f"{type(self).__name__}({inner})"
 
-    def as_dict(self) -> dict[str, float | int]:
+    def as_dict(self) -> dict[str, Value]:
         return dict(self._values)

@@ -7,14 +7,12 @@ import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from bot.core.knobs import SAMPLING, Knob, KnobValues
+from bot.core.knobs import SAMPLING, Knob, KnobValues, Value
 from bot.errors import InvalidParameter
 from bot.i18n import _
 
 MIN_PROMPT_BUDGET = 64
 """Tokens a context must keep for the prompt after reserving the reply length (-n)."""
-
-Value = float | int
 
 
 class GenerationParams(KnobValues, Mapping[str, Value]):
@@ -48,10 +46,11 @@ class GenerationParams(KnobValues, Mapping[str, Value]):
         """Tokens available for the prompt: the context minus the reserved reply length."""
         return self.n_ctx - self.n_predict
 
-    def sampling(self) -> dict[str, Value]:
+    def sampling(self) -> dict[str, float | int]:
         """What the engine's sampler receives: the sampling knobs, with llama.cpp's
         `--repeat-last-n -1` ("the whole context") resolved to this chat's context size."""
-        values = {knob.name: self._values[knob.name] for knob in SAMPLING}
+        values = {knob.name: float(self._values[knob.name]) if knob.kind == "float"
+                  else int(self._values[knob.name]) for knob in SAMPLING}
         if values.get("repeat_last_n") == -1:
             values["repeat_last_n"] = self.n_ctx
         return values
@@ -74,6 +73,9 @@ class ParamLimits:
 
 def usage(knob: Knob, limits: ParamLimits) -> str:
     """The one-line usage answer of a knob's command."""
+    if knob.choices:
+        return _("Usage: /{command} {choices}: {help}", command=knob.command,
+                 choices=knob.range_text(), help=_(knob.help))
     return _("Usage: /{command} VALUE ({kind}, {range}): {help}", command=knob.command,
              kind=knob.kind, range=knob.range_text(limits.maximum(knob)), help=_(knob.help))
 
@@ -84,8 +86,13 @@ def parse_value(knob: Knob, text: str, limits: ParamLimits) -> Value:
     shown = raw if len(raw) <= 40 else raw[:39] + "…"  # never echo a pasted novel back
     maximum = limits.maximum(knob)
     line = usage(knob, limits)
+    if knob.choices:
+        if raw.lower() not in knob.choices:
+            raise InvalidParameter(_("{value!r} is not a valid value. {usage}",
+                                     value=shown, usage=line))
+        return raw.lower()
     try:
-        value: Value = int(raw) if knob.kind == "int" else float(raw)
+        value: float | int = int(raw) if knob.kind == "int" else float(raw)
     except ValueError:
         raise InvalidParameter(_("{value!r} is not a valid value. {usage}",
                                  value=shown, usage=line)) from None

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
-from bot.core.knobs import SAMPLING, KnobValues
+from bot.core.knobs import SAMPLING, KnobValues, Value
 from bot.core.prompt import Prompt, Turn
+from bot.core.thinking import Thinking
 from bot.i18n import _
 
 StopReason = Literal["eos", "stop", "length", "cancelled", "context"]
@@ -59,7 +60,7 @@ class SamplingParams(KnobValues):
         object.__setattr__(self, "n_predict", int(n_predict))
         object.__setattr__(self, "seed", int(seed))
 
-    def as_dict(self) -> dict[str, float | int]:
+    def as_dict(self) -> dict[str, Value]:
         """Every value by name, the reply length and seed included."""
         return {**self._values, "n_predict": self.n_predict, "seed": self.seed}
 
@@ -161,6 +162,9 @@ class GenerationRequest:
     share: str | None = None
     """Whose turn the request takes in the fair queue (the Telegram chat, all of a forum's
     topics together; None: its own chat_key)."""
+    thinking: Thinking | None = None
+    """How to tell the reply's thinking from its answer and how long it may think (None: the
+    reply is all answer). `sampling.n_predict` bounds the answer alone."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +185,8 @@ class Restarted:
 @dataclass(frozen=True)
 class TextDelta:
     text: str
+    thinking: bool = False
+    """A piece of the model's thinking, not of its answer (see `GenerationRequest.thinking`)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,7 +197,12 @@ class Finished:
     n_evaluated: int
     """Prompt tokens actually evaluated (the rest came from the cache)."""
     n_generated: int
+    """Every token generated, the thinking's included."""
     seconds: float
+    thinking: str = ""
+    """What the model thought before its answer (`text` is the answer alone)."""
+    n_thinking: int = 0
+    """Of `n_generated`, the thinking's tokens."""
 
 
 GenerationEvent = Queued | Restarted | TextDelta | Finished

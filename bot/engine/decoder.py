@@ -1,6 +1,11 @@
 """The pool's decode loop (continuous batching): a step evaluates the next token of each
 generating chat plus a chunk of the prompts being read, or, when the prompts' rest fits in one
-chunk, those prompts alone; then it samples where due."""
+chunk, those prompts alone; then it samples where due.
+
+With drafting on (speculative decoding, `bot.engine.drafting`), a generating chat's next token
+comes with the tokens drafted after it, all with their logits; sampling then goes on past the
+first token while the drafts are what the model writes (`bot.engine.verify`), and the drafts it
+did not write leave the slot's cache before anyone sees them."""
 
 from __future__ import annotations
 
@@ -14,12 +19,14 @@ from numpy.typing import NDArray
 
 from bot.engine.base import GenerationRequest, StopReason
 from bot.engine.cache import MIN_SHARED_PREFIX, SlotCache
+from bot.engine.drafting import ChatDraft, Drafting
 from bot.engine.intake import Intake
-from bot.engine.reply import ReplyStream
+from bot.engine.reply import ReplyStream, closing_tokens
 from bot.engine.requests import Outcome, Ticket, finished_now
 from bot.engine.sampler import Sampler
 from bot.engine.slots import BatchRow, Slot, SlotContext, SlotState, common_prefix
 from bot.engine.tokens import SampledPieces
+from bot.engine.verify import verify_drafts
 from bot.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -38,6 +45,9 @@ class PoolJob:
     awaits: tuple[PoolJob, int] | None = None
     """(a prompt started before this one, n): its first n tokens are this prompt's too, and
     they are copied from its slot once evaluated there instead of being evaluated twice."""
+    draft: ChatDraft | None = None
+    drafts: list[int] = field(default_factory=list)
+    """Tokens drafted after `next_token`, checked in the step that evaluates it."""
 
     @property
     def request(self) -> GenerationRequest:
@@ -63,9 +73,10 @@ class BatchDecoder:
 
     def __init__(
         self, ctx: SlotContext, cache: SlotCache, intake: Intake, *, batch: int,
-        prefill_chunk: int,
+        prefill_chunk: int, drafting: Drafting | None = None,
     ) -> None:
         self._ctx = ctx
+        self._drafting = drafting
         self._cache = cache
         self._intake = intake
         self._batch = batch
@@ -96,8 +107,11 @@ class BatchDecoder:
         slot.state = SlotState.PROMPT
         slot.last_used = time.monotonic()
         job.reply = ReplyStream(self._intake, job.ticket, n_prompt=len(tokens),
-                                n_evaluated=len(tokens) - len(slot.tokens), room=room)
+                                n_evaluated=len(tokens) - len(slot.tokens), room=room,
+                                closing=closing_tokens(self._ctx.vocab, request))
         job.sampler = Sampler(request.sampling, n_vocab=self._ctx.n_vocab, seed=job.reply.seed)
+        if self._drafting is not None:
+            job.draft = self._drafting.chat(tokens, slot.seq_id)
         if synced:
             job.awaits = self._sibling_prefix(job)
         self.active.append(job)
@@ -148,10 +162,12 @@ class BatchDecoder:
             return
         plan: dict[PoolJob, int] = {}
         prompts = []
+        generating = []
         for job in self.active:
             assert job.slot is not None
             if job.slot.state is SlotState.GENERATING:
                 plan[job] = 1
+                generating.append(job)
             elif job.prompt_left > 0 and (job.awaits is None or self._prefix_ready(job)):
                 prompts.append(job)
         if plan and self._finish_short_prompts(prompts):
@@ -166,8 +182,26 @@ class BatchDecoder:
             n = min(job.prompt_left, budget)
             plan[job] = n
             budget -= n
+        self._draft(generating, plan)
         if plan:
             self._decode(plan)
+
+    def _draft(self, generating: list[PoolJob], plan: dict[PoolJob, int]) -> None:
+        """Add the drafts of the generating chats to the step's plan."""
+        if self._drafting is None or not generating:
+            return
+        chats = []
+        for job in generating:
+            assert job.draft is not None and job.slot is not None and job.reply is not None
+            # Not past the context's end; none while the reply feeds tokens it must (a forced
+            # token is never a draft).
+            room = self._ctx.n_ctx - 1 - len(job.slot.tokens)
+            chats.append((job.draft, 0 if job.reply.forcing else room))
+        others = [n for job, n in plan.items() if job.slot and job.slot.state is SlotState.PROMPT]
+        drafts = self._drafting.propose(chats, others, self._batch - sum(plan.values()))
+        for job, tokens in zip(generating, drafts, strict=True):
+            job.drafts = tokens
+            plan[job] += len(tokens)
 
     def _finish_short_prompts(self, prompts: list[PoolJob]) -> bool:
         """Evaluate the prompts whose rest fits in one chunk in a step of their own, without
@@ -204,16 +238,16 @@ class BatchDecoder:
             start = len(slot.tokens)
             tokens: Sequence[int]
             if slot.state is SlotState.GENERATING:
-                tokens = (job.next_token,)
-                last = True
+                tokens = (job.next_token, *job.drafts)
+                outputs = len(tokens)
             else:
                 tokens = job.tokens[start : start + counts[job]]
                 n_prompt += len(tokens)
-                last = start + len(tokens) == len(job.tokens)
+                outputs = int(start + len(tokens) == len(job.tokens))
             n_rows += len(tokens)
-            if last:
-                sample_rows.append((job, n_rows - 1))
-            rows.append((slot.seq_id, start, tokens, last))
+            if outputs:
+                sample_rows.append((job, n_rows - outputs))
+            rows.append((slot.seq_id, start, tokens, outputs))
             fed.append((job, tokens))
         if self.on_step is not None:
             self.on_step([(job.chat_key, len(tokens)) for job, tokens in fed])
@@ -228,7 +262,10 @@ class BatchDecoder:
                 job.slot.reset()
                 self.end(job, exc)
             return
-        self._cache.measured_prompt(n_prompt, time.monotonic() - started)
+        seconds = time.monotonic() - started
+        self._cache.measured_prompt(n_prompt, seconds)
+        if self._drafting is not None:
+            self._drafting.observe([len(tokens) for _, tokens in fed], seconds)
         for job, tokens in fed:
             assert job.slot is not None
             job.slot.tokens.extend(tokens)
@@ -236,20 +273,37 @@ class BatchDecoder:
             self._sample(job, row)
 
     def _sample(self, job: PoolJob, row: int) -> None:
-        slot, sampler, reply = job.slot, job.sampler, job.reply
-        assert slot is not None and sampler is not None and reply is not None
+        """Sample from batch row `row` on, through the job's drafts (if it has any)."""
+        slot, reply = job.slot, job.reply
+        assert slot is not None and reply is not None
         slot.state = SlotState.GENERATING
+        drafts, job.drafts = job.drafts, []
+        verdict = verify_drafts(drafts, lambda i: self._choose(job, row + i),
+                                lambda token: reply.feed(self._pieces(token)))
+        if drafts:
+            # The cache keeps what it would hold without drafts: the row's tokens up to the
+            # last one whose next token was chosen.
+            self._ctx.truncate(slot, len(slot.tokens) - 1 - len(drafts) + verdict.kept)
+        if job.draft is not None and self._drafting is not None:
+            self._drafting.settle(job.draft, verdict)
+        if verdict.reason is not None:
+            self._finish(job, verdict.reason)
+        else:
+            job.next_token = verdict.sampled[-1]
+
+    def _choose(self, job: PoolJob, row: int) -> int | None:
+        """The token after batch row `row`: one the reply must take, else sampled from the
+        row's logits with the reply's sampler chain; None once the request is cancelled."""
+        sampler, reply = job.sampler, job.reply
+        assert sampler is not None and reply is not None
         if job.request.cancel.cancelled:
-            self._finish(job, "cancelled")
-            return
+            return None
         if self.on_logits is not None:
             self.on_logits(job.chat_key, self._ctx.logits(row))
-        token = sampler.sample(self._ctx.ctx, row)
-        reason = reply.feed(self._pieces(token))
-        if reason is not None:
-            self._finish(job, reason)
-        else:
-            job.next_token = token
+        token = reply.forced_token()  # a thinking block's closing, when its budget ran out
+        if token is None:
+            token = sampler.sample(self._ctx.ctx, row)
+        return token
 
     def finish_all(self) -> None:
         for job in list(self.active):

@@ -21,7 +21,7 @@ from bot.engine.base import MemoryReport, SlotReport, StopReason
 from bot.engine.intake import Intake
 from bot.engine.local import LocalEngine
 from bot.engine.native import describe_model, kv_bytes_per_token
-from bot.engine.reply import ReplyStream
+from bot.engine.reply import ReplyStream, closing_tokens
 from bot.engine.requests import Ticket, finished_now
 from bot.engine.slots import common_prefix
 from bot.engine.tokens import PromptTokenizer, SampledPieces
@@ -153,29 +153,49 @@ class LlamaEngine(LocalEngine):
             )
         cached = common_prefix(self._llama._input_ids[: self._llama.n_tokens].tolist(), tokens)
         reply = ReplyStream(self._intake, ticket, n_prompt=len(tokens),
-                            n_evaluated=len(tokens) - min(cached, len(tokens) - 1), room=room)
-        sampling = request.sampling
+                            n_evaluated=len(tokens) - min(cached, len(tokens) - 1), room=room,
+                            closing=closing_tokens(self._llama._model.vocab, request))
         self._llama.set_seed(reply.seed)
         # `Llama` builds each generation's sampler chain with this penalty window.
-        self._llama.last_n_tokens_size = sampling.repeat_last_n
+        self._llama.last_n_tokens_size = request.sampling.repeat_last_n
         self._chat_key = request.chat_key
-        reason: StopReason | None = None
-        stream = self._llama.generate(
-            tokens, top_k=sampling.top_k, top_p=sampling.top_p, min_p=sampling.min_p,
-            temp=sampling.temp, repeat_penalty=sampling.repeat_penalty,
-        )
-        try:
-            for token in stream:
-                if request.cancel.cancelled or self._intake.closed:
-                    reason = "cancelled"
-                else:
+        self._intake.end(ticket, reply.close(self._generate(ticket, reply, tokens)))
+
+    def _generate(self, ticket: Ticket, reply: ReplyStream, tokens: list[int]) -> StopReason:
+        """Sample into the reply until it ends. Tokens the reply must feed itself (a thinking
+        block's closing) are added to what the model has read, and `Llama` goes on after them
+        (it evaluates only what its cache does not hold)."""
+        request = ticket.request
+        sampling = request.sampling
+        read = list(tokens)
+        while (forced := reply.forced_token()) is not None:  # a budget of 0: closed at once
+            read.append(forced)
+            if (reason := reply.feed(self._pieces(forced))) is not None:
+                return reason
+        while True:
+            stream = self._llama.generate(
+                read, top_k=sampling.top_k, top_p=sampling.top_p, min_p=sampling.min_p,
+                temp=sampling.temp, repeat_penalty=sampling.repeat_penalty,
+            )
+            try:
+                for token in stream:
+                    if request.cancel.cancelled or self._intake.closed:
+                        return "cancelled"
+                    read.append(token)
                     reason = reply.feed(self._pieces(token))
-                if reason is not None:
-                    break
-                self._intake.send()
-        finally:
-            stream.close()
-        self._intake.end(ticket, reply.close(reason or "length"))
+                    sampled = len(read)
+                    while reason is None and (forced := reply.forced_token()) is not None:
+                        read.append(forced)
+                        reason = reply.feed(self._pieces(forced))
+                    if reason is not None:
+                        return reason
+                    self._intake.send()
+                    if len(read) > sampled:
+                        break  # tokens were fed: generation goes on after them
+                else:
+                    return "length"
+            finally:
+                stream.close()
 
 
 __all__ = ["EngineOptions", "LlamaEngine", "physical_cores"]

@@ -8,7 +8,9 @@ prefix; when slots run out, the least recently used idle chat is saved to disk a
 later if reading it back is cheaper than evaluating again (also after a restart). A new chat
 copies a prefix it shares with another slot (the system prompt) instead of evaluating it.
 Requests wait in the engine's bounded `RequestQueue`, served round-robin between chats, which
-starts one whenever a slot is free.
+starts one whenever a slot is free. With `draft` on, each step also checks tokens drafted
+after each generating chat's next token (speculative decoding, `bot.engine.drafting`): a reply
+that repeats what its chat holds is written several tokens a step, and is the same reply.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from numpy.typing import NDArray
 from bot.engine.base import MemoryReport, SlotReport
 from bot.engine.cache import SlotCache
 from bot.engine.decoder import BatchDecoder, PoolJob
+from bot.engine.drafting import Drafting, DraftSource, DraftStats, NgramSource
+from bot.engine.draftmodel import DraftModel
+from bot.engine.draftplan import StepCost
 from bot.engine.intake import Intake
 from bot.engine.local import LocalEngine
 from bot.engine.native import describe_model
@@ -68,6 +73,11 @@ class PoolOptions:
     Off by default: the moved tokens keep attention to the turns that left the window, so the
     logits differ from a fresh evaluation (see the pool's tests).
     """
+    draft: str | Path = "none"
+    """Speculative decoding: "none"; "ngram", drafts from each chat's own tokens; or the path
+    of a small GGUF model with the same vocabulary, a draft model."""
+    draft_max: int = 4
+    """The most tokens drafted after a chat's next token, checked in one step."""
 
 
 class PoolEngine(LocalEngine):
@@ -82,6 +92,8 @@ class PoolEngine(LocalEngine):
         check_model_file(options.model_path)
         if options.n_slots < 1 or options.prefill_chunk < 1 or options.batch < options.n_slots:
             raise ValueError("n_slots and prefill_chunk must be positive and batch >= n_slots")
+        if options.draft_max < 1:
+            raise ValueError("draft_max must be positive")
         threads = options.threads or physical_cores()
         try:
             self._ctx = SlotContext(
@@ -92,6 +104,11 @@ class PoolEngine(LocalEngine):
             raise ModelError(_("cannot load model {path}: {error}", path=options.model_path,
                                error=exc)) from exc
         self._options = options
+        try:
+            self._drafting = _drafting(options, self._ctx, threads)
+        except BaseException:
+            self._ctx.close()
+            raise
         self._tokenize = PromptTokenizer(self._ctx.vocab)
         self._info = describe_model(self._ctx.model, self._ctx.vocab, options.model_path,
                                     n_ctx=self._ctx.n_ctx)
@@ -104,7 +121,7 @@ class PoolEngine(LocalEngine):
         self._intake = Intake(max_queue=options.max_queue, capacity=options.n_slots)
         self._decoder = BatchDecoder(
             self._ctx, self._cache, self._intake, batch=options.batch,
-            prefill_chunk=options.prefill_chunk,
+            prefill_chunk=options.prefill_chunk, drafting=self._drafting,
         )
         self._ready = threading.Event()
         self._warm_up_error: BaseException | None = None
@@ -116,7 +133,7 @@ class PoolEngine(LocalEngine):
         if self._warm_up_error is not None:
             self._thread.join()
             self._intake.close()
-            self._ctx.close()
+            self._free()
             raise ModelError(_(
                 "cannot run model {path}: {error}", path=options.model_path,
                 error=self._warm_up_error,
@@ -127,10 +144,17 @@ class PoolEngine(LocalEngine):
             self._info.n_ctx, threads,
         )
         log.info("%s", self.memory_report().summary())
+        if self._drafting is not None:
+            cost = self._drafting.cost
+            log.info("drafting: %s, up to %d tokens a step (a step costs %.1f ms a pass over the "
+                     "weights and %.2f ms a token)", self._drafting.source.name,
+                     options.draft_max, cost.pass_seconds * 1000, cost.token_seconds * 1000)
 
     # -- the Engine protocol (the rest is LocalEngine's) ---------------------------------
 
     def _free(self) -> None:
+        if self._drafting is not None:
+            self._drafting.close()
         self._ctx.close()
 
     def memory_report(self) -> MemoryReport:
@@ -149,6 +173,10 @@ class PoolEngine(LocalEngine):
             saved_bytes=store.total_bytes() if store else 0,
             saved_bound=store.max_bytes if store else 0,
         )
+
+    def draft_stats(self) -> DraftStats | None:
+        """Tokens drafted and accepted since the pool started (None: drafting is off)."""
+        return self._drafting.stats() if self._drafting is not None else None
 
     async def forget(self, chat_key: str) -> None:
         """Drop what the pool keeps of a chat: its slot's tokens and its saved state file."""
@@ -186,6 +214,8 @@ class PoolEngine(LocalEngine):
     def _work(self) -> None:
         try:
             self._ctx.warm_up()
+            if self._drafting is not None:
+                self._drafting.warm_up(self._ctx)
         except Exception as exc:
             self._warm_up_error = exc
             self._ready.set()
@@ -223,6 +253,22 @@ class PoolEngine(LocalEngine):
         self._decoder.finish_all()
         self._intake.drain()
         self._cache.evict_all()
+
+
+def _drafting(options: PoolOptions, ctx: SlotContext, threads: int) -> Drafting | None:
+    """The pool's drafting as `options.draft` asks (a draft model is loaded here)."""
+    if options.draft == "none":
+        return None
+    if not ctx.can_truncate:
+        log.warning("drafting is off: %s keeps a recurrent state, which cannot drop the drafts "
+                    "it does not write", options.model_path)
+        return None
+    if options.draft == "ngram":
+        source: DraftSource = NgramSource()
+    else:
+        source = DraftModel(Path(options.draft).expanduser(), target=ctx, threads=threads)
+    # A first guess at what a step costs; measured at warm-up.
+    return Drafting(source, most=options.draft_max, cost=StepCost(0.05, 0.005))
 
 
 __all__ = ["MemoryReport", "PoolEngine", "PoolOptions", "SlotReport"]

@@ -51,7 +51,7 @@ class Ticket:
     ahead: int | None = None
     stalled: bool = False
     text: str = ""
-    """The reply's text delivered so far (void after a `Restarted`)."""
+    """The reply's answer delivered so far, its thinking apart (void after a `Restarted`)."""
     ended: bool = False
     sent_text: bool = False
     """Worker side (`WorkerLink`): whether the first text went out (it goes at once)."""
@@ -196,7 +196,7 @@ class RequestQueue:
             return
         if isinstance(event, Restarted):
             ticket.text = ""
-        else:
+        elif not event.thinking:
             ticket.text += event.text
         ticket.events.put_nowait(event)
 

@@ -107,9 +107,10 @@ def plan_reuse(
     return best
 
 
-BatchRow = tuple[int, int, Sequence[int], bool]
-"""One sequence's part of a batch: (seq_id, position of the first token, tokens, whether the
-logits of the last token are wanted)."""
+BatchRow = tuple[int, int, Sequence[int], int]
+"""One sequence's part of a batch: (seq_id, position of the first token, tokens, how many of
+its last tokens have their logits wanted: 1 to sample after it, all of a row of drafts to
+check them, 0 for none)."""
 
 
 class SlotContext:
@@ -140,6 +141,7 @@ class SlotContext:
             ))
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
+        self.bos = int(llama_cpp.llama_vocab_bos(self.vocab))
         self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(self.model))
         if 0 < self.n_ctx_train < n_ctx:
             n_ctx = self.n_ctx_train  # never size a slot beyond the trained context
@@ -166,6 +168,9 @@ class SlotContext:
         self._b_seq = [self._batch.seq_id[i] for i in range(batch)]
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.can_shift = bool(llama_cpp.llama_memory_can_shift(self.memory))
+        # A recurrent state cannot lose its last tokens: such models cannot check drafts.
+        self.can_truncate = not (llama_cpp.llama_model_is_recurrent(self.model)
+                                 or llama_cpp.llama_model_is_hybrid(self.model))
         self.kv_bytes_per_token = kv_bytes_per_token(self.model, kv_type)
 
     def warm_up(self) -> None:
@@ -175,8 +180,7 @@ class SlotContext:
         threads; done here, the first chat after a start does not pay for it. Call it from the
         thread that will decode.
         """
-        bos = int(self._lib.llama_vocab_bos(self.vocab))
-        self.decode([(0, 0, [bos if bos >= 0 else 0], True)])
+        self.decode([(0, 0, [max(self.bos, 0)], 1)])
         self._lib.llama_memory_seq_rm(self.memory, 0, -1, -1)
 
     def close(self) -> None:
@@ -212,6 +216,15 @@ class SlotContext:
                 slot.tokens = []
                 return
             del slot.tokens[plan.keep :]
+
+    def truncate(self, slot: Slot, n_tokens: int) -> None:
+        """Keep the slot's first `n_tokens` tokens in its cache and drop the rest (drafted
+        tokens the model did not write)."""
+        if n_tokens >= len(slot.tokens):
+            return
+        if not self._lib.llama_memory_seq_rm(self.memory, slot.seq_id, n_tokens, -1):
+            raise ModelError(f"llama.cpp cannot cut sequence {slot.seq_id} at {n_tokens}")
+        del slot.tokens[n_tokens:]
 
     def copy_prefix(self, source: Slot, target: Slot, n_tokens: int) -> None:
         """Give `target` the first `n_tokens` of `source`'s cache without evaluating them.
@@ -281,15 +294,14 @@ class SlotContext:
         """
         token, pos, logits, seq = self._b_token, self._b_pos, self._b_logits, self._b_seq
         i = 0
-        for seq_id, start, tokens, want_last in rows:
+        for seq_id, start, tokens, outputs in rows:
+            first_output = len(tokens) - outputs
             for k, value in enumerate(tokens):
                 token[i] = value
                 pos[i] = start + k
                 seq[i][0] = seq_id
-                logits[i] = 0
+                logits[i] = k >= first_output
                 i += 1
-            if want_last and tokens:
-                logits[i - 1] = 1
         self._batch.n_tokens = i
         code = self._lib.llama_decode(self.ctx, self._batch)
         if code != 0:

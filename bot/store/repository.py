@@ -10,11 +10,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core.chats import ChatRef
-from bot.core.knobs import BY_NAME, KNOBS
+from bot.core.knobs import BY_NAME, KNOBS, Value
 from bot.store.schema import BotStateRow, ChatRow, DocumentRow, TurnRow, utcnow
 
 
-def stored_knobs(chat: ChatRow) -> dict[str, float | int]:
+def stored_knobs(chat: ChatRow) -> dict[str, Value]:
     """The knob values a chat stores itself (columns left NULL follow the default)."""
     values = {knob.name: getattr(chat, knob.name) for knob in KNOBS}
     return {name: value for name, value in values.items() if value is not None}
@@ -163,10 +163,13 @@ async def start_reply(session: AsyncSession, user_turn: TurnRow) -> TurnRow:
 
 
 async def finish_reply(
-    session: AsyncSession, reply: TurnRow, text: str, *, reason: str, n_tokens: int
+    session: AsyncSession, reply: TurnRow, text: str, *, reason: str, n_tokens: int,
+    thinking: str | None = None,
 ) -> None:
-    """Store a finished reply and mark its question answered (one transaction)."""
+    """Store a finished reply (its answer, and apart what the model thought before it) and
+    mark its question answered (one transaction)."""
     reply.text, reply.state, reply.stop_reason = text, "complete", reason
+    reply.thinking = thinking
     reply.n_tokens, reply.finished_at = n_tokens, utcnow()
     if reply.reply_to is not None:
         await session.execute(

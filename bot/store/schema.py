@@ -94,7 +94,8 @@ class ChatRow(Base):
     # One nullable column per knob of bot.core.knobs, named after it (NULL: the default).
     for _knob in KNOBS:
         locals()[_knob.name] = mapped_column(
-            _knob.name, Float if _knob.kind == "float" else Integer, nullable=True
+            _knob.name, {"float": Float, "int": Integer}.get(_knob.kind, String(16)),
+            nullable=True,
         )
     del _knob
     system_prompt: Mapped[str | None] = mapped_column(UserText)
@@ -158,6 +159,9 @@ class TurnRow(Base):
     delivered: Mapped[bool] = mapped_column(Boolean, default=False)
     stop_reason: Mapped[str | None] = mapped_column(String(16))
     n_tokens: Mapped[int | None] = mapped_column(Integer)
+    thinking: Mapped[str | None] = mapped_column(UserText)
+    """For a reply of a thinking model: what it thought before it answered (`text` is the
+    answer alone, which later turns and the summary see); for export and /reasoning show."""
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     redone: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

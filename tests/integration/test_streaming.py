@@ -276,7 +276,7 @@ async def test_a_reply_cut_off_mid_draft_is_written_after_a_restart(
 async def test_a_waiting_draft_shows_its_place_and_is_kept_alive(
     fake: FakeBotAPI, run_bot: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("bot.telegram.streamer.DRAFT_REFRESH", 0.4)
+    monkeypatch.setattr("bot.telegram.reply_messages.DRAFT_REFRESH", 0.4)
     engine = ScriptedEngine(delay=0.1, serial=True)
     await run_bot(engine)
     alice, bob = fake.user("Alice"), fake.user("Bob")

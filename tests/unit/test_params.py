@@ -19,7 +19,8 @@ from bot.errors import InvalidParameter, UserError
 
 # Large enough that no spec's own maximum is capped by the model.
 ROOMY = ParamLimits(max_ctx=SPECS["n_ctx"].maximum)
-SPEC_IDS = list(SPECS)
+SPEC_IDS = [name for name, spec in SPECS.items() if not spec.choices]
+"""The knobs that take a number (/reasoning takes a word: tests/unit/test_knobs.py)."""
 
 
 def _text(value: float) -> str:
@@ -53,6 +54,8 @@ def test_the_commands_and_flags_are_llama_cpp_s() -> None:
         "min_p": "--min-p",
         "repeat_penalty": "--repeat_penalty",
         "repeat_last_n": "--repeat-last-n",
+        "reasoning": "--reasoning",
+        "reasoning_budget": "--reasoning-budget",
     }
     assert {command: spec.name for command, spec in BY_COMMAND.items()} == {
         "temp": "temp",
@@ -63,6 +66,8 @@ def test_the_commands_and_flags_are_llama_cpp_s() -> None:
         "min_p": "min_p",
         "repeat_penalty": "repeat_penalty",
         "repeat_last_n": "repeat_last_n",
+        "reasoning": "reasoning",
+        "reasoning_budget": "reasoning_budget",
     }
 
 
@@ -70,11 +75,12 @@ def test_defaults_are_the_chinese_alpaca_guide_s_and_fit_their_ranges() -> None:
     params = GenerationParams()
     assert params.as_dict() == {
         "temp": 0.2, "n_ctx": 2048, "n_predict": 256, "top_k": 40, "top_p": 0.9,
-        "min_p": 0.05, "repeat_penalty": 1.3, "repeat_last_n": 64,
+        "min_p": 0.05, "repeat_penalty": 1.3, "repeat_last_n": 64, "reasoning": "hide",
+        "reasoning_budget": 1024,
     }
     assert params.prompt_budget == 2048 - 256
-    for name, value in params.as_dict().items():
-        assert SPECS[name].minimum <= value <= SPECS[name].maximum, name
+    for name in SPEC_IDS:
+        assert SPECS[name].minimum <= params[name] <= SPECS[name].maximum, name
 
 
 @pytest.mark.parametrize("name", SPEC_IDS)

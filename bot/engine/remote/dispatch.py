@@ -1,18 +1,26 @@
 """The remote engine's `Runner`: a request the `RequestQueue` starts gets a slot on a server
 (`Placement`) and its reply is written there, streamed back as text. When that server fails,
 the request goes back to the queue and is written elsewhere: continued from the tokens already
-streamed on a `llama-server`, started over (`Restarted`) on an OpenAI-compatible one."""
+streamed on a `llama-server`, started over (`Restarted`) on an OpenAI-compatible one.
+
+A thinking model's reply is split here as the local engines split theirs (`bot.core.thinking`):
+tags in the text, or an OpenAI server's `reasoning_content`. On a `llama-server` the bot renders
+the prompt itself, so a thinking budget works as it does locally: when the thinking reaches it,
+the stream is cut, the tokens that close the block are added to the reply, and the completion
+goes on from there."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from bot.core.prompt import prompt_text
-from bot.engine.base import Finished, Restarted, TextDelta
+from bot.core.thinking import Part, ThinkingSplitter
+from bot.engine.base import Finished, GenerationRequest, Restarted, TextDelta
 from bot.engine.remote.backends import Backend, Backends
 from bot.engine.remote.llamacpp import LlamaServer
 from bot.engine.remote.openai import OpenAIServer, TokenEstimate, messages_of
@@ -32,7 +40,24 @@ class _Reply:
     tokens: list[int] = field(default_factory=list)
     """Token ids of the reply so far (from a `llama-server`), to continue it elsewhere."""
     evaluated: int = 0
+    split: ThinkingSplitter | None = None
+    """Its thinking told from its answer (None: a request that does not split)."""
 
+    @classmethod
+    def of(cls, request: GenerationRequest) -> _Reply:
+        thinking = request.thinking
+        if thinking is None:
+            return cls()
+        return cls(split=ThinkingSplitter(thinking.tags, opened=thinking.opened))
+
+    @property
+    def answered(self) -> int:
+        """Tokens of the answer so far (every token where the reply does not split)."""
+        return self.split.n_answer if self.split is not None else len(self.tokens)
+
+
+class _BudgetSpent(Exception):
+    """The reply's thinking reached its budget: the block is to be closed."""
 
 class Dispatcher:
     """Writes the replies the request queue starts on the servers of `backends`."""
@@ -58,7 +83,9 @@ class Dispatcher:
     def start(self, ticket: Ticket) -> None:
         claim = self._backends.placement.take(ticket.chat_key, prefer=self.saved.get(ticket.chat_key))
         assert claim is not None, "started while no slot was free"
-        reply = self._replies.setdefault(ticket, _Reply())
+        reply = self._replies.get(ticket)
+        if reply is None:
+            reply = self._replies[ticket] = _Reply.of(ticket.request)
         reply.task = asyncio.create_task(self._run(ticket, reply, claim))
 
     def stop(self, ticket: Ticket) -> None:
@@ -81,8 +108,9 @@ class Dispatcher:
         outcome: Finished | BaseException | None = None
         try:
             done = await self._write(ticket, reply, backend, claim)
-            outcome = finished_now(ticket, done.reason, n_prompt_tokens=done.n_prompt_tokens,
-                                   n_evaluated=reply.evaluated, n_generated=done.n_generated)
+            outcome = self._with_thinking(ticket, reply, finished_now(
+                ticket, done.reason, n_prompt_tokens=done.n_prompt_tokens,
+                n_evaluated=reply.evaluated, n_generated=done.n_generated))
         except asyncio.CancelledError:
             outcome = self._cancelled(ticket, reply)
         except BackendDown as exc:
@@ -103,8 +131,22 @@ class Dispatcher:
             self.requests.end(ticket, outcome)
 
     def _cancelled(self, ticket: Ticket, reply: _Reply) -> Finished:
-        return finished_now(ticket, "cancelled", n_evaluated=reply.evaluated,
-                            n_generated=len(reply.tokens))
+        return self._with_thinking(ticket, reply, finished_now(
+            ticket, "cancelled", n_evaluated=reply.evaluated, n_generated=len(reply.tokens)))
+
+    def _with_thinking(self, ticket: Ticket, reply: _Reply, finished: Finished) -> Finished:
+        """The reply's end with what it thought (what was held back goes out first)."""
+        split = reply.split
+        if split is None:
+            return finished
+        self._deliver(ticket, split.finish())
+        return dataclasses.replace(finished, text=ticket.text, thinking=split.thought,
+                                   n_thinking=split.n_thinking)
+
+    def _deliver(self, ticket: Ticket, parts: list[Part]) -> None:
+        assert self.requests is not None
+        for part in parts:
+            self.requests.deliver(ticket, TextDelta(part.text, thinking=part.thinking))
 
     async def _write(self, ticket: Ticket, reply: _Reply, backend: Backend, claim: Claim) -> Done:
         """Stream the reply from one server; what was streamed before (on a server that
@@ -126,20 +168,48 @@ class Dispatcher:
             log.debug("chat %s: %d tokens restored into slot %d of %s", ticket.chat_key,
                       restored, claim.slot, backend.spec.label)
         prompt = await server.tokens.prompt(request.prompt)
-        tokens = prompt + reply.tokens
-        left = request.sampling.n_predict - len(reply.tokens)
-        room = facts.n_ctx - len(tokens)
-        if room <= 0 or left <= 0:
-            return Done(reason="context" if room <= 0 else "length",
-                        n_prompt_tokens=len(prompt), n_evaluated=0, n_generated=len(reply.tokens))
-        stream = server.complete(
-            tokens, slot=claim.slot, sampling=request.sampling, n_predict=min(left, room),
-            stop=request.stop,
-        )
-        done = await self._follow(ticket, reply, stream)
-        reason = "context" if done.reason == "length" and room < left else done.reason
-        return Done(reason=reason, n_prompt_tokens=len(prompt),
-                    n_evaluated=done.n_evaluated, n_generated=len(reply.tokens))
+        while True:
+            tokens = prompt + reply.tokens
+            left = request.sampling.n_predict - reply.answered
+            room = facts.n_ctx - len(tokens)
+            if room <= 0 or left <= 0:
+                return Done(reason="context" if room <= 0 else "length",
+                            n_prompt_tokens=len(prompt), n_evaluated=0,
+                            n_generated=len(reply.tokens))
+            stream = server.complete(
+                tokens, slot=claim.slot, sampling=request.sampling,
+                n_predict=min(left + self._thinking_room(request, reply, room), room),
+                stop=request.stop,
+            )
+            try:
+                done = await self._follow(ticket, reply, stream)
+            except _BudgetSpent:
+                await self._close_block(ticket, reply, server)
+                continue
+            answered = reply.answered >= request.sampling.n_predict
+            reason = "context" if done.reason == "length" and not answered else done.reason
+            return Done(reason=reason, n_prompt_tokens=len(prompt),
+                        n_evaluated=done.n_evaluated, n_generated=len(reply.tokens))
+
+    @staticmethod
+    def _thinking_room(request: GenerationRequest, reply: _Reply, room: int) -> int:
+        """Tokens a completion may take beyond the answer's: the thinking's budget left."""
+        thinking = request.thinking
+        if thinking is None or reply.split is None:
+            return 0
+        if thinking.budget < 0:
+            return room
+        return max(0, thinking.budget - reply.split.n_thinking)
+
+    async def _close_block(self, ticket: Ticket, reply: _Reply, server: LlamaServer) -> None:
+        """Feed the tokens that close the thinking block, as if the model wrote them."""
+        thinking = ticket.request.thinking
+        assert thinking is not None and reply.split is not None
+        closing = await server.tokens.segment(thinking.tags.closing, True)
+        reply.tokens.extend(closing)
+        self._deliver(ticket, reply.split.feed(thinking.tags.closing, tokens=len(closing)))
+        if reply.split.thinking:
+            self._deliver(ticket, reply.split.end_block())
 
     async def _chat(self, ticket: Ticket, reply: _Reply, backend: Backend,
                     server: OpenAIServer) -> Done:
@@ -147,17 +217,20 @@ class Dispatcher:
         request = ticket.request
         facts = backend.facts
         assert facts is not None
-        if ticket.text:
+        if ticket.text or (reply.split is not None and reply.split.thought):
             reply.tokens = []
+            reply.split = _Reply.of(request).split
             self.requests.deliver(ticket, Restarted())
         estimate = self._estimate(request.prompt)
         messages = messages_of(request.system, request.turns) if request.turns else [
             {"role": "user", "content": prompt_text(request.prompt)}]
+        room = max(1, facts.n_ctx - estimate)
         done = await self._follow(ticket, reply, server.chat(
             messages, sampling=request.sampling,
-            n_predict=min(request.sampling.n_predict, max(1, facts.n_ctx - estimate)),
-            prompt_estimate=0,
-        ))
+            n_predict=min(request.sampling.n_predict + self._thinking_room(request, reply, room),
+                          room),
+            prompt_estimate=0, quiet=request.thinking is not None and request.thinking.quiet,
+        ), budget=False)
         if done.n_prompt_tokens:
             self._estimate.observe(request.prompt, done.n_prompt_tokens)
             return done
@@ -165,18 +238,33 @@ class Dispatcher:
                     n_generated=done.n_generated)
 
     async def _follow(self, ticket: Ticket, reply: _Reply,
-                      stream: AsyncGenerator[Piece | Done, None]) -> Done:
-        """Pass a server's stream on as text; returns its end. Leaving closes the stream (and
-        its connection) at once, which tells the server to stop."""
+                      stream: AsyncGenerator[Piece | Done, None], *, budget: bool = True) -> Done:
+        """Pass a server's stream on as text (split into thinking and answer where the request
+        asks); returns its end. Leaving closes the stream (and its connection) at once, which
+        tells the server to stop: when the answer reaches -n, or (with `budget`) with
+        `_BudgetSpent` when the thinking reaches its budget."""
         assert self.requests is not None
+        request = ticket.request
+        split = reply.split
         async with contextlib.aclosing(stream):
             async for item in stream:
                 if isinstance(item, Done):
                     reply.evaluated += item.n_evaluated
                     return item
                 reply.tokens.extend(item.tokens)
-                if item.text:
-                    self.requests.deliver(ticket, TextDelta(item.text))
+                if split is None:
+                    if item.text:
+                        self.requests.deliver(ticket, TextDelta(item.text))
+                    continue
+                count = max(1, len(item.tokens))
+                self._deliver(ticket, split.thought_text(item.text, tokens=count) if item.thinking
+                              else split.feed(item.text, tokens=count))
+                if split.n_answer >= request.sampling.n_predict:
+                    return Done(reason="length", n_prompt_tokens=0, n_evaluated=0,
+                                n_generated=len(reply.tokens))
+                if budget and request.thinking is not None and split.budget_spent(
+                        request.thinking.budget):
+                    raise _BudgetSpent
         raise BackendDown("the stream ended without its last event")
 
     # -- between replies ------------------------------------------------------------------------

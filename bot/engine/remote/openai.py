@@ -16,10 +16,11 @@ from bot.engine.remote.spec import BackendSpec
 from bot.engine.remote.streams import Done, Piece, ServerFacts
 from bot.errors import BackendError, ConfigError
 
-OPENAI_KNOBS = frozenset({"temp", "top_p", "n_predict", "n_ctx"})
+OPENAI_KNOBS = frozenset({"temp", "top_p", "n_predict", "n_ctx", "reasoning"})
 """The knobs an OpenAI-compatible server is given (`temperature`, `top_p`, `max_tokens`; the
-window is ours); the others (`top_k`, `min_p`, `repeat_penalty`, `repeat_last_n`) are not in
-the OpenAI API and are left out."""
+window is ours; /reasoning off as `chat_template_kwargs`); the others (`top_k`, `min_p`,
+`repeat_penalty`, `repeat_last_n`, and the thinking's budget, which only a prompt rendered here
+can enforce) are not in the OpenAI API and are left out."""
 
 FINISH_REASONS: dict[str, StopReason] = {"stop": "eos", "length": "length"}
 DEFAULT_STREAMS = 4
@@ -113,13 +114,18 @@ class OpenAIServer:
 
     async def chat(
         self, messages: list[dict[str, str]], *, sampling: SamplingParams, n_predict: int,
-        prompt_estimate: int,
+        prompt_estimate: int, quiet: bool = False,
     ) -> AsyncGenerator[Piece | Done, None]:
+        """Stream a reply; a thinking model's `reasoning_content` (llama-server, vLLM, ...)
+        comes as thinking pieces. `quiet`: the chat asked the model not to think (servers that
+        apply a template with `enable_thinking` honour `chat_template_kwargs`)."""
         body: dict[str, Any] = {
             "model": self.model, "messages": messages, "stream": True,
             "stream_options": {"include_usage": True}, "max_tokens": n_predict,
             "temperature": sampling.temp, "top_p": sampling.top_p,
         }
+        if quiet:
+            body["chat_template_kwargs"] = {"enable_thinking": False}
         if sampling.seed >= 0:
             body["seed"] = sampling.seed
         reason: StopReason = "eos"
@@ -127,7 +133,12 @@ class OpenAIServer:
         usage: dict[str, Any] = {}
         async for chunk in self.connection.stream("/v1/chat/completions", body):
             for choice in chunk.get("choices") or ():
-                text = (choice.get("delta") or {}).get("content") or ""
+                delta = choice.get("delta") or {}
+                thought = delta.get("reasoning_content") or delta.get("reasoning") or ""
+                if thought:
+                    generated += 1
+                    yield Piece(str(thought), thinking=True)
+                text = delta.get("content") or ""
                 if text:
                     generated += 1
                     yield Piece(str(text))

@@ -13,6 +13,8 @@ class Piece:
 
     text: str
     tokens: tuple[int, ...] = ()
+    thinking: bool = False
+    """The model's thinking as the server sent it apart (OpenAI's `reasoning_content`)."""
 
 
 @dataclass(frozen=True, kw_only=True)
