@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot import i18n
 from bot.chat.activity import ChatActivity
 from bot.chat.chat_settings import ChatSettings
+from bot.chat.demo_notice import DemoModelNotice
 from bot.chat.preparation import Prepared, ReplyPreparation
 from bot.chat.running import RunningModel
 from bot.chat.sink import EMPTY_NOTE, MessageRecorder, ReplySink, actions_after, stop_note
@@ -82,6 +83,7 @@ class Conversation:
         self._settings, self._sessions, self._model = settings, sessions, model
         self._chat_settings, self._preparation = chat_settings, preparation
         self._activity, self._metrics = activity, metrics or Metrics()
+        self._demo_notice = DemoModelNotice(lambda: model.engine.info.path)
 
     async def accept(
         self,
@@ -208,6 +210,8 @@ class Conversation:
         note = stop_note(finished.reason)
         if not finished.text.strip() and finished.reason != "cancelled":
             note = _(EMPTY_NOTE)
+        question = prepared.window.turns[-1].text if prepared.window.turns else ""
+        note = self._demo_notice.note(accepted.chat_id, question, note)
         return await self.finish(prepared, sink, finished.text, reason=finished.reason,
                                  n_tokens=finished.n_generated, note=note,
                                  thinking=finished.thinking)
