@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     kv_type: Literal["f16", "q8_0"] = "f16"
     state_max_mb: int = Field(default=2048, ge=0)
     prefill_chunk: int = Field(default=128, ge=8, le=4096)
+    # Speculative decoding in the pool: "none", "ngram" (drafts from each chat's own tokens) or
+    # the path of a small GGUF with the model's vocabulary (a draft model); each generating chat
+    # checks up to draft_max drafted tokens a step.
+    draft: str = "none"
+    draft_max: int = Field(default=4, ge=1, le=16)
     # Chat defaults: one field per knob of bot.core.knobs (ctx, n_predict, temp, top_k, top_p,
     # min_p, repeat_penalty, repeat_last_n, reasoning_display, reasoning_budget), typed and
     # bounded by the knob table itself.

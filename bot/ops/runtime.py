@@ -71,6 +71,8 @@ def load_engine(settings: Settings, model: Path) -> Engine:
                 state_dir=settings.state_dir if settings.state_max_mb else None,
                 state_dir_max_bytes=settings.state_max_mb << 20,
                 prefill_chunk=settings.prefill_chunk,
+                draft=settings.draft,
+                draft_max=settings.draft_max,
             )
         )
     from bot.engine.llama import EngineOptions, LlamaEngine
