@@ -58,7 +58,7 @@ docs-serve: $(STAMP)
 docs-reference: $(STAMP)
 	$(BIN)/python -m bot.ops.docs_reference
 
-# The container image on a Debian base made with mmdebstrap (README: "Running in a container");
+# The container image on a Debian base made with mmdebstrap (docs/service.md: "In a container");
 # container-test also runs it against the fake Bot API until it answers a message.
 container:
 	bash config/container-test.sh --build-only

@@ -11,7 +11,6 @@ key), and a knob's meaning is its help text and that text's translation in the z
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -189,13 +188,7 @@ def setting_row(key: str, text: Mapping[str, Any], language: Language) -> Row:
     )
 
 
-def anchor(title: str) -> str:
-    """A section's anchor, from its English title: the same in both languages."""
-    return re.sub(r"[^a-z0-9]+", "-", title.lower().split("(")[0]).strip("-")
-
-
-def sections(prose: Mapping[str, Any],
-             language: Language) -> Iterator[tuple[str, str, list[Row]]]:
+def sections(prose: Mapping[str, Any], language: Language) -> Iterator[tuple[str, list[Row]]]:
     for section in prose["section"]:
         rows: list[Row] = []
         for key in section["keys"]:
@@ -203,7 +196,7 @@ def sections(prose: Mapping[str, Any],
                 rows.extend(knob_row(knob, language) for knob in KNOBS)
             else:
                 rows.append(setting_row(key, prose["key"][key], language))
-        yield section[language], anchor(section["en"]), rows
+        yield section[language], rows
 
 
 def render(language: Language, prose: Mapping[str, Any] | None = None) -> str:
@@ -212,8 +205,8 @@ def render(language: Language, prose: Mapping[str, Any] | None = None) -> str:
     check_prose(prose)
     words = _WORDS[language]
     lines = [_GENERATED, "", f"# {words['title']}", "", words["intro"], ""]
-    for title, slug, rows in sections(prose, language):
-        lines += [f"## {title} {{#{slug}}}", "", words["header"], "|---|---|---|---|---|"]
+    for title, rows in sections(prose, language):
+        lines += [f"## {title}", "", words["header"], "|---|---|---|---|---|"]
         lines += [
             "| " + " | ".join(_cell(cell) for cell in (
                 _code(row.key), _code(row.env), row.default, row.values, row.meaning)) + " |"
