@@ -6,7 +6,6 @@ is a field here and can be overridden by the environment variable `ALPACA_BOT_<K
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -14,7 +13,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -23,6 +27,16 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bot.addresses import (
+    ApiUrl,
+    FileUrl,
+    Listen,
+    MetricsToken,
+    OptionalListen,
+    WebhookSecret,
+    WebhookUrl,
+    parse_listen,
+)
 from bot.core.knobs import KNOBS, Knob, Value
 from bot.core.params import GenerationParams
 from bot.core.reasoning import ReasoningSetting
@@ -33,10 +47,6 @@ from bot.errors import ConfigError
 TELEGRAM_API_URL = "https://api.telegram.org/bot"
 TOKEN_CREDENTIAL = "alpaca-bot-token"
 """The token's name under $CREDENTIALS_DIRECTORY (systemd's LoadCredential=)."""
-# Telegram's rule for setWebhook's secret_token: 1-256 characters of A-Z, a-z, 0-9, _ and -.
-_WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
-_METRICS_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{16,256}")
-"""A bearer token as RFC 6750 spells one, long enough not to be guessed."""
 
 
 def default_data_dir() -> Path:
@@ -53,8 +63,8 @@ class Settings(BaseSettings):
 
     # Telegram
     token: SecretStr | None = None
-    api_url: str = TELEGRAM_API_URL
-    api_file_url: str | None = None
+    api_url: ApiUrl = TELEGRAM_API_URL
+    api_file_url: FileUrl = None
     """Where files people send are downloaded from (None: api_url's `.../bot` as
     `.../file/bot`)."""
     admins: Annotated[list[int], NoDecode] = Field(default_factory=list)
@@ -65,13 +75,13 @@ class Settings(BaseSettings):
     """User and chat ids always allowed (besides those allowed with /allow)."""
     # Webhook mode: Telegram POSTs updates to webhook_url (a TLS reverse proxy in front of the
     # bot's own server on webhook_listen); unset, the bot polls with getUpdates.
-    webhook_url: str | None = None
-    webhook_listen: str = "127.0.0.1:8090"
-    webhook_secret: SecretStr | None = None
+    webhook_url: WebhookUrl = None
+    webhook_listen: Listen = "127.0.0.1:8090"
+    webhook_secret: WebhookSecret = None
     # The operator's HTTP endpoint (/healthz, /readyz, /metrics); empty turns it off.
-    metrics_listen: str = "127.0.0.1:9464"
+    metrics_listen: OptionalListen = "127.0.0.1:9464"
     # With a token, /metrics answers only `Authorization: Bearer <token>` (the probes stay open).
-    metrics_token: SecretStr | None = None
+    metrics_token: MetricsToken = None
     # Storage
     data: Path = Field(default_factory=default_data_dir)
     db: str | None = None
@@ -190,58 +200,6 @@ class Settings(BaseSettings):
     def _empty_token(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("webhook_url", "webhook_secret", "metrics_token", "api_file_url",
-                     mode="before")
-    @classmethod
-    def _empty_is_unset(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("webhook_url")
-    @classmethod
-    def _check_webhook_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value.strip())
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ValueError("webhook_url must be an https:// URL, e.g. https://bot.example.org/tg")
-        return value.strip()
-
-    @field_validator("webhook_listen")
-    @classmethod
-    def _check_webhook_listen(cls, value: str) -> str:
-        parse_listen(value)
-        return value
-
-    @field_validator("metrics_listen")
-    @classmethod
-    def _check_metrics_listen(cls, value: str) -> str:
-        value = value.strip()
-        if value:
-            parse_listen(value)
-        return value
-
-    @field_validator("webhook_secret")
-    @classmethod
-    def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not _WEBHOOK_SECRET.fullmatch(value.get_secret_value()):
-            raise ValueError("webhook_secret must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
-        return value
-
-    @field_validator("metrics_token")
-    @classmethod
-    def _check_metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not _METRICS_TOKEN.fullmatch(value.get_secret_value()):
-            raise ValueError("metrics_token must be 16-256 characters of A-Z, a-z, 0-9 and "
-                             "-._~+/= (e.g. from `openssl rand -hex 32`)")
-        return value
-
-    @field_validator("api_url", "api_file_url")
-    @classmethod
-    def _check_api_url(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"{info.field_name} must start with http:// or https://")
-        return value
-
     @field_validator("asr_language")
     @classmethod
     def _check_asr_language(cls, value: str) -> str:
@@ -339,17 +297,6 @@ class Settings(BaseSettings):
 
     def generation_defaults(self) -> GenerationParams:
         return GenerationParams(**{knob.name: self.default_of(knob) for knob in KNOBS})
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """``host:port`` (``[::1]:8090`` for IPv6) as a host and a port; ValueError if malformed."""
-    host, sep, port = value.strip().rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        ipaddress.IPv6Address(host)  # ValueError for a bad one
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected host:port, e.g. 127.0.0.1:8090, not {value!r}")
-    return host, int(port)
 
 
 def credential_token(environ: Any = None) -> SecretStr | None:

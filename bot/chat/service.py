@@ -95,14 +95,11 @@ class ChatService:
             activity=self.activity,
         )
         self.retention = Retention(sessions=sessions, model=model, days=settings.retention_days)
-        self.model_switch: ModelSwitch | None = None
+        self.model_switch: ModelSwitch | None = None if load is None else ModelSwitch(
+            sessions=sessions, model=model, chat_settings=self.chat_settings, load=load,
+            models_dir=settings.models_directory, configured=configured_model or engine.info.path,
+        )
         """/model: None where no loader was given (the console of a lent engine)."""
-        if load is not None:
-            self.model_switch = ModelSwitch(
-                sessions=sessions, model=model, chat_settings=self.chat_settings, load=load,
-                models_dir=settings.models_directory,
-                configured=configured_model or engine.info.path,
-            )
         self.jobs = jobs
         self.access = AccessControl(settings=settings, sessions=sessions, metrics=self.metrics)
         self.usage = Usage(settings=settings, sessions=sessions, metrics=self.metrics)

@@ -147,18 +147,8 @@ def run_auto_quantize(
         candidates = _keep_files(plan, candidates)
     finally:
         shutil.rmtree(plan.work_dir, ignore_errors=True)
-    report = AutoQuantizeReport(
-        source=source.path, source_bytes=source.size_bytes, source_type=source.file_type_name,
-        budget_bytes=options.budget_bytes, kv_bytes=plan.kv.bytes, kv_slots=plan.kv.slots,
-        kv_ctx=plan.kv.n_ctx, text_name=options.text_name, n_ctx=options.n_ctx,
-        chunks=options.chunks, threads=options.threads or physical_cores(),
-        candidates=tuple(candidates), seconds=time.monotonic() - started,
-        estimated_seconds=total_estimate, json_path=plan.json_path,
-        extra={"machine": {
-            "prompt_tokens_per_second_f16": round(speed.prompt_tokens_per_second, 2),
-            "probe_seconds": round(speed.seconds, 3),
-        }},
-    )
+    report = _report(plan, speed, candidates, seconds=time.monotonic() - started,
+                     estimated=total_estimate)
     if draw:
         report = _with_chart(report, plan.chart_path)
     report = replace(report, seconds=time.monotonic() - started)
@@ -166,6 +156,26 @@ def run_auto_quantize(
     log.info("auto quantization of %s: %s in %.1f s", source.path.name,
              report.chosen.qtype if report.chosen else "nothing chosen", report.seconds)
     return report
+
+
+def _report(
+    plan: AutoPlan, speed: MachineSpeed, candidates: list[Candidate], *, seconds: float,
+    estimated: float,
+) -> AutoQuantizeReport:
+    """The run's report: the plan's inputs, the machine's speed and every candidate measured."""
+    options, source = plan.options, plan.source
+    return AutoQuantizeReport(
+        source=source.path, source_bytes=source.size_bytes, source_type=source.file_type_name,
+        budget_bytes=options.budget_bytes, kv_bytes=plan.kv.bytes, kv_slots=plan.kv.slots,
+        kv_ctx=plan.kv.n_ctx, text_name=options.text_name, n_ctx=options.n_ctx,
+        chunks=options.chunks, threads=options.threads or physical_cores(),
+        candidates=tuple(candidates), seconds=seconds,
+        estimated_seconds=estimated, json_path=plan.json_path,
+        extra={"machine": {
+            "prompt_tokens_per_second_f16": round(speed.prompt_tokens_per_second, 2),
+            "probe_seconds": round(speed.seconds, 3),
+        }},
+    )
 
 
 def _with_chart(report: AutoQuantizeReport, path: Path) -> AutoQuantizeReport:

@@ -111,17 +111,8 @@ def convert_checkpoint(
     plans = [_TensorPlan(name, source, _output_type(source.shape, outtype))
              for name, source in checkpoint.tensors.items()]
 
-    outdir = outfile.parent
-    if not outdir.is_dir():
-        raise ConversionError(f"the output directory {outdir} does not exist")
     needed = _estimate_size(plans, checkpoint.vocab, template)
-    free = shutil.disk_usage(outdir).free
-    if free < needed:
-        raise ConversionError(
-            f"not enough disk space in {outdir}: the output needs about {format_bytes(needed)}, "
-            f"only {format_bytes(free)} is free"
-        )
-
+    free = _check_room(outfile.parent, needed)
     tmp = _create_temp_file(outfile)
     writer: gguf.GGUFWriter | None = None
     try:
@@ -134,13 +125,7 @@ def convert_checkpoint(
         if writer is not None:
             writer.close()
         tmp.unlink(missing_ok=True)
-        if exc.errno == errno.ENOSPC:
-            raise ConversionError(
-                f"the disk filled up while writing {outfile}: the output needs about "
-                f"{format_bytes(needed)} and {format_bytes(free)} was free when conversion "
-                "started; free some space and try again"
-            ) from exc
-        raise ConversionError(f"cannot write {outfile}: {exc.strerror or exc}") from exc
+        raise _write_error(exc, outfile, needed, free) from exc
     except BaseException as exc:
         if writer is not None:
             writer.close()
@@ -157,6 +142,30 @@ def convert_checkpoint(
         bytes_written=written,
         seconds=time.monotonic() - started,
     )
+
+
+def _write_error(exc: OSError, outfile: Path, needed: int, free: int) -> ConversionError:
+    """What went wrong writing `outfile`, for the user: a full disk says how much is needed."""
+    if exc.errno == errno.ENOSPC:
+        return ConversionError(
+            f"the disk filled up while writing {outfile}: the output needs about "
+            f"{format_bytes(needed)} and {format_bytes(free)} was free when conversion "
+            "started; free some space and try again"
+        )
+    return ConversionError(f"cannot write {outfile}: {exc.strerror or exc}")
+
+
+def _check_room(outdir: Path, needed: int) -> int:
+    """The free bytes in `outdir`; ConversionError if it is missing or too full for `needed`."""
+    if not outdir.is_dir():
+        raise ConversionError(f"the output directory {outdir} does not exist")
+    free = shutil.disk_usage(outdir).free
+    if free < needed:
+        raise ConversionError(
+            f"not enough disk space in {outdir}: the output needs about {format_bytes(needed)}, "
+            f"only {format_bytes(free)} is free"
+        )
+    return free
 
 
 def _create_temp_file(outfile: Path) -> Path:
