@@ -49,11 +49,12 @@ messages: $(STAMP)
 # The documentation site (docs/ in English, docs/zh/ in Chinese) built into site/; --strict
 # (mkdocs.yml) makes a broken link or anchor an error. docs-serve serves it while you edit;
 # docs-reference writes the configuration reference from the settings and the knob table.
+# (NO_MKDOCS_2_WARNING silences Material's notice of its end of life, printed at every build.)
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 docs-serve: $(STAMP)
-	$(BIN)/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 docs-reference: $(STAMP)
 	$(BIN)/python -m bot.ops.docs_reference
