@@ -175,14 +175,20 @@ class AccessControl:
 
     # -- allowing and denying -------------------------------------------------------------
 
-    async def allow(self, some_id: int, *, by: int | None = None) -> str:
-        """Allow a user or a group; the text that says so."""
+    async def _decide(self, some_id: int, *, allowed: bool, by: int | None) -> str | None:
+        """Record the decision on a user or a group (its request, if any, is settled) and tell
+        them; their name as known."""
         async with self._sessions() as session:
             waiting = await store.request(session, some_id)
             name = waiting.name if waiting is not None else await self._name(session, some_id)
-            await store.decide(session, some_id, allowed=True, name=name, by=by)
+            await store.decide(session, some_id, allowed=allowed, name=name, by=by)
             await session.commit()
-        await self._tell(some_id, True, waiting)
+        await self._tell(some_id, allowed, waiting)
+        return name
+
+    async def allow(self, some_id: int, *, by: int | None = None) -> str:
+        """Allow a user or a group; the text that says so."""
+        name = await self._decide(some_id, allowed=True, by=by)
         return _("✅ {who} may use the bot now.", who=label(some_id, name))
 
     async def deny(self, some_id: int, *, by: int | None = None) -> str:
@@ -190,12 +196,7 @@ class AccessControl:
         if self.rules.configured(some_id):
             return _("{who} is allowed by the configuration (`admins` or `allow`): change it "
                      "there.", who=some_id)
-        async with self._sessions() as session:
-            waiting = await store.request(session, some_id)
-            name = waiting.name if waiting is not None else await self._name(session, some_id)
-            await store.decide(session, some_id, allowed=False, name=name, by=by)
-            await session.commit()
-        await self._tell(some_id, False, waiting)
+        name = await self._decide(some_id, allowed=False, by=by)
         if some_id < 0:
             return _("🚫 The group {who} may no longer use the bot, which leaves it.",
                      who=label(some_id, name))

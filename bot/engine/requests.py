@@ -140,12 +140,8 @@ class RequestQueue:
     def running(self) -> int:
         return len(self._running)
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        """Admit `request` and yield its events up to `Finished`.
-
-        Raises EngineBusy when the queue is full, and whatever the request ended with.
-        Leaving early (the reader stopped) cancels the request.
-        """
+    def _admit(self) -> None:
+        """Raise unless one more request may wait: the model is loaded and the queue has room."""
         if self.closed:
             raise ModelError("the model was unloaded")
         if self.pending >= self._max_queue:
@@ -153,6 +149,14 @@ class RequestQueue:
                 "The model is busy with {count} requests; try again in a minute.",
                 count=self.pending,
             ))
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        """Admit `request` and yield its events up to `Finished`.
+
+        Raises EngineBusy when the queue is full, and whatever the request ended with.
+        Leaving early (the reader stopped) cancels the request.
+        """
+        self._admit()
         loop = asyncio.get_running_loop()
         ticket = Ticket(request, loop)
         self._waiting.push(ticket.share, ticket)
@@ -224,13 +228,7 @@ class RequestQueue:
 
         Raises EngineBusy when the queue is full, TurnCancelled when `cancel` is set while
         waiting (a running body checks `cancel` itself)."""
-        if self.closed:
-            raise ModelError("the model was unloaded")
-        if self.pending >= self._max_queue:
-            raise EngineBusy(_(
-                "The model is busy with {count} requests; try again in a minute.",
-                count=self.pending,
-            ))
+        self._admit()
         waiter = Turn(chat_key, share or chat_key, asyncio.get_running_loop())
         self._waiting.push(waiter.share, waiter)
         cancel.on_cancel(lambda: self._cancel_soon(waiter))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from telegram import Message, MessageEntity, Update
+from telegram import Bot, Chat, Message, MessageEntity, Update
 from telegram.ext import MessageHandler, filters
 
 from bot.core.chats import is_group_kind
@@ -26,14 +26,9 @@ async def on_attachment(update: Update, context: BotContext) -> None:
     attachment = attachment_of(context.bot, message)
     if attachment is None:
         return
-    caption = message.caption or ""
-    if is_group_kind(chat.type):
-        asked = caption_question(message, context.bot.username, context.bot.id)
-        if asked is None:
-            return
-        caption = asked
-    else:
-        caption = re.sub(r"^/ask(@\w+)?\b", "", caption).strip()
+    caption = asked_in_caption(message, chat, context.bot)
+    if caption is None:
+        return
     front = TelegramFront(update, context, message, chat)
     try:
         item, taken = await read_attachment(context.bot, deps_of(context.bot_data).service.reading,
@@ -47,6 +42,15 @@ async def on_attachment(update: Update, context: BotContext) -> None:
     if taken is not None and taken.truncated:
         await front.answer(taken.acknowledgement(asked=True))
     await front.ask(caption, context=[item])
+
+
+def asked_in_caption(message: Message, chat: Chat, bot: Bot) -> str | None:
+    """The question a caption asks: in private the caption (a leading /ask taken out, empty
+    when there is none); in a group what `caption_question` finds, None where the message is
+    not for the bot."""
+    if is_group_kind(chat.type):
+        return caption_question(message, bot.username, bot.id)
+    return re.sub(r"^/ask(@\w+)?\b", "", message.caption or "").strip()
 
 
 def caption_question(message: Message, username: str, bot_id: int) -> str | None:

@@ -10,13 +10,10 @@ voice note (`@bot what does he say?`, `/ask` as a reply) is heard by the front's
 
 from __future__ import annotations
 
-import re
-
 from telegram import Update
 from telegram.ext import MessageHandler, filters
 
-from bot.core.chats import is_group_kind
-from bot.telegram.attachments import caption_question
+from bot.telegram.attachments import asked_in_caption
 from bot.telegram.front import AnyApplication, BotContext, TelegramFront
 from bot.telegram.listening import sound_of
 
@@ -28,14 +25,9 @@ async def on_sound(update: Update, context: BotContext) -> None:
     sound = sound_of(message)
     if sound is None:
         return
-    caption = message.caption or ""
-    if is_group_kind(chat.type):
-        asked = caption_question(message, context.bot.username, context.bot.id)
-        if asked is None:
-            return
-        caption = asked
-    else:
-        caption = re.sub(r"^/ask(@\w+)?\b", "", caption).strip()
+    caption = asked_in_caption(message, chat, context.bot)
+    if caption is None:
+        return
     TelegramFront(update, context, message, chat).hear_and_ask(sound, about=caption)
 
 
