@@ -11,7 +11,10 @@ documented, and what is documented must exist.
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import subprocess
+import sys
 from collections import Counter
 from functools import cache
 from pathlib import Path
@@ -290,3 +293,19 @@ def test_every_metric_is_documented_and_exists(language: object) -> None:
     assert not documented - declared, (
         f"the docs document metrics the bot does not have: {sorted(documented - declared)}"
     )
+
+
+# -- the site -----------------------------------------------------------------------------------
+
+
+def test_the_site_builds_with_no_broken_link_or_anchor(tmp_path: Path) -> None:
+    """What CI's `make docs` checks, here too: mkdocs --strict fails on a link to a page that
+    does not exist, an anchor no heading makes, or a page left out of the navigation."""
+    built = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir",
+         str(tmp_path / "site")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+    assert built.returncode == 0, f"mkdocs build --strict failed:\n{built.stderr}"
+    assert (tmp_path / "site" / "zh" / "getting-started" / "index.html").is_file()
