@@ -4,7 +4,7 @@ a request ends.
 
 Like llama.cpp's server (one `server_queue` whatever the task), each engine keeps a
 `RequestQueue` and lends it a `Runner` that runs what the queue starts: the local engines hand
-a request to their worker thread (`WorkerLink`), the remote engine to a model server. The
+a request to their worker thread (`Intake`), the remote engine to a model server. The
 queue starts waiting requests whenever the runner has room, round-robin between chats
 (`FairQueue`), and tells the others their places. Cancelling (a `/stop`, a reader that stopped
 listening) calls back at once: a waiting request ends there and then, a running one is handed
@@ -54,7 +54,7 @@ class Ticket:
     """The reply's answer delivered so far, its thinking apart (void after a `Restarted`)."""
     ended: bool = False
     sent_text: bool = False
-    """Worker side (`WorkerLink`): whether the first text went out (it goes at once)."""
+    """Worker side (`Intake`): whether the first text went out (it goes at once)."""
     worker_ended: bool = False
     """Worker side: ended there, the outcome on its way to the event loop."""
 
