@@ -76,6 +76,42 @@ class FloodGate:
             raise
 
 
+GATE_IDLE = 600.0
+"""Seconds past its last call (and any ban) after which a chat's gate has nothing to remember."""
+SWEEP_PAST = 256
+"""The table of gates is swept for idle ones when it grows past this (then past twice what
+is left)."""
+
+
+class FloodGates:
+    """The gate of each chat, made when the chat is first answered. A gate that has nothing to
+    remember (no ban running, its last call `GATE_IDLE` seconds past) is dropped when the table
+    grows, so it holds about the chats answered lately, not every chat the bot has seen."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._gates: dict[int, FloodGate] = {}
+        self._sweep_at = SWEEP_PAST
+
+    def __len__(self) -> int:
+        return len(self._gates)
+
+    def of(self, chat_id: int, interval: float) -> FloodGate:
+        """The chat's gate (`interval`: the spacing of a new one)."""
+        gate = self._gates.get(chat_id)
+        if gate is None:
+            if len(self._gates) >= self._sweep_at:
+                self._sweep()
+            gate = self._gates[chat_id] = FloodGate(interval, self._clock)
+        return gate
+
+    def _sweep(self) -> None:
+        idle_before = self._clock() - GATE_IDLE
+        for chat_id in [c for c, gate in self._gates.items() if gate.ready_at() < idle_before]:
+            del self._gates[chat_id]
+        self._sweep_at = max(SWEEP_PAST, 2 * len(self._gates))
+
+
 async def send_with_retries(gate: FloodGate, make: Callable[[], Awaitable[T]]) -> T:
     """One message that must arrive (not a stream's edit): sent as soon as no ban holds the
     chat, and again after each ban, at most `SEND_TRIES` times; the last ban is raised."""

@@ -28,7 +28,7 @@ from bot.settings import Settings
 from bot.speech import Transcript
 from bot.telegram.buttons import ReplyButtons
 from bot.telegram.drafts import DraftPolicy
-from bot.telegram.flood import FloodGate
+from bot.telegram.flood import FloodGate, FloodGates
 from bot.telegram.listening import HeardNote, Sound, listen, sound_of
 from bot.telegram.outbox import SINGLY_IN_GROUPS, SINGLY_IN_PRIVATE, Answer, Outbox
 from bot.telegram.reading import author_of, message_context
@@ -51,7 +51,7 @@ class BotDeps:
     settings: Settings
     service: ChatService
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
-    gates: dict[int, FloodGate] = field(default_factory=dict)
+    gates: FloodGates = field(default_factory=FloodGates)
     outboxes: dict[int, Outbox] = field(default_factory=dict)
     """The chats with answers waiting or being sent (an outbox leaves once it is empty)."""
     last_admin_alert: float = float("-inf")
@@ -64,13 +64,11 @@ class BotDeps:
 
     def gate(self, chat_id: int, kind: str) -> FloodGate:
         """The one flood gate of a chat, shared by every reply and answer sent there."""
-        if chat_id not in self.gates:
-            interval = (
-                self.settings.edit_interval_group if is_group_kind(kind)
-                else self.settings.edit_interval_private
-            )
-            self.gates[chat_id] = FloodGate(interval)
-        return self.gates[chat_id]
+        interval = (
+            self.settings.edit_interval_group if is_group_kind(kind)
+            else self.settings.edit_interval_private
+        )
+        return self.gates.of(chat_id, interval)
 
     def outbox(self, bot: Bot, chat_id: int, kind: str) -> Outbox:
         """The outbox of a chat's command answers, made when an answer is first posted."""
