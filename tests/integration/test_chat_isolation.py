@@ -32,6 +32,7 @@ async def test_a_burst_of_commands_in_a_group_does_not_stall_another_chat(
     group = fake.group_chat("Busy group")
     member, alice = fake.user("Flo", "flo"), fake.user("Alice", "alice")
     private = fake.private_chat(alice)
+    started = time.monotonic()
     commands = [fake.send_text(group, member, "/help" if i % 2 else "/settings")
                 for i in range(BURST)]
     await fake.wait_for(lambda: fake.bot_messages(group), timeout=10, what="a first answer")
@@ -50,6 +51,10 @@ async def test_a_burst_of_commands_in_a_group_does_not_stall_another_chat(
     await fake.wait_for(lambda: fake.bot_messages(group)[-1].reply_to_message_id == last,
                         timeout=70, what="the answer to the last command")
     posted = fake.bot_messages(group)
-    assert len(posted) <= GROUP_MESSAGES_PER_MINUTE < BURST
+    # Merged: far fewer messages than commands. Within Telegram's limit: the fake refuses a
+    # 21st message in a minute (a 429, and violations() below would list any call during the
+    # ban); on a loaded machine the answers may spill into a second minute.
+    minutes = 1 + int((time.monotonic() - started) // 60)
+    assert len(posted) <= min(GROUP_MESSAGES_PER_MINUTE * minutes, BURST // 2)
     assert "/settings" in posted[-1].text and "Model: scripted" in posted[-1].text
     assert fake.violations() == []
