@@ -309,3 +309,11 @@ def test_the_site_builds_with_no_broken_link_or_anchor(tmp_path: Path) -> None:
     )
     assert built.returncode == 0, f"mkdocs build --strict failed:\n{built.stderr}"
     assert (tmp_path / "site" / "zh" / "getting-started" / "index.html").is_file()
+
+
+@pytest.mark.parametrize("language", LANGUAGES, ids=["en", "zh"])
+def test_every_benchmark_is_on_the_performance_page(language: object) -> None:
+    page = text(language("performance.md"))  # type: ignore[operator]
+    scripts = sorted(path.name for path in (ROOT / "bench").glob("*.py") if path.name != "__init__.py")
+    missing = [name for name in scripts if f"bench/{name}" not in page]
+    assert not missing, f"the performance page says nothing of {missing}: what they measure, and their figures"
