@@ -31,7 +31,7 @@ class LlamaServerError(RuntimeError):
 
 
 def find_llama_server() -> Path:
-    """$ALPACA_BOT_LLAMA_SERVER, else the venv's link made by `make install`, else the cache."""
+    """$ALPACA_BOT_LLAMA_SERVER, else the venv's link (`make llama-server`), else the cache."""
     configured = os.environ.get(BINARY_ENV)
     if configured:
         path = Path(configured)
@@ -48,7 +48,7 @@ def find_llama_server() -> Path:
     if found.returncode == 0 and found.stdout.strip():
         return Path(found.stdout.strip())
     raise LlamaServerError(
-        "llama-server is not built: run `make install` (or `bash native/server.sh`), "
+        "llama-server is not built: run `make llama-server` (or `bash native/server.sh`), "
         f"or point {BINARY_ENV} at a binary"
     )
 
