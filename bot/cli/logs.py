@@ -21,7 +21,17 @@ class RedactToken(logging.Filter):
             if self._token in message:
                 record.msg = message.replace(self._token, "<token>")
                 record.args = None
+            # An exception's text quotes the URL it failed on: the traceback is formatted here,
+            # once, and the handlers' formatters use this redacted copy (they never redo it).
+            if record.exc_info and not record.exc_text:
+                record.exc_text = _TRACEBACKS.formatException(record.exc_info)
+            if record.exc_text and self._token in record.exc_text:
+                record.exc_text = record.exc_text.replace(self._token, "<token>")
         return True
+
+
+_TRACEBACKS = logging.Formatter()
+"""Formats the tracebacks RedactToken redacts, as every logging.Formatter would."""
 
 
 def setup_logging(settings: Settings, *, quiet: bool = False) -> logging.Handler:
