@@ -8,6 +8,7 @@ import time
 import pytest
 from sqlalchemy import select
 
+from bot.chat.conversation import STOPPED_EARLY
 from bot.store.schema import TurnRow
 from tests.fakebotapi import FakeBotAPI
 from tests.fakeengine import ScriptedEngine
@@ -220,6 +221,31 @@ async def test_stop_cancels_a_running_reply(fake: FakeBotAPI, run_bot) -> None:
     await fake.wait_for(lambda: texts(fake, chat) and texts(fake, chat)[-1].endswith("stopped"),
                         timeout=10)
     assert texts(fake, chat)[-1].startswith("one two three")
+
+
+async def test_stop_also_cancels_the_questions_waiting_in_the_chat(fake: FakeBotAPI, run_bot) -> None:
+    """A private chat's questions are answered one after another: /stop ends the reply being
+    written and cancels the ones waiting behind it, which never reach the model."""
+    engine = ScriptedEngine(delay=0.05)
+    engine.hang = True
+    runner = await run_bot(engine, stream_mode="edit")
+    alice = fake.user("Alice")
+    chat = fake.private_chat(alice)
+    engine.enqueue("one two three")
+    fake.send_text(chat, alice, "go on forever")
+    await fake.wait_for(lambda: any("one two three" in t for t in texts(fake, chat)), timeout=10)
+    fake.send_text(chat, alice, "and then this")
+    fake.send_text(chat, alice, "and this too")
+    await turns(runner, until=lambda rows: [r.role for r in rows].count("user") == 3)
+    fake.send_text(chat, alice, "/stop")
+    await fake.wait_for(lambda: texts(fake, chat)[0].endswith("stopped")
+                        and texts(fake, chat)[1:] == [STOPPED_EARLY] * 2, timeout=10)
+    engine.hang = False
+    engine.enqueue("a fresh answer")
+    fake.send_text(chat, alice, "a new question")
+    await fake.wait_for(lambda: texts(fake, chat)[-1] == "a fresh answer", timeout=10)
+    assert [request.turns[-1].text for request in engine.history] == [
+        "go on forever", "a new question"]
 
 
 async def test_too_long_input_gets_a_clear_answer(fake: FakeBotAPI, engine: ScriptedEngine, run_bot) -> None:
