@@ -93,3 +93,39 @@ async def test_turns_that_leave_the_window_are_summarised_without_delaying_repli
         await service.chat_settings.reset(chat)
         assert (await stored(runtime, 5)).summary is None
         assert "No summary yet" in await service.chat_settings.show_summary(chat)
+
+
+async def test_a_reply_cancels_the_summary_being_written_and_it_is_written_again(
+    make_settings: Any,
+) -> None:
+    summary = " ".join(["summary"] * 40)  # 2 s of writing at 0.05 s a word
+    engine = ScriptedEngine(delay=0.05, default_reply=summary)
+    settings = make_settings(ctx=256, n_predict=32, summary_tokens=64)
+    async with open_runtime(settings, engine=engine) as runtime:
+        service = runtime.service
+        chat = ChatRef(5, "private")
+        for i in range(5):
+            engine.enqueue(f"Answer {i}.")
+            await ask(service, chat, f"{i}: {LONG}")
+
+        def summary_requests() -> list[Any]:
+            return [r for r in engine.history if r.chat_key.startswith("summary:")]
+
+        await wait_for(lambda: len(summary_requests()) == 1 and engine.running == 1)
+        [interrupted] = summary_requests()
+        # A question in another chat, whose window holds everything: only the interrupted
+        # summary itself can bring the first chat's summary back.
+        engine.enqueue("Right away.")
+        sink = RecordingSink()
+        await ask(service, ChatRef(6, "private"), "quick question", sink)
+        assert sink.final == "Right away."
+        # The reply cancelled the summary: nothing of it was stored.
+        assert interrupted.cancel.cancelled
+        assert service.summaries.written == 0 and (await stored(runtime, 5)).summary is None
+        # Once the bot is idle again it is written from the same turns, to its end.
+        await asyncio.wait_for(service.summaries.until_written(1), timeout=30)
+        again = summary_requests()[1]
+        assert prompt_text(again.prompt) == prompt_text(interrupted.prompt)
+        assert not again.cancel.cancelled
+        row = await stored(runtime, 5)
+        assert row.summary and summary.startswith(row.summary) and row.summary_upto
