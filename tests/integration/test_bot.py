@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from bot.chat.conversation import STOPPED_EARLY
+from bot.store.database import open_database, sessions
 from bot.store.schema import TurnRow
 from tests.fakebotapi import FakeBotAPI
 from tests.fakeengine import ScriptedEngine
@@ -21,6 +27,10 @@ pytestmark = [
 
 def texts(fake: FakeBotAPI, chat: dict) -> list[str]:
     return [message.text for message in fake.bot_messages(chat)]
+
+
+REPO = Path(__file__).resolve().parents[2]
+"""The checkout, where `python -m tests.killedbot` runs."""
 
 
 async def turns(runner, until=None, wait: float = 5.0) -> list[TurnRow]:  # type: ignore[no-untyped-def]
@@ -299,6 +309,55 @@ async def test_reply_cut_off_by_a_restart_is_redone(fake: FakeBotAPI, run_bot) -
     assert [(r.role, r.state) for r in rows] == [("user", "answered"), ("assistant", "complete")]
     # The interrupted message was edited, not duplicated.
     assert len(fake.bot_messages(chat)) == 1
+
+
+async def test_a_reply_cut_off_by_sigkill_is_redone_at_the_next_start(
+    fake: FakeBotAPI, run_bot, database_kind: str, database_url: str, tmp_path
+) -> None:
+    """A real kill, not a clean stop: the first bot runs in a process of its own and gets
+    SIGKILL mid-reply (its instance lock and its database connections die with it)."""
+    values = {"token": fake.token, "api_url": f"{fake.base_url}/bot", "access": "open",
+              "data": str(tmp_path / "data"), "metrics_listen": "", "stream_mode": "edit",
+              "edit_interval_private": 0.3}
+    if database_kind != "sqlite":
+        values["db"] = database_url
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.killedbot", json.dumps(values), "--reply", "partial answer",
+        cwd=REPO, stdin=subprocess.DEVNULL,
+    )
+    try:
+        alice = fake.user("Alice")
+        chat = fake.private_chat(alice)
+        await fake.wait_for(lambda: fake.requests("getUpdates"), timeout=60,
+                            what="the bot in its own process to start polling")
+        fake.send_text(chat, alice, "an important question")
+        await fake.wait_for(lambda: texts(fake, chat) == ["partial answer"], timeout=30)
+        # Killed once the message's id is stored (before it, a new message is the one way).
+        database = open_database(database_url)
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                async with sessions(database)() as session:
+                    ids = (await session.execute(select(TurnRow.message_id).where(
+                        TurnRow.role == "assistant"))).scalars().all()
+                if ids and ids[0] is not None:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await database.dispose()
+    finally:
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+    fresh = ScriptedEngine()
+    fresh.enqueue("the full answer, redone")
+    runner = await run_bot(fresh, stream_mode="edit")
+    await fake.wait_for(lambda: texts(fake, chat) == ["the full answer, redone"], timeout=20)
+    assert "an important question" in fresh.prompts()[0]
+    rows = await turns(runner, until=lambda rows: rows[-1].state == "complete")
+    assert [(r.role, r.state) for r in rows] == [("user", "answered"), ("assistant", "complete")]
+    assert len(fake.bot_messages(chat)) == 1  # the interrupted message was edited
 
 
 async def test_typing_action_while_the_model_thinks(fake: FakeBotAPI, run_bot) -> None:
