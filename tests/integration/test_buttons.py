@@ -305,6 +305,7 @@ async def test_the_console_retries_and_continues(make_settings: Any) -> None:
         assert engine.prompts()[2].endswith("a new")
 
 
+@pytest.mark.log_errors(r"writing the reply to turn \d+ again failed")
 async def test_a_regenerate_that_fails_or_is_stopped_at_once_keeps_the_reply(
     fake: FakeBotAPI, run_bot: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

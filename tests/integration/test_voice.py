@@ -223,6 +223,7 @@ async def test_bad_input_gets_one_clear_line_and_text_goes_on(
     await fake.wait_for(lambda: texts(fake, chat)[-1] == "Text still works.", timeout=10)
 
 
+@pytest.mark.log_errors(r"the speech model cannot be used")
 async def test_a_broken_model_is_one_line_and_the_admins_hear(
     fake: FakeBotAPI, engine: ScriptedEngine, run_bot: Any, story: bytes, tmp_path: Path
 ) -> None:
