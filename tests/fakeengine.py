@@ -75,6 +75,8 @@ class ScriptedEngine:
         """Chats whose cache `forget` was asked to drop, in order."""
         self.first_text_at: list[float] = []
         """time.monotonic() when each reply's first text was yielded, in order."""
+        self.hold_after_first: asyncio.Event | None = None
+        """When given, each reply waits for it after its first text (a model slow to go on)."""
 
     @property
     def info(self) -> ModelInfo:
@@ -156,10 +158,13 @@ class ScriptedEngine:
                 for part in parts:
                     if not part.text:
                         continue
-                    if not emitted:
+                    first = not emitted
+                    if first:
                         emitted = True
                         self.first_text_at.append(time.monotonic())
                     yield TextDelta(part.text, thinking=part.thinking)
+                    if first and self.hold_after_first is not None:
+                        await self.hold_after_first.wait()
                 if reply.stopped_by:
                     reason = "stop"
                     break

