@@ -18,8 +18,11 @@ from typing import Any
 import gguf
 import jinja2
 import jinja2.sandbox
+import llama_cpp
 import numpy as np
 import pytest
+import safetensors.numpy
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from numpy.typing import NDArray
 
 import bot.models.convert as convert_module
@@ -53,7 +56,6 @@ TOKENS = [1, 5, 40, 100, 270, 300, 17, 359, 3, 200, 12, 8, 64, 2, 333, 31]
 
 def llama_logits(model: Path, tokens: Sequence[int], *, f32_cache: bool = False,
                  ) -> NDArray[np.float64]:
-    llama_cpp = pytest.importorskip("llama_cpp")
     # The KV cache is f16 by default; f32 lets an all-f32 model be compared tightly.
     cache = {"type_k": llama_cpp.GGML_TYPE_F32, "type_v": llama_cpp.GGML_TYPE_F32} if f32_cache else {}
     with high_level_model_params():
@@ -418,8 +420,6 @@ def test_alpaca_template_renders_like_the_bot(system: str | None,
 
 
 def test_alpaca_template_in_llama_cpp_python() -> None:
-    pytest.importorskip("llama_cpp")
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     formatter = Jinja2ChatFormatter(ALPACA_CHAT_TEMPLATE, eos_token="</s>", bos_token="<s>")
     result = formatter(messages=[{"role": "user", "content": "Hello"}])
@@ -458,11 +458,10 @@ def test_torch_reader_rejects_truncated_and_legacy_files(tmp_path: Path) -> None
 
 
 def test_safetensors_reader_matches_the_library(tmp_path: Path) -> None:
-    safetensors_numpy = pytest.importorskip("safetensors.numpy")
     tensors = {"a": np.arange(12, dtype=np.float16).reshape(3, 4),
                "b": np.linspace(-1, 1, 5, dtype=np.float32)}
     path = tmp_path / "x.safetensors"
-    safetensors_numpy.save_file(tensors, str(path))
+    safetensors.numpy.save_file(tensors, str(path))
     read = read_safetensors(path)
     for name, values in tensors.items():
         assert read[name].dtype == {np.float16: "F16", np.float32: "F32"}[values.dtype.type]
