@@ -12,7 +12,7 @@ from bot.models.demo import find_demo_model
 from bot.settings import Settings, load_settings
 from tests.postgres import POSTGRES_INSTALL_HINT, PostgresCluster, find_server_binaries
 
-pytest_plugins = ["tests.botrunner"]
+pytest_plugins = ["tests.botrunner", "pytester"]
 
 ENV_KEYS = (
     "ALPACA_BOT_TOKEN", "ALPACA_BOT_API_URL", "ALPACA_BOT_MODEL", "ALPACA_BOT_DB",
