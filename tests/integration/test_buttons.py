@@ -227,14 +227,16 @@ async def test_a_second_press_while_it_is_rewritten_is_refused(
     fake: FakeBotAPI, run_bot: Any
 ) -> None:
     engine = ScriptedEngine(delay=0.05)
-    await run_bot(engine)
+    runner = await run_bot(engine)
     alice = fake.user("Alice")
     chat = fake.private_chat(alice)
     engine.enqueue("first", " ".join(["again"] * 20))
     fake.send_text(chat, alice, "hi")
-    # The first text can arrive before the reply and its buttons are stored: wait for them.
+    # The message and its buttons show before the bot hears back and stores the reply as
+    # delivered (on PostgreSQL under load, long enough for a press to come first): wait for both.
     await fake.wait_for(lambda: texts(fake, chat) == ["first"]
                         and buttons(last(fake, chat)) == [REGENERATE], timeout=10)
+    await settled(runner, "first")
     message = last(fake, chat)
     one, two = fake.press(message, REGENERATE, alice), fake.press(message, REGENERATE, alice)
     assert await answered(fake, one) == "🔄 Writing it again…"
