@@ -88,15 +88,14 @@ def demo_model() -> Path:
     return path
 
 
-HEAVY_GROUPS = {"model": "model", "remote": "remote"}
-"""Test folders whose tests each keep the CPU busy (the demo model in this process, real
-llama-servers): under pytest-xdist (`make test`, `--dist loadgroup`) each folder's tests run on
-one worker, one at a time, and the waiting-bound rest shares the others."""
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    tests = Path(__file__).parent
+    """Under pytest-xdist (`make test`: `--dist loadgroup`) the tests that keep the CPU busy run
+    one at a time on one worker each: those with the demo model loaded in this process (marked
+    `model`) on one, those with real llama-servers (tests/remote) on another. The rest mostly
+    waits (on the fake Bot API, timers, databases) and shares the remaining workers."""
+    remote = Path(__file__).parent / "remote"
     for item in items:
-        folder = item.path.relative_to(tests).parts[0] if item.path.is_relative_to(tests) else ""
-        if folder in HEAVY_GROUPS:
-            item.add_marker(pytest.mark.xdist_group(HEAVY_GROUPS[folder]))
+        if item.path.is_relative_to(remote):
+            item.add_marker(pytest.mark.xdist_group("remote"))
+        elif item.get_closest_marker("model") is not None:
+            item.add_marker(pytest.mark.xdist_group("model"))
