@@ -118,6 +118,8 @@ async def test_a_private_voice_note_is_heard_answered_and_stored(
     assert '"heard": {"from": "voice", "seconds": ' in render_jsonl(found)
 
 
+# Slow by nature: Whisper base transcribes several real voice notes (speech made by espeak-ng);
+# runs on both databases.
 async def test_groups_hear_only_what_is_for_the_bot(
     fake: FakeBotAPI, engine: ScriptedEngine, run_bot: Any, whisper: Path, story: bytes
 ) -> None:

@@ -34,6 +34,8 @@ class MeteredEngine(ScriptedEngine):
         return await super().count_tokens(prompt)
 
 
+# Slow by nature: stores a long history and prepares replies and settings against it, counting
+# the work each takes; runs on both databases.
 async def test_preparing_a_reply_and_settings_follow_the_window(make_settings: Any) -> None:
     engine = MeteredEngine()
     async with open_runtime(make_settings(ctx=2048, n_predict=256), engine=engine) as runtime:

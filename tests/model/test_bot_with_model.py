@@ -24,6 +24,8 @@ def texts(fake: FakeBotAPI, chat: dict) -> list[str]:
     return [message.text for message in fake.bot_messages(chat)]
 
 
+# Slow by nature (the slowest test): three chats and a follow-up answered by the real model on
+# two threads, end to end through the bot.
 async def test_several_chats_at_once_with_the_real_model(
     fake: FakeBotAPI, run_bot, demo_model: Path, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]

@@ -38,6 +38,8 @@ async def stored_reply(runner: Any, until: Any) -> TurnRow:
     raise AssertionError("the reply was not stored and delivered")
 
 
+# Slow by nature: the real model writes a reply, continues it and writes it again, with the saved
+# slot state restored between.
 async def test_continue_and_regenerate_with_the_real_model(
     fake: FakeBotAPI, run_bot: Any, demo_model: Path, tmp_path: Path
 ) -> None:

@@ -241,6 +241,8 @@ async def test_memory_report_shows_the_one_context(llama_engine: LlamaEngine) ->
     assert "1/1 slots hold chats" in report.summary()
 
 
+# Slow by nature: the real model reads a prompt of over a thousand tokens while a newcomer
+# waits, long enough for the newcomer to hear its place.
 async def test_a_newcomer_hears_its_place_while_a_long_prompt_is_read(llama_engine: LlamaEngine) -> None:
     import asyncio
 

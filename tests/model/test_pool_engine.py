@@ -638,6 +638,8 @@ async def test_cancel_running_and_queued(demo_model: Path) -> None:
         assert engine.queued == 0
 
 
+# Slow by nature: a prompt of over a thousand tokens read in 64-token chunks by the real model
+# beside a streaming chat; its being read in many steps is what is checked.
 async def test_a_long_prompt_does_not_freeze_other_streams(demo_model: Path) -> None:
     async with open_pool(demo_model, n_slots=2, prefill_chunk=64) as engine:
         steps: list[list[tuple[str, int]]] = []

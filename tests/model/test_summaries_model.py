@@ -42,6 +42,8 @@ class Recording:
             yield event
 
 
+# Slow by nature: seven turns answered and folded into summaries by the real model in a 256-token
+# window.
 async def test_a_long_conversation_gets_a_bounded_summary_and_never_overflows(
     make_settings: Any, pool_engine: Any
 ) -> None:

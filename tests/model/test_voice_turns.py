@@ -25,6 +25,8 @@ def database_kind() -> str:
     return "sqlite"
 
 
+# Slow by nature: Whisper base transcribes a spoken note while the real model writes replies on
+# the same two cores, the contention this test is about.
 async def test_a_transcription_takes_a_fair_turn_with_the_replies(
     make_settings: Any, demo_model: Path, tmp_path: Path
 ) -> None:

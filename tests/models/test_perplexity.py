@@ -75,6 +75,7 @@ def test_output_looks_like_llama_cpp(
     assert re.fullmatch(r"Final estimate: PPL = \d+\.\d{4} \+/- \d+\.\d{5}", result.summary())
 
 
+# Slow by nature: two requantizations of the demo model and a perplexity pass over each.
 @pytest.mark.model
 def test_higher_precision_has_lower_perplexity(
     demo_model: Path, sample: str, tmp_path_factory: pytest.TempPathFactory,

@@ -77,6 +77,8 @@ async def jobs_in_db(runner) -> list[QuantizeJobRow]:  # type: ignore[no-untyped
         return list((await session.execute(select(QuantizeJobRow))).scalars())
 
 
+# Slow by nature: a real `quantize --auto` run (several quantizations, each measured) through
+# the bot, then the chart and the switch by button.
 @pytest.mark.model
 async def test_auto_quantization_reports_table_chart_and_switches_by_button(
     fake: FakeBotAPI, run_bot, models: Path

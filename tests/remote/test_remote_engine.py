@@ -162,6 +162,8 @@ async def test_stop_ends_the_stream_and_the_server_stops_generating(server: Llam
         await engine.aclose()
 
 
+# Slow by nature: five replies of 32 tokens through a real two-slot llama-server, three of them
+# waiting their turn (which is what is checked), then six more refused as busy.
 async def test_requests_wait_in_our_queue_with_their_places(server: LlamaServer) -> None:
     engine = await connect(server.url, max_queue=5)
     try:
@@ -179,6 +181,8 @@ async def test_requests_wait_in_our_queue_with_their_places(server: LlamaServer)
         await engine.aclose()
 
 
+# Slow by nature: two real llama-servers start, one is killed mid-reply and the other finishes
+# 160 tokens.
 async def test_a_reply_cut_off_by_a_dying_server_is_finished_by_the_other(
     demo_model: Path,
 ) -> None:
