@@ -13,11 +13,17 @@ from collections.abc import Callable, Iterator
 from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from bot.access.policy import REASONS, Reason
 from bot.engine.base import Engine, Finished, StopReason
+from bot.engine.drafting import Drafts
 
 Outcome = Literal["complete", "length", "stopped", "failed"]
 
@@ -179,3 +185,13 @@ class _EngineState(Collector):
         yield GaugeMetricFamily("alpaca_bot_kv_cache_bytes",
                                 "Bytes of KV cache the engine's slots use.",
                                 value=report.kv_bytes_used)
+        stats = engine.draft_stats() if isinstance(engine, Drafts) else None
+        if stats is not None:  # the pool with speculative decoding on
+            yield CounterMetricFamily(
+                "alpaca_bot_drafted_tokens_total",
+                "Tokens drafted (speculative decoding) and checked by the model.",
+                value=stats.drafted)
+            yield CounterMetricFamily(
+                "alpaca_bot_draft_accepted_tokens_total",
+                "Of the drafted tokens, those the model wrote too (they cost no step of "
+                "their own).", value=stats.accepted)

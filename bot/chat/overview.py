@@ -15,6 +15,7 @@ from bot.core.knobs import KNOBS
 from bot.core.params import GenerationParams
 from bot.core.window import NoQuestion
 from bot.engine.base import MemoryReport
+from bot.engine.drafting import Drafts, DraftStats
 from bot.errors import InputTooLong
 from bot.i18n import N_, _, _n
 from bot.settings import Settings
@@ -60,6 +61,9 @@ class SettingsOverview:
             system = self._model.chat_format.default_system or _(NO_SYSTEM)
         lines.append(f"/system = {_shorten(system, 200)}")
         lines.append(self._memory_line(engine.memory_report(), servers=servers))
+        stats = engine.draft_stats() if servers and isinstance(engine, Drafts) else None
+        if stats is not None:  # the bot's admins see how speculative decoding does
+            lines.append(draft_line(stats))
         people = {row.speaker or "someone" for row in kept if row.role == "user"}
         counts = dict(used=used, n_ctx=params.n_ctx, in_window=len(kept), total=total,
                       reserved=params.n_predict)
@@ -111,6 +115,15 @@ class SettingsOverview:
                 pass
         prompt = self._model.chat_format.render(self._chat_settings.system_of(chat), [])
         return await self._model.engine.count_tokens(prompt), []
+
+
+def draft_line(stats: DraftStats) -> str:
+    """/settings' line for the bot's admins on the pool's drafting (speculative decoding)."""
+    if not stats.drafted:
+        return _("Drafting ({source}): no token drafted yet", source=stats.source)
+    return _("Drafting ({source}): {accepted} of {drafted} drafted tokens accepted ({rate}%)",
+             source=stats.source, accepted=stats.accepted, drafted=stats.drafted,
+             rate=round(100 * stats.accepted / stats.drafted))
 
 
 def _shorten(text: str, limit: int) -> str:

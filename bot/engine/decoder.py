@@ -68,6 +68,23 @@ class PoolJob:
         return self.slot.seq_id
 
 
+def sibling_prefix(job: PoolJob, active: Sequence[PoolJob]) -> tuple[PoolJob, int] | None:
+    """A prompt still being evaluated that begins as `job`'s does, beyond what `job`'s slot
+    holds: chats that start together (after a restart, a busy moment) share the system
+    prompt, and it is evaluated once, not once per chat."""
+    assert job.slot is not None
+    best: tuple[PoolJob, int] | None = None
+    needed = len(job.slot.tokens) + MIN_SHARED_PREFIX
+    for other in active:
+        if other.awaits is not None or other.slot is None or other.prompt_left <= 0:
+            continue
+        shared = min(common_prefix(other.tokens, job.tokens), len(job.tokens) - 1)
+        if shared >= needed and shared > len(other.slot.tokens) and (
+                best is None or shared > best[1]):
+            best = (other, shared)
+    return best
+
+
 class BatchDecoder:
     """Runs admitted jobs to their end on the slots of one context (worker thread only)."""
 
@@ -113,28 +130,12 @@ class BatchDecoder:
         if self._drafting is not None:
             job.draft = self._drafting.chat(tokens, slot.seq_id)
         if synced:
-            job.awaits = self._sibling_prefix(job)
+            job.awaits = sibling_prefix(job, self.active)
         self.active.append(job)
         if not synced:
             # llama.cpp applies stream copies and position shifts at the next decode; make it
             # happen now, before another slot is written or this one saved.
             self._decode({job: 1})
-
-    def _sibling_prefix(self, job: PoolJob) -> tuple[PoolJob, int] | None:
-        """A prompt still being evaluated that begins as `job`'s does, beyond what `job`'s slot
-        holds: chats that start together (after a restart, a busy moment) share the system
-        prompt, and it is evaluated once, not once per chat."""
-        assert job.slot is not None
-        best: tuple[PoolJob, int] | None = None
-        needed = len(job.slot.tokens) + MIN_SHARED_PREFIX
-        for other in self.active:
-            if other.awaits is not None or other.slot is None or other.prompt_left <= 0:
-                continue
-            shared = min(common_prefix(other.tokens, job.tokens), len(job.tokens) - 1)
-            if shared >= needed and shared > len(other.slot.tokens) and (
-                    best is None or shared > best[1]):
-                best = (other, shared)
-        return best
 
     def _prefix_ready(self, job: PoolJob) -> bool:
         """Whether `job` may evaluate its prompt: what it awaits is copied into its slot (or

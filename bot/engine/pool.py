@@ -138,10 +138,13 @@ class PoolEngine(LocalEngine):
                 "cannot run model {path}: {error}", path=options.model_path,
                 error=self._warm_up_error,
             )) from self._warm_up_error
+        self._log_loaded(threads)
+
+    def _log_loaded(self, threads: int) -> None:
+        options, info = self._options, self._info
         log.info(
             "model loaded: %s (%s, trained context %d, %d slots x %d tokens, %d threads)",
-            self._info.name, options.model_path, self._info.n_ctx_train, options.n_slots,
-            self._info.n_ctx, threads,
+            info.name, options.model_path, info.n_ctx_train, options.n_slots, info.n_ctx, threads,
         )
         log.info("%s", self.memory_report().summary())
         if self._drafting is not None:

@@ -1,0 +1,325 @@
+"""Speculative decoding on the real demo model: a pool that drafts (`draft = "ngram"`) writes
+the reply a pool without drafting writes, token for token and delta for delta, greedy or
+sampled with a fixed seed, alone or batched, and ends it the same way (stop strings, /n, the
+context's end, a thinking budget's forced tokens, /stop). Each test also checks that drafts
+were accepted in it, so that it proves something about drafting and not about a pool that
+happened not to draft.
+
+With a q8_0 KV cache (flash attention) llama.cpp computes a token's logits bit for bit the
+same in a row of drafts as alone, so those pools must agree exactly. With f16 (no flash
+attention) a row's logits differ from a lone token's at about a third of the positions, by
+up to ~0.6 (measured on this model; the same token, the same cache): there a greedy reply may
+take the other of two nearly tied tokens, and the test allows exactly that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bot.core.prompt import Turn
+from bot.core.templates import choose_format
+from bot.core.thinking import Thinking
+from bot.engine.base import CancelToken, Finished, GenerationRequest, SamplingParams, TextDelta
+from bot.engine.pool import PoolEngine, PoolOptions
+from bot.engine.slots import common_prefix
+from tests.model.test_thinking_model import thinking_model  # noqa: F401 (a fixture)
+
+pytestmark = [pytest.mark.model, pytest.mark.timeout(600)]
+
+PARAGRAPH = (
+    "Teh alpacas on our farm eat grass and hay evry day, and they drink alot of water when the "
+    "wether is hot. In the morning we opne the gate and they walk slowly to the big feild near "
+    "the river. The youngest alpaca, Pancho, allways stays close to his mother. In the evening "
+    "we count them, brush thier wool and close the barn before it gets dark."
+)
+DOCUMENT = (
+    "Passage from the farm handbook: Alpacas should be sheared once a year, in late spring, "
+    "before the hot weather begins. Each animal gives between two and five kilograms of fleece. "
+    "The fleece is sorted by colour and quality, washed in warm water and dried in the shade. "
+    "Alpacas should never be sheared in winter, because they need their fleece to stay warm."
+)
+QUESTIONS = (
+    f"Correct the spelling of this paragraph and write all of it out again:\n\n{PARAGRAPH}",
+    f"{DOCUMENT}\n\nQuote the handbook's sentence about when alpacas are sheared, word for word.",
+    "Continue this list: Monday, Tuesday, Wednesday, Thursday, Friday, Saturday, Sunday, "
+    "Monday, Tuesday, Wednesday,",
+    "What do alpacas eat?",
+)
+SYSTEM = "You are a helpful assistant."
+
+
+def greedy(n_predict: int = 120) -> SamplingParams:
+    return SamplingParams(temp=0.0, repeat_penalty=1.0, n_predict=n_predict, seed=1)
+
+
+def sampled(seed: int, n_predict: int = 120) -> SamplingParams:
+    """The whole chain: top-k, top-p, min-p, a repeat penalty over the reply, temperature."""
+    return SamplingParams(temp=0.8, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.3,
+                          repeat_last_n=64, n_predict=n_predict, seed=seed)
+
+
+NEAR_TIE = 1.0
+"""The margin (in logits) between the two likeliest tokens below which an f16 row of drafts
+may pick the other one (the largest difference measured was ~0.6)."""
+
+
+@asynccontextmanager
+async def open_pool(model: Path, draft: str, **options: Any) -> AsyncIterator[PoolEngine]:
+    options.setdefault("n_ctx", 1024)
+    options.setdefault("kv_type", "q8_0")
+    engine = await asyncio.to_thread(PoolEngine, PoolOptions(
+        model_path=model, n_slots=3, threads=2, draft=draft, **options))
+    try:
+        yield engine
+    finally:
+        await engine.aclose()
+
+
+def open_pools(model: Path, kv_type: str) -> Iterator[dict[str, PoolEngine]]:
+    """The same model without drafting and drafting from each chat's tokens."""
+    engines = {draft: PoolEngine(PoolOptions(model_path=model, n_ctx=1024, n_slots=3,
+                                             threads=2, draft=draft, kv_type=kv_type))
+               for draft in ("none", "ngram")}
+    yield engines
+    for engine in engines.values():
+        asyncio.run(engine.aclose())
+
+
+@pytest.fixture(scope="module")
+def pools(demo_model: Path) -> Iterator[dict[str, PoolEngine]]:
+    """Pools whose rows of drafts compute what lone tokens compute (q8_0: flash attention)."""
+    yield from open_pools(demo_model, "q8_0")
+
+
+@pytest.fixture(scope="module")
+def f16_pools(demo_model: Path) -> Iterator[dict[str, PoolEngine]]:
+    yield from open_pools(demo_model, "f16")
+
+
+class Reply:
+    """One reply as its caller saw it, and what its chat's slot holds after it."""
+
+    def __init__(self, deltas: list[TextDelta], finished: Finished, cached: list[int] | None,
+                 accepted: int) -> None:
+        self.deltas = [(delta.text, delta.thinking) for delta in deltas]
+        self.finished = finished
+        self.cached = cached
+        self.accepted = accepted
+        """Drafted tokens that stood while this reply was written (0 without drafting)."""
+
+    @property
+    def seen(self) -> tuple[object, ...]:
+        """Everything a user or the chat layer can tell of the reply."""
+        done = self.finished
+        return (self.deltas, done.reason, done.text, done.thinking, done.n_generated,
+                done.n_thinking, done.n_prompt_tokens, self.cached)
+
+
+def request(engine: PoolEngine, key: str, question: str, sampling: SamplingParams,
+            **kwargs: Any) -> GenerationRequest:
+    info = engine.info
+    chat = choose_format("auto", model_template=info.chat_template, bos_token=info.bos_token,
+                         eos_token=info.eos_token)
+    return GenerationRequest(chat_key=key, prompt=chat.render(SYSTEM, [Turn("user", question)]),
+                             sampling=sampling, stop=kwargs.pop("stop", chat.stop), **kwargs)
+
+
+def accepted_so_far(engine: PoolEngine) -> int:
+    stats = engine.draft_stats()
+    return stats.accepted if stats is not None else 0
+
+
+async def write(engine: PoolEngine, key: str, question: str, sampling: SamplingParams,
+                **kwargs: Any) -> Reply:
+    """The reply in a chat of its own (forgotten after, so no reply reuses another's cache)."""
+    before = accepted_so_far(engine)
+    deltas: list[TextDelta] = []
+    finished = None
+    async for event in engine.generate(request(engine, key, question, sampling, **kwargs)):
+        if isinstance(event, TextDelta):
+            deltas.append(event)
+        elif isinstance(event, Finished):
+            finished = event
+    assert finished is not None
+    cached = engine.cached_tokens(key)
+    await engine.forget(key)
+    return Reply(deltas, finished, cached, accepted_so_far(engine) - before)
+
+
+async def both(pools: dict[str, PoolEngine], key: str, question: str, sampling: SamplingParams,
+               **kwargs: Any) -> tuple[Reply, Reply]:
+    plain = await write(pools["none"], key, question, sampling, **kwargs)
+    drafted = await write(pools["ngram"], key, question, sampling, **kwargs)
+    return plain, drafted
+
+
+async def test_greedy_replies_are_token_for_token_the_undrafted_ones(
+        pools: dict[str, PoolEngine]) -> None:
+    accepted = []
+    for number, question in enumerate(QUESTIONS):
+        plain, drafted = await both(pools, f"greedy-{number}", question, greedy())
+        assert drafted.seen == plain.seen, question
+        assert plain.finished.n_generated > 20
+        accepted.append(drafted.accepted)
+    # The replies that repeat their prompt were written with drafts that stood.
+    assert all(n > 10 for n in accepted[:3]), accepted
+
+
+async def test_on_an_f16_cache_greedy_replies_differ_only_at_near_ties(
+        f16_pools: dict[str, PoolEngine]) -> None:
+    plain_engine = f16_pools["none"]
+    accepted = 0
+    for number, question in enumerate(QUESTIONS):
+        margins: list[float] = []
+        plain_engine.on_logits = lambda _, logits, seen=margins: seen.append(top_margin(logits))
+        try:
+            plain = await write(plain_engine, f"f16-{number}", question, greedy())
+        finally:
+            plain_engine.on_logits = None
+        drafted = await write(f16_pools["ngram"], f"f16-{number}", question, greedy())
+        accepted += drafted.accepted
+        if drafted.seen == plain.seen:
+            continue
+        split = common_prefix(drafted.cached or [], plain.cached or [])
+        position = split - plain.finished.n_prompt_tokens
+        assert 0 <= position < len(margins) and margins[position] < NEAR_TIE, (
+            f"{question!r}: the replies part at token {position}, where the undrafted reply's "
+            f"two likeliest tokens were {margins[position]:.2f} apart")
+    assert accepted > 10
+
+
+def top_margin(logits: np.ndarray) -> float:
+    second, first = np.partition(logits, -2)[-2:]
+    return float(first - second)
+
+
+async def test_sampled_replies_with_a_seed_are_the_undrafted_ones(
+        pools: dict[str, PoolEngine]) -> None:
+    """Each position is sampled with the chat's whole chain and its seeded draw, the repeat
+    penalty counting the tokens written, never a draft the model did not write."""
+    accepted = 0
+    for seed in (3, 11):
+        for number, question in enumerate(QUESTIONS[:3]):
+            plain, drafted = await both(pools, f"sampled-{seed}-{number}", question,
+                                        sampled(seed))
+            assert drafted.seen == plain.seen, (seed, question)
+            accepted += drafted.accepted
+    assert accepted > 10
+
+
+async def test_chats_drafting_together_write_what_each_writes_alone(
+        pools: dict[str, PoolEngine]) -> None:
+    alone = [await write(pools["none"], f"alone-{n}", question, greedy())
+             for n, question in enumerate(QUESTIONS[:3])]
+    together = await asyncio.gather(*(write(pools["ngram"], f"together-{n}", question, greedy())
+                                      for n, question in enumerate(QUESTIONS[:3])))
+    for one, other in zip(alone, together, strict=True):
+        assert other.seen == one.seen
+    assert sum(reply.accepted for reply in together) > 10
+
+
+async def test_stop_strings_and_the_length_limit_end_the_reply_where_they_would(
+        pools: dict[str, PoolEngine]) -> None:
+    plain, drafted = await both(pools, "stop", QUESTIONS[2], greedy(), stop=["Saturday"])
+    assert plain.finished.reason == "stop" and "Saturday" not in plain.finished.text
+    assert drafted.seen == plain.seen and drafted.accepted > 0
+    for limit in (1, 2, 7, 30):
+        plain, drafted = await both(pools, f"limit-{limit}", QUESTIONS[0], greedy(limit))
+        assert plain.finished.reason == "length" and plain.finished.n_generated == limit
+        assert drafted.seen == plain.seen
+    assert drafted.accepted > 0
+
+
+async def test_the_context_limit_ends_the_reply_where_it_would(demo_model: Path) -> None:
+    # llama.cpp sizes a context in multiples of 256 tokens: a prompt of ~200 leaves ~50.
+    question = f"Correct the spelling of these paragraphs:\n\n{PARAGRAPH}\n\n{PARAGRAPH}"
+    replies = []
+    for draft in ("none", "ngram"):
+        async with open_pool(demo_model, draft, n_ctx=256) as engine:
+            replies.append(await write(engine, "context", question, greedy(400)))
+    plain, drafted = replies
+    assert plain.finished.reason == "context"
+    assert plain.finished.n_prompt_tokens + plain.finished.n_generated == 256
+    assert drafted.seen == plain.seen and drafted.accepted > 0
+
+
+async def test_chinese_streams_the_same_deltas(pools: dict[str, PoolEngine]) -> None:
+    """The UTF-8-safe stream: a character cut across tokens goes out whole, once, as it would
+    without drafts (a delta never shows text that a rejected draft takes back)."""
+    question = "请把这句话重复三遍：我们的羊驼每天吃草，喝很多水。我们的羊驼每天吃草，喝很多水。"
+    plain, drafted = await both(pools, "chinese", question, greedy(80))
+    assert any(ord(char) > 0x2E80 for text, _ in plain.deltas for char in text)
+    assert drafted.seen == plain.seen and drafted.accepted > 0
+
+
+async def test_stop_leaves_a_part_of_the_undrafted_reply_and_cache(
+        pools: dict[str, PoolEngine]) -> None:
+    """/stop in the middle: what was shown and what the slot keeps are a beginning of the
+    undrafted reply and cache (no draft the model did not write stays anywhere)."""
+    whole = await write(pools["none"], "whole", QUESTIONS[0], greedy(150))
+    engine = pools["ngram"]
+    for wanted in (5, 30):
+        cancel = CancelToken()
+        shown = ""
+        finished = None
+        async for event in engine.generate(request(engine, f"stopped-{wanted}", QUESTIONS[0],
+                                                   greedy(150), cancel=cancel)):
+            if isinstance(event, TextDelta):
+                shown += event.text
+                if len(shown) >= wanted:
+                    cancel.cancel()
+            elif isinstance(event, Finished):
+                finished = event
+        assert finished is not None and finished.reason == "cancelled"
+        cached = engine.cached_tokens(f"stopped-{wanted}")
+        await engine.forget(f"stopped-{wanted}")
+        assert whole.finished.text.startswith(finished.text) and len(finished.text) >= wanted
+        assert whole.finished.text.startswith(shown)
+        assert cached is not None and whole.cached is not None
+        assert cached == whole.cached[: len(cached)]
+        assert len(cached) >= finished.n_prompt_tokens + finished.n_generated - 1
+
+
+async def test_a_thinking_budgets_forced_closing_is_fed_as_without_drafts(
+        thinking_model: Path) -> None:  # noqa: F811 (the fixture)
+    replies = []
+    for draft in ("none", "ngram"):
+        async with open_pool(thinking_model, draft) as engine:
+            replies.append(await write(engine, "thinking", QUESTIONS[0], greedy(40),
+                                       thinking=Thinking(opened=True, budget=30)))
+    plain, drafted = replies
+    assert plain.finished.thinking.strip() and plain.finished.text.strip()
+    assert 30 < plain.finished.n_thinking <= 30 + 5
+    assert drafted.seen == plain.seen and drafted.accepted > 0
+
+
+
+async def test_metrics_and_the_admins_settings_show_the_drafting(
+        pools: dict[str, PoolEngine]) -> None:
+    from prometheus_client import generate_latest
+
+    from bot.chat.overview import draft_line
+    from bot.metrics import Metrics
+
+    await write(pools["ngram"], "metrics", QUESTIONS[2], greedy(60))
+    stats = pools["ngram"].draft_stats()
+    assert stats is not None and stats.source == "ngram" and 0 < stats.accepted <= stats.drafted
+    assert pools["none"].draft_stats() is None
+    scraped = {}
+    for draft, engine in pools.items():
+        metrics = Metrics()
+        metrics.watch_engine(lambda engine=engine: engine, kind="pool")
+        scraped[draft] = generate_latest(metrics.registry).decode()
+    assert f"alpaca_bot_drafted_tokens_total {float(stats.drafted)}" in scraped["ngram"]
+    assert f"alpaca_bot_draft_accepted_tokens_total {float(stats.accepted)}" in scraped["ngram"]
+    assert "alpaca_bot_drafted_tokens" not in scraped["none"]
+    rate = round(100 * stats.accepted / stats.drafted)
+    assert draft_line(stats) == (f"Drafting (ngram): {stats.accepted} of {stats.drafted} "
+                                 f"drafted tokens accepted ({rate}%)")

@@ -1,0 +1,193 @@
+"""Speculative decoding's pure parts: n-gram lookup in a chat's own tokens, the check of a row
+of drafts (`verify_drafts`), and the policy that decides how many tokens each chat drafts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bot.engine.base import StopReason
+from bot.engine.drafting import ChatDraft, Drafting, NgramSource
+from bot.engine.draftplan import FILLER, Acceptance, StepCost, plan_depth
+from bot.engine.ngram import NgramIndex
+from bot.engine.verify import verify_drafts
+
+# A 4-layer slice of a 7B-shaped q4_0 model on two cores (the issue's figures).
+SLICE = StepCost(0.070, 0.008, learn=False)
+
+
+# -- n-gram lookup -------------------------------------------------------------------------
+
+
+def test_a_guess_is_what_followed_the_longest_run_seen_before() -> None:
+    index = NgramIndex([1, 2, 3, 4, 5, 9, 3, 4, 6, 7, 2, 3, 4])
+    # "2 3 4" was followed by 5 (and "3 4" last by 6): the longer run wins, then goes on.
+    assert index.guess(3) == [(5, 3), (9, 3), (3, 3)]
+
+
+def test_the_latest_occurrence_is_followed_and_the_guess_goes_on_past_its_end() -> None:
+    index = NgramIndex([7, 1, 2, 7, 3, 4, 7])
+    # 7 was last followed by 3 4 7, and after that 7 again by 3 ...
+    assert [token for token, _ in index.guess(5)] == [3, 4, 7, 3, 4]
+    assert all(kind == 1 for _, kind in index.guess(5))
+
+
+def test_no_guess_for_tokens_never_seen_and_extending_learns_them() -> None:
+    index = NgramIndex([1, 2, 3])
+    assert index.guess(4) == []
+    index.extend([1, 2, 3, 8, 1, 2])
+    assert index.guess(2) == [(3, 2), (8, 2)]  # "1 2" -> 3 8 (the run "3 1 2" was not seen)
+    assert index.guess(0) == []
+
+
+def test_a_chat_draft_indexes_its_prompt_and_what_it_sampled() -> None:
+    chat = ChatDraft([5, 6, 7, 8, 5], seq_id=0, acceptance=Acceptance(memory=0.9))
+    assert [token for token, _ in chat.ngrams().guess(3)] == [6, 7, 8]
+    chat.extend([6, 7])
+    assert [token for token, _ in chat.ngrams().guess(2)] == [8, 5]
+    assert chat.tokens == [5, 6, 7, 8, 5, 6, 7]
+
+
+# -- the check ------------------------------------------------------------------------------
+
+
+def check(drafts: Sequence[int], model: Sequence[int | None], *, ends_at: int | None = None,
+          reason: StopReason = "stop") -> tuple[object, list[int], list[int]]:
+    """verify_drafts with a model that writes `model[i]` at row position i; the reply ends
+    (with `reason`) when its `ends_at`-th token is fed. Returns the verdict, the positions
+    chosen and the tokens fed."""
+    chosen: list[int] = []
+    fed: list[int] = []
+
+    def choose(position: int) -> int | None:
+        chosen.append(position)
+        return model[position]
+
+    def feed(token: int) -> StopReason | None:
+        fed.append(token)
+        return reason if ends_at is not None and len(fed) == ends_at else None
+
+    return verify_drafts(drafts, choose, feed), chosen, fed
+
+
+def test_all_drafts_accepted_gives_one_token_more() -> None:
+    verdict, chosen, fed = check([11, 12, 13], [11, 12, 13, 14])
+    assert fed == [11, 12, 13, 14] and chosen == [0, 1, 2, 3]
+    assert (verdict.accepted, verdict.rejected, verdict.kept, verdict.reason) == (3, False, 4, None)
+
+
+def test_the_first_rejection_stops_the_check_and_nothing_after_it_is_fed() -> None:
+    verdict, chosen, fed = check([11, 12, 13], [11, 99, 13, 14])
+    assert fed == [11, 99] and chosen == [0, 1]  # position 2 is never even sampled
+    assert (verdict.accepted, verdict.rejected, verdict.kept) == (1, True, 2)
+    assert verdict.sampled == (11, 99)
+
+
+def test_a_reply_ending_on_an_accepted_draft_rejects_nothing() -> None:
+    verdict, _, fed = check([11, 12, 13], [11, 12, 13, 14], ends_at=2, reason="length")
+    assert fed == [11, 12]
+    assert (verdict.accepted, verdict.rejected, verdict.reason, verdict.kept) == (2, False,
+                                                                                  "length", 2)
+
+
+def test_a_cancel_in_the_middle_keeps_what_was_fed() -> None:
+    verdict, _, fed = check([11, 12], [11, None, 13])
+    assert fed == [11] and verdict.reason == "cancelled" and verdict.accepted == 1
+    assert not verdict.rejected and verdict.kept == 1
+    verdict, _, fed = check([11], [None])
+    assert fed == [] and verdict.kept == 1 and verdict.sampled == ()
+
+
+def test_without_drafts_it_is_one_ordinary_sample() -> None:
+    verdict, chosen, fed = check([], [42])
+    assert (chosen, fed, verdict.accepted, verdict.rejected) == ([0], [42], 0, False)
+
+
+# -- the policy -----------------------------------------------------------------------------
+
+
+def repeating_chat(drafting: Drafting, seq_id: int = 0) -> ChatDraft:
+    """A chat whose tokens repeat (the n-gram lookup always has a guess)."""
+    return drafting.chat([1, 2, 3, 4, 5, 6, 7, 8] * 4, seq_id)
+
+
+def test_a_chat_whose_guesses_stand_drafts_deep() -> None:
+    drafting = Drafting(NgramSource(), most=4, cost=SLICE)
+    chat = repeating_chat(drafting)
+    for _ in range(10):
+        drafts = drafting.propose([(chat, 100)], [], room=500)[0]
+        assert drafts
+        drafting.settle(chat, verdict_for(drafts, accepted=len(drafts)))
+    assert len(drafting.propose([(chat, 100)], [], room=500)[0]) == 4
+
+
+def test_low_acceptance_stops_drafting_for_that_chat() -> None:
+    drafting = Drafting(NgramSource(), most=4, cost=SLICE)
+    chat = repeating_chat(drafting)
+    steps_drafting = 0
+    for _ in range(30):
+        drafts = drafting.propose([(chat, 100)], [], room=500)[0]
+        steps_drafting += bool(drafts)
+        drafting.settle(chat, verdict_for(drafts, accepted=0))
+    assert 0 < steps_drafting < 15
+    assert drafting.propose([(chat, 100)], [], room=500) == [[]]
+    assert drafting.drafted > 0 and drafting.accepted == 0
+
+
+def test_a_chat_that_cannot_draft_is_asked_for_nothing() -> None:
+    drafting = Drafting(NgramSource(), most=4, cost=SLICE)
+    chat = repeating_chat(drafting)
+    assert drafting.propose([(chat, 0)], [], room=500) == [[]]  # forced tokens, context's end
+    assert len(drafting.propose([(chat, 2)], [], room=500)[0]) <= 2
+    assert drafting.propose([(chat, 4)], [], room=0) == [[]]  # no room in the batch
+
+
+def test_many_generating_chats_draft_less() -> None:
+    """Each drafted token costs its share of a step whoever drafts it: with a wide batch the
+    same guesses are worth fewer tokens."""
+    rates = [0.7, 0.6, 0.5, 0.5]
+    depths = [plan_depth([rates] * chats, 0.02, [], SLICE, room=500).tokens
+              for chats in (1, 4, 16, 32)]
+    assert depths[0] >= 3 and depths[-1] < depths[0], depths
+    assert depths == sorted(depths, reverse=True), depths
+    # And poor guesses are not checked at all, even alone.
+    assert plan_depth([[0.05] * 4], 0.02, [], SLICE, room=500).tokens == 0
+
+
+def test_a_cheap_token_and_a_costly_pass_make_drafting_pay() -> None:
+    costly = StepCost(0.070, 0.035, learn=False)  # a token half as dear as a pass
+    assert plan_depth([[0.5] * 4], 0.02, [], costly, room=500).tokens <= 1
+    assert plan_depth([[0.5] * 4], 0.02, [], SLICE, room=500).tokens >= 2
+
+
+def test_chats_of_a_step_check_as_many_tokens_each() -> None:
+    """A chat with a shorter draft pads it with filler guesses when another pass over the
+    weights would cost more than the filler tokens."""
+    drafting = Drafting(NgramSource(), most=4, cost=SLICE)
+    deep = repeating_chat(drafting)
+    short = drafting.chat([9, 10, 11, 12, 13, 9], 1)  # only "9" repeats: 10 11 12 13 9 ...
+    drafts = drafting.propose([(deep, 100), (short, 100)], [], room=500)
+    assert len(drafts[0]) == len(drafts[1]) > 0
+
+
+def test_the_step_cost_learns_from_measured_steps() -> None:
+    cost = StepCost(0.05, 0.005)
+    for _ in range(200):
+        cost.observe(1, 1, 0.078)
+        cost.observe(1, 5, 0.110)
+        cost.observe(2, 6, 0.188)
+    assert abs(cost.pass_seconds - 0.070) < 0.005 and abs(cost.token_seconds - 0.008) < 0.002
+
+
+def verdict_for(drafts: Sequence[int], *, accepted: int):  # type: ignore[no-untyped-def]
+    """The verdict of a check where the first `accepted` drafts stood (the model's own token
+    after them is another of `repeating_chat`'s tokens)."""
+    other = drafts[accepted] % 8 + 1 if accepted < len(drafts) else 1
+    model = [*drafts[:accepted], other]
+    return verify_drafts(drafts, lambda i: model[i], lambda token: None)
+
+
+def test_filler_guesses_count_as_their_own_kind() -> None:
+    pool = Acceptance(memory=0.995)
+    chat = Acceptance(pool, memory=0.9)
+    chat.record([3, 3, FILLER], accepted=2, rejected=True)
+    assert chat.rate(FILLER) < pool.rate(3) and chat.rate(3) > 0.5
