@@ -98,7 +98,7 @@ $(SERVER): $(STAMP) native/server.sh native/cache.sh native/build-flags.env
 
 llama-server: $(SERVER)
 
-# The remote engine against a plain client of llama-server (README: "Remote model servers").
+# The remote engine against a plain client of llama-server (docs/performance.md, "Remote servers").
 bench-remote: $(DEV_STAMP) $(SERVER)
 	$(BIN)/python bench/remote.py $(BENCH_ARGS)
 
