@@ -140,6 +140,7 @@ def test_chat_flags_are_stored_for_the_console_chat(
 ) -> None:  # type: ignore[no-untyped-def]
     """`alpaca-bot chat --min-p 0.3 --repeat-last-n 128` stores both like the commands do."""
     from bot import cli
+    from bot.cli.running import _run_console
 
     seen: dict[str, object] = {}
 
@@ -158,5 +159,5 @@ def test_chat_flags_are_stored_for_the_console_chat(
     args = cli.build_parser().parse_args(
         ["chat", "--min-p", "0.3", "--repeat-last-n", "128", "--temp", "0.5"]
     )
-    assert asyncio.run(cli._run_console(settings, color=False, flags=args)) == 0
+    assert asyncio.run(_run_console(settings, color=False, flags=args)) == 0
     assert seen == {"min_p": pytest.approx(0.3), "repeat_last_n": 128, "temp": pytest.approx(0.5)}
