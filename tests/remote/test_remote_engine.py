@@ -173,7 +173,8 @@ async def test_requests_wait_in_our_queue_with_their_places(server: LlamaServer)
         places = [[e.ahead for e in events if isinstance(e, Queued)] for _, events in results]
         assert places[0] == [] and places[1] == []  # two slots: two start at once
         assert places[2][0] == 1 and places[3][0] == 2 and places[4][0] == 3
-        assert all(finished.reason in ("length", "eos") for finished, _ in results)
+        assert all(finished.reason in ("length", "eos") for finished, _ in results), [
+            (finished.reason, finished.text) for finished, _ in results]
         with pytest.raises(EngineBusy):
             await asyncio.gather(*(reply(engine, r) for r in [
                 request(engine, f"more-{i}", [Turn("user", "Hi")]) for i in range(6)]))

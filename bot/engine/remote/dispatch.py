@@ -176,9 +176,9 @@ class Dispatcher:
                 return Done(reason="context" if room <= 0 else "length",
                             n_prompt_tokens=len(prompt), n_evaluated=0,
                             n_generated=len(reply.tokens))
+            wanted = left + self._thinking_room(request, reply, room)
             stream = server.complete(
-                tokens, slot=claim.slot, sampling=request.sampling,
-                n_predict=min(left + self._thinking_room(request, reply, room), room),
+                tokens, slot=claim.slot, sampling=request.sampling, n_predict=min(wanted, room),
                 stop=request.stop,
             )
             try:
@@ -186,8 +186,10 @@ class Dispatcher:
             except _BudgetSpent:
                 await self._close_block(ticket, reply, server)
                 continue
-            answered = reply.answered >= request.sampling.n_predict
-            reason = "context" if done.reason == "length" and not answered else done.reason
+            # The server's "length" is the context's end where the room, not the reply's
+            # length, bounded what it was asked for (counting pieces here would miss tokens
+            # that came as one piece).
+            reason = "context" if done.reason == "length" and room < wanted else done.reason
             return Done(reason=reason, n_prompt_tokens=len(prompt),
                         n_evaluated=done.n_evaluated, n_generated=len(reply.tokens))
 
