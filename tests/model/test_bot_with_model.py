@@ -58,7 +58,11 @@ async def test_several_chats_at_once_with_the_real_model(
         for chat in chats:
             stored = replies[chat["id"]]
             assert stored.state == "complete" and stored.text
-            assert texts(fake, chat)[-1] == stored.text
+            shown = texts(fake, chat)[-1]
+            if chat is chats[2]:  # asked in Chinese of the demo model: its one-line notice
+                assert shown.startswith(stored.text) and "SmolLM2-135M" in shown[len(stored.text):]
+            else:
+                assert shown == stored.text
             assert "\ufffd" not in stored.text
             assert stored.n_tokens is not None and stored.n_tokens <= 48
         # A follow-up in the first chat reuses its cached conversation.
