@@ -99,6 +99,7 @@ class PoolEngine(LocalEngine):
             self._ctx = SlotContext(
                 options.model_path, n_slots=options.n_slots, n_ctx=options.n_ctx,
                 threads=threads, batch=options.batch, kv_type=options.kv_type,
+                rows_as_alone=options.draft != "none",
             )
         except (OSError, RuntimeError) as exc:
             raise ModelError(_("cannot load model {path}: {error}", path=options.model_path,
@@ -114,7 +115,9 @@ class PoolEngine(LocalEngine):
                                     n_ctx=self._ctx.n_ctx)
         store = None
         if options.state_dir is not None:
-            identity = model_identity(options.model_path, options.kv_type)
+            # A state saved with flash attention holds V as stored for it (not transposed).
+            flash = ("flash-attention",) if self._ctx.flash_attention and options.kv_type == "f16" else ()
+            identity = model_identity(options.model_path, options.kv_type, *flash)
             store = StateStore(options.state_dir, options.state_dir_max_bytes, identity)
         self._cache = SlotCache(self._ctx, store, model_path=options.model_path,
                                 window_shift=options.window_shift)

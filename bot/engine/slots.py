@@ -125,7 +125,13 @@ class SlotContext:
         threads: int,
         batch: int,
         kv_type: str,
+        rows_as_alone: bool = False,
     ) -> None:
+        """`rows_as_alone`: a token's logits must be bit for bit the same whether it is
+        evaluated alone or in a row of its sequence's tokens (speculative decoding checks drafts
+        in such rows, and the reply must be the one written token by token). llama.cpp's CPU
+        attention guarantees that only with flash attention, so it is then used with an f16
+        cache too (`flash_attention` says whether it is on)."""
         import llama_cpp
 
         llama_cpp.llama_backend_init()
@@ -146,7 +152,9 @@ class SlotContext:
         if 0 < self.n_ctx_train < n_ctx:
             n_ctx = self.n_ctx_train  # never size a slot beyond the trained context
         params = _context_params(llama_cpp, n_ctx=n_ctx, n_slots=n_slots, threads=threads,
-                                 batch=batch, kv_type=kv_type)
+                                 batch=batch, kv_type=kv_type, rows_as_alone=rows_as_alone)
+        self.flash_attention = (
+            params.flash_attn_type == llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED)
         self.ctx = llama_cpp.llama_init_from_model(self.model, params)
         if not self.ctx:
             self.close()
@@ -314,7 +322,7 @@ class SlotContext:
 
 
 def _context_params(llama_cpp: Any, *, n_ctx: int, n_slots: int, threads: int, batch: int,
-                    kv_type: str) -> Any:
+                    kv_type: str, rows_as_alone: bool) -> Any:
     """The context's parameters: `n_slots` sequences of `n_ctx` tokens each."""
     params = llama_cpp.llama_context_default_params()
     params.n_ctx = n_ctx * n_slots
@@ -331,7 +339,10 @@ def _context_params(llama_cpp: Any, *, n_ctx: int, n_slots: int, threads: int, b
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED  # quantized V
     elif kv_type == "f16":
         params.type_k = params.type_v = llama_cpp.GGML_TYPE_F16
-        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        # Without flash attention a CPU step is faster over long caches, but a token's
+        # attention comes out rounded differently in a row of several tokens than alone.
+        params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if rows_as_alone
+                                  else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
     else:
         raise ValueError(f"unknown KV cache type {kv_type!r} (f16 or q8_0)")
     return params
