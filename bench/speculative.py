@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import sys
 import tempfile
@@ -266,7 +267,7 @@ async def bench_model(model: Path, args: argparse.Namespace, work: Workload) -> 
                 for chats in (work.chats, 1):
                     shape = Workload(chats, work.turns, work.reply, work.n_ctx)
                     label = f"chat, {chats} x {work.turns} turns"
-                    best = await measure(clients(chats), lambda r, t, s=shape: chatting(r, t, s),
+                    best = await measure(clients(chats), functools.partial(chatting, work=shape),
                                          args.repeat, label)
                     report(label, best)
                     print_goals(best, [("pool ngram", "pool", 0.97)])
