@@ -127,11 +127,8 @@ class SlotContext:
         kv_type: str,
         rows_as_alone: bool = False,
     ) -> None:
-        """`rows_as_alone`: a token's logits must be bit for bit the same whether it is
-        evaluated alone or in a row of its sequence's tokens (speculative decoding checks drafts
-        in such rows, and the reply must be the one written token by token). llama.cpp's CPU
-        attention guarantees that only with flash attention, so it is then used with an f16
-        cache too (`flash_attention` says whether it is on)."""
+        """`rows_as_alone`: a token's logits are bit for bit the same alone or in a row of
+        drafts (flash attention, then on for f16 too; see `_context_params`)."""
         import llama_cpp
 
         llama_cpp.llama_backend_init()
@@ -340,7 +337,8 @@ def _context_params(llama_cpp: Any, *, n_ctx: int, n_slots: int, threads: int, b
     elif kv_type == "f16":
         params.type_k = params.type_v = llama_cpp.GGML_TYPE_F16
         # Without flash attention a CPU step is faster over long caches, but a token's
-        # attention comes out rounded differently in a row of several tokens than alone.
+        # attention comes out rounded differently in a row of several tokens than alone, so
+        # speculative decoding's rows (rows_as_alone) need it for replies written token by token.
         params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if rows_as_alone
                                   else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
     else:
