@@ -25,6 +25,8 @@ pytestmark = [
 THOUGHT = "The user asks about France. Its capital is Paris, I am sure."
 SCRIPT = f"<think>{THOUGHT}</think>\n\nParis is the capital of France."
 ANSWER = "Paris is the capital of France."
+REPLY = "Hello from the scripted model."
+"""What the scripted engine writes when nothing was enqueued."""
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
@@ -148,7 +150,8 @@ async def test_off_asks_the_template_not_to_think_and_the_setting_does_for_every
     assert engine.prompts()[0].endswith("<|im_start|>assistant\n")
     fake.send_text(chat, alice, "/reasoning off")
     fake.send_text(chat, alice, "hello again")
-    await fake.wait_for(lambda: len(engine.history) == 2, timeout=10)
+    # The reply is sent before the restart (one cut off would be answered again after it).
+    await fake.wait_for(lambda: texts(fake, chat).count(REPLY) == 2, timeout=10)
     assert engine.prompts()[1].endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
     assert engine.history[1].thinking is not None and engine.history[1].thinking.quiet
     await runner.stop()
@@ -156,8 +159,11 @@ async def test_off_asks_the_template_not_to_think_and_the_setting_does_for_every
     everywhere = ScriptedEngine(chat_template=QWEN3_LIKE)
     await run_bot(everywhere, reasoning="off")
     bob = fake.user("Bob")
-    fake.send_text(fake.private_chat(bob), bob, "hi")
-    await fake.wait_for(lambda: everywhere.history, timeout=10)
+    bobs = fake.private_chat(bob)
+    fake.send_text(bobs, bob, "hi")
+    await fake.wait_for(lambda: texts(fake, bobs) == [REPLY], timeout=10)
+    # Bob's question, the only one: Alice's was answered before the restart.
+    assert len(everywhere.history) == 1 and "hello" not in everywhere.prompts()[0]
     assert everywhere.prompts()[0].endswith("<think>\n\n</think>\n\n")
     assert everywhere.history[0].thinking is not None and everywhere.history[0].thinking.quiet
 
