@@ -10,6 +10,7 @@ import pytest
 
 from bot.models.demo import find_demo_model
 from bot.settings import Settings, load_settings
+from tests.cpu import THREADS
 from tests.postgres import POSTGRES_INSTALL_HINT, PostgresCluster, find_server_binaries
 
 pytest_plugins = ["tests.botrunner", "pytester"]
@@ -73,6 +74,8 @@ def database_url(request: pytest.FixtureRequest, database_kind: str, tmp_path: P
 def make_settings(tmp_path: Path, database_kind: str, database_url: str):  # type: ignore[no-untyped-def]
     def build(**values: object) -> Settings:
         values.setdefault("data", tmp_path / "data")
+        values.setdefault("threads", THREADS)
+        values.setdefault("asr_threads", THREADS)
         if database_kind != "sqlite":
             values.setdefault("db", database_url)
         return load_settings(None, **values)

@@ -20,6 +20,8 @@ from types import TracebackType
 
 import httpx
 
+from tests.cpu import THREADS
+
 REPO = Path(__file__).resolve().parent.parent
 BINARY_ENV = "ALPACA_BOT_LLAMA_SERVER"
 STARTUP_TIMEOUT = 60.0
@@ -72,7 +74,7 @@ class LlamaServer:
         *,
         slots: int = 1,
         ctx: int = 512,
-        threads: int = 2,
+        threads: int = THREADS,
         batch: int | None = None,
         slot_save_path: Path | None = None,
         api_key: str | None = None,

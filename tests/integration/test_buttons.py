@@ -78,8 +78,10 @@ async def test_stop_stops_the_reply_being_written(fake: FakeBotAPI, run_bot: Any
     alice = fake.user("Alice", "alice")
     engine.enqueue("one two three")
     fake.send_text(group, alice, "@alpaca_test_bot go on forever")
+    # Pressed once the whole text shows, the model hanging after it (the text kept is checked).
     await fake.wait_for(lambda: fake.bot_messages(group) and
-                        buttons(last(fake, group)) == [STOP], timeout=10)
+                        buttons(last(fake, group)) == [STOP] and
+                        texts(fake, group)[-1].startswith("one two three"), timeout=10)
     writing = last(fake, group)
     [[stop]] = writing.reply_markup["inline_keyboard"]
     assert len(stop["callback_data"].encode()) <= 64

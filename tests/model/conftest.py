@@ -11,18 +11,19 @@ import pytest
 
 from bot.engine.llama import EngineOptions, LlamaEngine
 from bot.engine.pool import PoolEngine, PoolOptions
+from tests.cpu import THREADS
 
 
 @pytest.fixture(scope="session")
 def llama_engine(demo_model: Path) -> Iterator[LlamaEngine]:
-    engine = LlamaEngine(EngineOptions(model_path=demo_model, n_ctx=2048, threads=2))
+    engine = LlamaEngine(EngineOptions(model_path=demo_model, n_ctx=2048, threads=THREADS))
     yield engine
     asyncio.run(engine.aclose())
 
 
 @pytest.fixture(scope="session")
 def pool_engine(demo_model: Path) -> Iterator[PoolEngine]:
-    engine = PoolEngine(PoolOptions(model_path=demo_model, n_ctx=2048, n_slots=3, threads=2))
+    engine = PoolEngine(PoolOptions(model_path=demo_model, n_ctx=2048, n_slots=3, threads=THREADS))
     yield engine
     asyncio.run(engine.aclose())
 

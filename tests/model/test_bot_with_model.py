@@ -11,6 +11,7 @@ from sqlalchemy import select
 from bot.engine.pool import PoolEngine, PoolOptions
 from bot.store.database import sessions
 from bot.store.schema import TurnRow
+from tests.cpu import THREADS
 from tests.fakebotapi import FakeBotAPI
 
 pytestmark = [
@@ -25,12 +26,12 @@ def texts(fake: FakeBotAPI, chat: dict) -> list[str]:
 
 
 # Slow by nature (the slowest test): three chats and a follow-up answered by the real model on
-# two threads, end to end through the bot.
+# one thread, end to end through the bot.
 async def test_several_chats_at_once_with_the_real_model(
     fake: FakeBotAPI, run_bot, demo_model: Path, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     engine = PoolEngine(PoolOptions(
-        model_path=demo_model, n_ctx=1024, n_slots=2, threads=2, state_dir=tmp_path / "state",
+        model_path=demo_model, n_ctx=1024, n_slots=2, threads=THREADS, state_dir=tmp_path / "state",
     ))
     try:
         runner = await run_bot(engine, seed=5, n_predict=48, ctx=1024, max_ctx=1024,

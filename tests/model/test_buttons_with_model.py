@@ -13,6 +13,7 @@ from sqlalchemy import select
 from bot.engine.pool import PoolEngine, PoolOptions
 from bot.store.database import sessions
 from bot.store.schema import TurnRow
+from tests.cpu import THREADS
 from tests.fakebotapi import FakeBotAPI
 
 pytestmark = [
@@ -44,7 +45,7 @@ async def test_continue_and_regenerate_with_the_real_model(
     fake: FakeBotAPI, run_bot: Any, demo_model: Path, tmp_path: Path
 ) -> None:
     engine = PoolEngine(PoolOptions(
-        model_path=demo_model, n_ctx=1024, n_slots=1, threads=2, state_dir=tmp_path / "state",
+        model_path=demo_model, n_ctx=1024, n_slots=1, threads=THREADS, state_dir=tmp_path / "state",
     ))
     try:
         runner = await run_bot(engine, seed=7, n_predict=12, ctx=1024, max_ctx=1024,

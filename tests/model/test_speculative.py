@@ -30,6 +30,7 @@ from bot.engine.base import CancelToken, Finished, GenerationRequest, SamplingPa
 from bot.engine.drafting import ChatDraft
 from bot.engine.ngram import Guess
 from bot.engine.pool import PoolEngine, PoolOptions
+from tests.cpu import THREADS
 from tests.model.test_thinking_model import thinking_model  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(600)]
@@ -71,7 +72,7 @@ async def open_pool(model: Path, draft: str, **options: Any) -> AsyncIterator[Po
     options.setdefault("n_ctx", 1024)
     options.setdefault("kv_type", "q8_0")
     engine = await asyncio.to_thread(PoolEngine, PoolOptions(
-        model_path=model, n_slots=3, threads=2, draft=draft, **options))
+        model_path=model, n_slots=3, threads=THREADS, draft=draft, **options))
     try:
         yield engine
     finally:
@@ -81,7 +82,7 @@ async def open_pool(model: Path, draft: str, **options: Any) -> AsyncIterator[Po
 def open_pools(model: Path, kv_type: str) -> Iterator[dict[str, PoolEngine]]:
     """The same model without drafting and drafting from each chat's tokens."""
     engines = {draft: PoolEngine(PoolOptions(model_path=model, n_ctx=1024, n_slots=3,
-                                             threads=2, draft=draft, kv_type=kv_type))
+                                             threads=THREADS, draft=draft, kv_type=kv_type))
                for draft in ("none", "ngram")}
     yield engines
     for engine in engines.values():
@@ -115,7 +116,7 @@ def f16_pools(demo_model: Path) -> Iterator[dict[str, PoolEngine]]:
     """On the f16 cache: a drafting pool, and one that computes the same way (flash attention)
     but never drafts, as the reference."""
     engines = {name: PoolEngine(PoolOptions(model_path=demo_model, n_ctx=1024, n_slots=3,
-                                            threads=2, draft="ngram", kv_type="f16"))
+                                            threads=THREADS, draft="ngram", kv_type="f16"))
                for name in ("none", "ngram")}
     drafting = engines["none"]._drafting  # noqa: SLF001 (the reference's drafts switched off)
     assert drafting is not None
@@ -175,9 +176,22 @@ async def write(engine: PoolEngine, key: str, question: str, sampling: SamplingP
     return Reply(deltas, finished, cached, accepted_so_far(engine) - before)
 
 
+UNDRAFTED: dict[tuple[int, str, str, str], Reply] = {}
+"""Replies of the module's pools without drafting, written once for the tests that compare with
+them (a reply depends on its question, sampling and options only: `write` forgets its chat)."""
+
+
+async def undrafted(engine: PoolEngine, key: str, question: str, sampling: SamplingParams,
+                    **kwargs: Any) -> Reply:
+    known = (id(engine), question, repr(sampling), repr(sorted(kwargs.items())))
+    if known not in UNDRAFTED:
+        UNDRAFTED[known] = await write(engine, key, question, sampling, **kwargs)
+    return UNDRAFTED[known]
+
+
 async def both(pools: dict[str, PoolEngine], key: str, question: str, sampling: SamplingParams,
                **kwargs: Any) -> tuple[Reply, Reply]:
-    plain = await write(pools["none"], key, question, sampling, **kwargs)
+    plain = await undrafted(pools["none"], key, question, sampling, **kwargs)
     drafted = await write(pools["ngram"], key, question, sampling, **kwargs)
     return plain, drafted
 
@@ -209,7 +223,7 @@ async def test_on_an_f16_cache_greedy_replies_are_token_for_token_the_undrafted_
 def test_an_f16_cache_without_drafting_keeps_its_faster_attention(demo_model: Path) -> None:
     """Flash attention is on only where exact rows need it: over long caches the CPU's plain
     attention is the faster (the pool's benchmarks stay as they were with `draft = "none"`)."""
-    engine = PoolEngine(PoolOptions(model_path=demo_model, n_ctx=256, n_slots=1, threads=2,
+    engine = PoolEngine(PoolOptions(model_path=demo_model, n_ctx=256, n_slots=1, threads=THREADS,
                                     kv_type="f16"))
     try:
         assert not engine._ctx.flash_attention  # noqa: SLF001
@@ -222,18 +236,16 @@ async def test_sampled_replies_with_a_seed_are_the_undrafted_ones(
     """Each position is sampled with the chat's whole chain and its seeded draw, the repeat
     penalty counting the tokens written, never a draft the model did not write."""
     accepted = 0
-    for seed in (3, 11):
-        for number, question in enumerate(QUESTIONS[:3]):
-            plain, drafted = await both(pools, f"sampled-{seed}-{number}", question,
-                                        sampled(seed))
-            assert drafted.seen == plain.seen, (seed, question)
-            accepted += drafted.accepted
+    for number, (seed, question) in enumerate(zip((3, 5, 11), QUESTIONS[:3], strict=True)):
+        plain, drafted = await both(pools, f"sampled-{number}", question, sampled(seed))
+        assert drafted.seen == plain.seen, (seed, question)
+        accepted += drafted.accepted
     assert accepted > 10
 
 
 async def test_chats_drafting_together_write_what_each_writes_alone(
         pools: dict[str, PoolEngine]) -> None:
-    alone = [await write(pools["none"], f"alone-{n}", question, greedy())
+    alone = [await undrafted(pools["none"], f"alone-{n}", question, greedy())
              for n, question in enumerate(QUESTIONS[:3])]
     together = await asyncio.gather(*(write(pools["ngram"], f"together-{n}", question, greedy())
                                       for n, question in enumerate(QUESTIONS[:3])))

@@ -24,6 +24,7 @@ from bot.engine.llama import EngineOptions, LlamaEngine
 from bot.engine.pool import PoolEngine, PoolOptions
 from bot.ops.runtime import open_runtime
 from bot.store.schema import TurnRow
+from tests.cpu import THREADS
 from tests.sinks import RecordingSink, ask
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(300)]
@@ -49,10 +50,10 @@ def thinking_model(demo_model: Path, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture(scope="session", params=["simple", "pool"])
 def thinking_engine(request: pytest.FixtureRequest, thinking_model: Path) -> Iterator[Any]:
     if request.param == "simple":
-        engine: Any = LlamaEngine(EngineOptions(model_path=thinking_model, n_ctx=1024, threads=2))
+        engine: Any = LlamaEngine(EngineOptions(model_path=thinking_model, n_ctx=1024, threads=THREADS))
     else:
         engine = PoolEngine(PoolOptions(model_path=thinking_model, n_ctx=1024, n_slots=2,
-                                        threads=2))
+                                        threads=THREADS))
     yield engine
     asyncio.run(engine.aclose())
 

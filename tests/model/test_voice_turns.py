@@ -15,6 +15,7 @@ from bot.engine.base import CancelToken, GenerationRequest, Queued, SamplingPara
 from bot.engine.pool import PoolEngine, PoolOptions
 from bot.ops.runtime import open_runtime
 from bot.speech.packaged import WHISPER_BASE, prepare
+from tests.cpu import THREADS
 from tests.voices import voice_note
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(300)]
@@ -32,7 +33,7 @@ async def test_a_transcription_takes_a_fair_turn_with_the_replies(
 ) -> None:
     whisper = prepare(WHISPER_BASE, tmp_path / "asr")
     note = voice_note("Good morning. How are you today?")
-    engine = PoolEngine(PoolOptions(model_path=demo_model, n_ctx=512, n_slots=1, threads=2))
+    engine = PoolEngine(PoolOptions(model_path=demo_model, n_ctx=512, n_slots=1, threads=THREADS))
     try:
         async with open_runtime(make_settings(asr_model=str(whisper)), engine=engine) as runtime:
             hearing = runtime.service.hearing

@@ -23,6 +23,7 @@ from bot.models.perplexity import load_sample_text
 from bot.models.quant_chart import MISSING_NOTE, draw_chart
 from bot.models.quant_types import parse_quant_type
 from bot.models.quantize import quantize_model
+from tests.cpu import THREADS
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -53,7 +54,7 @@ def options(**values: object) -> AutoQuantizeOptions:
     values.setdefault("text", load_sample_text())
     values.setdefault("n_ctx", 128)
     values.setdefault("chunks", 2)
-    values.setdefault("threads", 2)
+    values.setdefault("threads", THREADS)
     values.setdefault("slots", 1)
     values.setdefault("max_ctx", 256)
     return AutoQuantizeOptions(**values)  # type: ignore[arg-type]
@@ -234,7 +235,7 @@ def fabricated_report(tmp_path: Path) -> AutoQuantizeReport:
     return AutoQuantizeReport(
         source=tmp_path / "demo-f16.gguf", source_bytes=270_000_000, source_type="F16",
         budget_bytes=GiB, kv_bytes=1, kv_slots=1, kv_ctx=256, text_name="t", n_ctx=128,
-        chunks=2, threads=2, candidates=tuple(rows), seconds=1.0, estimated_seconds=1.0,
+        chunks=2, threads=THREADS, candidates=tuple(rows), seconds=1.0, estimated_seconds=1.0,
     )
 
 
@@ -265,7 +266,7 @@ def test_cli_auto_prints_the_estimate_first_then_the_table(
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # the extra missing: a note, no chart
     code = main(["quantize", str(demo_f16), "--auto", "--types", "q4_0", "q4_1", "-c", "128",
-                 "--chunks", "1", "--keep-all", "--threads", "2"])
+                 "--chunks", "1", "--keep-all", "--threads", str(THREADS)])
     out, err = capsys.readouterr()
     assert code == 0, err
     assert err.index("estimated total time: ~") < err.index("[1/4] q4_0 quantize")

@@ -36,6 +36,7 @@ from bot.models.progress import byte_progress
 from bot.models.safetensors_file import read_safetensors
 from bot.models.sentencepiece_model import read_sentencepiece
 from bot.models.torch_checkpoint import read_torch_checkpoint
+from tests.cpu import THREADS
 from tests.models.checkpoints import (
     StoredTensor,
     TinyConfig,
@@ -59,7 +60,7 @@ def llama_logits(model: Path, tokens: Sequence[int], *, f32_cache: bool = False,
     # The KV cache is f16 by default; f32 lets an all-f32 model be compared tightly.
     cache = {"type_k": llama_cpp.GGML_TYPE_F32, "type_v": llama_cpp.GGML_TYPE_F32} if f32_cache else {}
     with high_level_model_params():
-        llm = llama_cpp.Llama(str(model), logits_all=True, n_ctx=64, n_threads=2, verbose=False,
+        llm = llama_cpp.Llama(str(model), logits_all=True, n_ctx=64, n_threads=THREADS, verbose=False,
                               **cache)
     try:
         llm.eval(list(tokens))

@@ -14,6 +14,7 @@ from bot.core.templates import AlpacaFormat
 from bot.engine.llama import EngineOptions, LlamaEngine
 from bot.ops.runtime import open_runtime
 from bot.store.repository import ChatRef
+from tests.cpu import THREADS
 from tests.sinks import RecordingSink, ask
 
 pytestmark = pytest.mark.timeout(120)
@@ -38,7 +39,7 @@ async def test_converted_alpaca_model_chats_with_no_further_flag(
     folder, _, _ = make_meta()
     out = tmp_path / "alpaca-tiny.gguf"
     convert_checkpoint(folder, out, progress=False)
-    engine = LlamaEngine(EngineOptions(model_path=out, n_ctx=256, threads=2))
+    engine = LlamaEngine(EngineOptions(model_path=out, n_ctx=256, threads=THREADS))
     try:
         settings = make_settings(model=out, ctx=256, n_predict=8, max_ctx=256, seed=1)
         async with open_runtime(settings, engine=engine) as runtime:

@@ -19,6 +19,7 @@ from bot.models.perplexity import (
     token_nll,
 )
 from bot.models.quantize import quantize_model
+from tests.cpu import THREADS
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -34,7 +35,7 @@ def sample() -> str:
 def demo_result(demo_model: Path, sample: str) -> tuple[PerplexityResult, list[tuple[int, int,
                                                                                        float]]]:
     chunks: list[tuple[int, int, float]] = []
-    result = compute_perplexity(demo_model, sample, n_ctx=N_CTX, threads=2,
+    result = compute_perplexity(demo_model, sample, n_ctx=N_CTX, threads=THREADS,
                                 on_chunk=lambda *args: chunks.append(args))
     return result, chunks
 
@@ -90,8 +91,8 @@ def test_higher_precision_has_lower_perplexity(
     folder = tmp_path_factory.mktemp("ppl")
     fine = quantize_model(demo_model, folder / "q8_0.gguf", "q8_0", allow_requantize=True)
     coarse = quantize_model(demo_model, folder / "q2_k.gguf", "q2_k", allow_requantize=True)
-    ppl_fine = compute_perplexity(fine.output, sample, n_ctx=N_CTX, threads=2).ppl
-    ppl_coarse = compute_perplexity(coarse.output, sample, n_ctx=N_CTX, threads=2).ppl
+    ppl_fine = compute_perplexity(fine.output, sample, n_ctx=N_CTX, threads=THREADS).ppl
+    ppl_coarse = compute_perplexity(coarse.output, sample, n_ctx=N_CTX, threads=THREADS).ppl
     original = demo_result[0].ppl
     assert ppl_fine == pytest.approx(original, rel=0.03)
     assert ppl_fine < ppl_coarse * 0.95
@@ -100,7 +101,7 @@ def test_higher_precision_has_lower_perplexity(
 @pytest.mark.model
 def test_text_too_short_says_how_many_tokens(demo_model: Path) -> None:
     with pytest.raises(UserError, match=r"at least 256 tokens .* only \d+") as caught:
-        compute_perplexity(demo_model, "Far too short a text.", n_ctx=N_CTX, threads=2)
+        compute_perplexity(demo_model, "Far too short a text.", n_ctx=N_CTX, threads=THREADS)
     assert "context of 128" in str(caught.value)
 
 

@@ -27,6 +27,7 @@ from bot.models.quant_types import QUANT_TYPES, QuantType, parse_quant_type
 from bot.models.quantize import QuantizeResult, quantize_model, quantize_model_async
 from bot.models.quantize_output import default_output_path, estimate_output_size
 from bot.models.quantizer_process import QuantizeProgress
+from tests.cpu import THREADS
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -117,7 +118,7 @@ def requantized(demo_model: Path, tmp_path_factory: pytest.TempPathFactory
     results = {}
     for name in ("q4_0", "q8_0"):
         progress: list[QuantizeProgress] = []
-        result = quantize_model(demo_model, folder / f"demo-{name}.gguf", name, threads=2,
+        result = quantize_model(demo_model, folder / f"demo-{name}.gguf", name, threads=THREADS,
                                 allow_requantize=True, on_progress=progress.append)
         results[name] = (result, progress)
     return results
@@ -194,7 +195,7 @@ def test_requantized_demo_model_loads_and_generates(
     assert names_in(result.output.parent) >= {result.output.name}
     assert not [p for p in result.output.parent.iterdir() if p.name.endswith(".part")]
     with high_level_model_params():
-        llama = llama_cpp.Llama(str(result.output), n_ctx=128, n_threads=2, verbose=False)
+        llama = llama_cpp.Llama(str(result.output), n_ctx=128, n_threads=THREADS, verbose=False)
     try:
         completion = llama.create_completion("The capital of France is", max_tokens=4,
                                              temperature=0.0)
@@ -342,7 +343,7 @@ async def test_async_progress_arrives_on_the_loop_while_it_stays_responsive(
     ticking = asyncio.create_task(ticker())
     try:
         result = await quantize_model_async(
-            demo_model, tmp_path / "demo-q4_0.gguf", "q4_0", threads=2, allow_requantize=True,
+            demo_model, tmp_path / "demo-q4_0.gguf", "q4_0", threads=THREADS, allow_requantize=True,
             on_progress=lambda p: seen.append((threading.get_ident(), p.tensor_index)),
         )
     finally:

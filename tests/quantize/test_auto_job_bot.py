@@ -15,6 +15,7 @@ from bot.engine.base import Engine, ModelInfo
 from bot.models.quantize import quantize_model
 from bot.store.schema import QuantizeJobRow
 from tests.conftest import DATABASES
+from tests.cpu import THREADS
 from tests.fakebotapi import FakeBotAPI, StoredMessage
 from tests.fakeengine import ScriptedEngine
 
@@ -23,7 +24,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning"),
 ]
 
-SETTINGS = {"slots": 1, "max_ctx": 256, "ctx": 256, "n_predict": 64, "threads": 2,
+SETTINGS = {"slots": 1, "max_ctx": 256, "ctx": 256, "n_predict": 64, "threads": THREADS,
             "edit_interval_private": 0.2, "edit_interval_group": 0.2}
 
 

@@ -20,6 +20,7 @@ from bot.speech import (
     UndecodableAudio,
     VoiceOff,
 )
+from tests.cpu import THREADS
 from tests.voices import encode, silence, voice_note
 
 pytestmark = pytest.mark.timeout(300)
@@ -38,7 +39,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def transcriber(models: Path) -> Iterator[Transcriber]:
-    speech = Transcriber(SpeechOptions(model="base", directory=models, threads=2))
+    speech = Transcriber(SpeechOptions(model="base", directory=models, threads=THREADS))
     yield speech
     speech.close()
 
@@ -93,7 +94,7 @@ async def test_an_english_note_from_a_chinese_app_stays_english(
 
 
 async def test_asr_language_fixes_the_language(models: Path, story: bytes) -> None:
-    fixed = Transcriber(SpeechOptions(model="base", directory=models, threads=2,
+    fixed = Transcriber(SpeechOptions(model="base", directory=models, threads=THREADS,
                                       language="en-US"))
     try:
         heard = await fixed.transcribe(story, hint="zh")
