@@ -249,7 +249,7 @@ async def test_a_newcomer_hears_its_place_while_a_long_prompt_is_read(llama_engi
     from bot.engine.base import Queued
 
     chat = model_format(llama_engine)
-    long_text = " ".join(f"Line {i}: the newcomer's llama walks up the hill." for i in range(100))
+    long_text = " ".join(f"Line {i}: the newcomer's llama walks up the hill." for i in range(40))
     arrivals: list[tuple[str, object]] = []
 
     async def run(key: str, text: str) -> None:
