@@ -20,7 +20,7 @@ run: $(STAMP)
 	$(BIN)/alpaca-bot start
 
 test: system-packages $(DEV_STAMP) $(SERVER)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # The tests start a throwaway PostgreSQL cluster, speak voice notes with espeak-ng and draw
 # Chinese text for the OCR with a CJK font: Debian's packages, installed when missing.

