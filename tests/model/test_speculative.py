@@ -224,12 +224,14 @@ async def test_on_an_f16_cache_greedy_replies_are_token_for_token_the_undrafted_
         f16_pools: dict[str, PoolEngine]) -> None:
     assert f16_pools["ngram"]._ctx.flash_attention  # noqa: SLF001
     accepted = []
-    for number, question in enumerate(QUESTIONS):
+    # A paragraph rewritten, a list continued and a free answer (the greedy test above also
+    # quotes a document: the same drafting, on the other cache).
+    for number, question in enumerate((QUESTIONS[0], QUESTIONS[2], QUESTIONS[3])):
         plain, drafted = await both(f16_pools, f"f16-{number}", question, greedy())
         assert drafted.seen == plain.seen, question
         assert plain.accepted == 0
         accepted.append(drafted.accepted)
-    assert all(n > 10 for n in accepted[:3]), accepted
+    assert all(n > 10 for n in accepted[:2]), accepted
 
 
 def test_an_f16_cache_without_drafting_keeps_its_faster_attention(demo_model: Path) -> None:
