@@ -150,8 +150,7 @@ class SlotContext:
             n_ctx = self.n_ctx_train  # never size a slot beyond the trained context
         params = _context_params(llama_cpp, n_ctx=n_ctx, n_slots=n_slots, threads=threads,
                                  batch=batch, kv_type=kv_type, rows_as_alone=rows_as_alone)
-        self.flash_attention = (
-            params.flash_attn_type == llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED)
+        self.flash_attention = params.flash_attn_type == llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
         self.ctx = llama_cpp.llama_init_from_model(self.model, params)
         if not self.ctx:
             self.close()
