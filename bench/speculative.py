@@ -179,9 +179,11 @@ def pool_client(model: Path, draft: str, args: argparse.Namespace, slots: int,
         if drafting is not None and not costs:
             cost = drafting.cost
             costs.append(f"a step costs {cost.pass_seconds * 1000:.1f} ms a pass over the weights "
-                         f"+ {cost.token_seconds * 1000:.2f} ms a token: a drafted token "
-                         f"costs {cost.token_seconds / (cost.pass_seconds + cost.token_seconds):.0%}"
-                         f" of a one-token step")
+                         f"+ {cost.token_seconds * 1000:.2f} ms a token + "
+                         f"{cost.context_seconds * 1000:.2f} ms a token per 1000 cached tokens: "
+                         f"a drafted token costs "
+                         f"{cost.token_seconds / (cost.pass_seconds + cost.token_seconds):.0%}"
+                         f" of a one-token step at the start of a chat")
 
         async def done() -> float | None:
             stats = pool.draft_stats()

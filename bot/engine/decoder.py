@@ -198,7 +198,8 @@ class BatchDecoder:
             # token is never a draft).
             room = self._ctx.n_ctx - 1 - len(job.slot.tokens)
             chats.append((job.draft, 0 if job.reply.forcing else room))
-        others = [n for job, n in plan.items() if job.slot and job.slot.state is SlotState.PROMPT]
+        others = [(n, len(job.slot.tokens)) for job, n in plan.items()
+                  if job.slot and job.slot.state is SlotState.PROMPT]
         drafts = self._drafting.propose(chats, others, self._batch - sum(plan.values()))
         for job, tokens in zip(generating, drafts, strict=True):
             job.drafts = tokens
@@ -231,6 +232,7 @@ class BatchDecoder:
         rows: list[BatchRow] = []
         sample_rows: list[tuple[PoolJob, int]] = []
         fed: list[tuple[PoolJob, Sequence[int]]] = []
+        starts: list[int] = []
         n_prompt = 0
         n_rows = 0
         for job in jobs:
@@ -250,6 +252,7 @@ class BatchDecoder:
                 sample_rows.append((job, n_rows - outputs))
             rows.append((slot.seq_id, start, tokens, outputs))
             fed.append((job, tokens))
+            starts.append(start)
         if self.on_step is not None:
             self.on_step([(job.chat_key, len(tokens)) for job, tokens in fed])
         started = time.monotonic()
@@ -265,8 +268,11 @@ class BatchDecoder:
             return
         seconds = time.monotonic() - started
         self._cache.measured_prompt(n_prompt, seconds)
-        if self._drafting is not None:
-            self._drafting.observe([len(tokens) for _, tokens in fed], seconds)
+        if self._drafting is not None and not n_prompt:
+            # The cost of the generating chats' steps, the ones drafting changes (a prompt's
+            # chunk is a wide row of another cost per token).
+            self._drafting.observe([(len(tokens), start) for (_, tokens), start
+                                    in zip(fed, starts, strict=True)], seconds)
         for job, tokens in fed:
             assert job.slot is not None
             job.slot.tokens.extend(tokens)

@@ -15,15 +15,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from bot.engine.draftplan import FILLER, MODEL_GUESS, Acceptance, StepCost, plan_depth
-from bot.engine.ngram import Guess, NgramIndex
+from bot.engine.draftplan import (
+    FILLER,
+    MODEL_GUESS,
+    STREAK,
+    Acceptance,
+    Row,
+    StepCost,
+    plan_depth,
+)
+from bot.engine.ngram import LONGEST, Guess, NgramIndex
 from bot.engine.slots import Slot, SlotContext
 from bot.engine.verify import Verdict
 
 CHAT_MEMORY = 0.9
 """What is left of a chat's observation of its guesses after one of its steps."""
 POOL_MEMORY = 0.995
-"""The same for the pool's rates, per guess checked in any chat."""
+"""The same for the pool's rates, per step of generating chats: a kind of guess whose rate
+fell too low to be checked comes back to its first rate (FIRST_RATES) in a few hundred steps
+and is tried again, so a pool never stops drafting for good on a few early misses."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,10 @@ class ChatDraft:
         self.acceptance = acceptance
         self.pending: list[Guess] = []
         """The guesses the current step checks."""
+        self.guessed: Guess | None = None
+        """The guess made for the token the current step samples, checked or not."""
+        self.streak = 0
+        """How many of the chat's last sampled tokens were the guess made for them."""
         self._index: NgramIndex | None = None
 
     def ngrams(self) -> NgramIndex:
@@ -70,6 +84,11 @@ class ChatDraft:
         if self._index is None:
             self._index = NgramIndex(self.tokens)
         return self._index
+
+    @property
+    def position(self) -> int:
+        """Where the token the next step evaluates goes in the chat's cache."""
+        return len(self.tokens) - 1
 
     def extend(self, tokens: Sequence[int]) -> None:
         self.tokens.extend(tokens)
@@ -132,33 +151,48 @@ class Drafting:
         return ChatDraft(tokens, seq_id, Acceptance(self._rates, memory=CHAT_MEMORY))
 
     def propose(
-        self, chats: Sequence[tuple[ChatDraft, int]], others: Sequence[int], room: int
+        self, chats: Sequence[tuple[ChatDraft, int]], others: Sequence[Row], room: int
     ) -> list[list[int]]:
         """The tokens each generating chat checks after the one it sampled last.
 
         `chats`: each with the most tokens it may draft (0: none, at the end of its context
-        or reply, or while it feeds tokens it must); `others`: the tokens of the step's other
-        rows (prompts); `room`: drafted tokens the batch has room for.
+        or reply, or while it feeds tokens it must); `others`: the step's other rows
+        (prompts); `room`: drafted tokens the batch has room for.
         """
+        self._rates.age()
         for chat, _ in chats:
             chat.acceptance.age()
         drafting = [(chat, self._worth_asking(chat, most)) for chat, most in chats]
         drafting = [(chat, most) for chat, most in drafting if most > 0]
         for chat, _ in chats:
             chat.pending = []
+            chat.guessed = None
         if not drafting:
             return [[] for _ in chats]
-        guesses = self.source.guess(drafting)
+        guesses = [self._kinds(chat, own) for (chat, _), own
+                   in zip(drafting, self.source.guess(drafting), strict=True)]
         rates = [[chat.acceptance.rate(kind) for _, kind in own]
                  for (chat, _), own in zip(drafting, guesses, strict=True)]
-        still = [1] * (len(chats) - len(drafting))  # rows of chats that do not draft
-        depth = plan_depth(rates, self._rates.rate(FILLER), [*others, *still], self.cost, room)
+        asking = {id(chat) for chat, _ in drafting}
+        still = [(1, chat.position) for chat, _ in chats if id(chat) not in asking]
+        depth = plan_depth(rates, [chat.position for chat, _ in drafting],
+                           self._rates.rate(FILLER), [*others, *still], self.cost, room)
         for (chat, most), own in zip(drafting, guesses, strict=True):
             chat.pending = own[: depth.tokens]
             if depth.padded and len(chat.pending) < min(depth.tokens, most):
                 last = chat.pending[-1][0] if chat.pending else chat.tokens[-1]
                 chat.pending += [(last, FILLER)] * (min(depth.tokens, most) - len(chat.pending))
         return [[token for token, _ in chat.pending] for chat, _ in chats]
+
+    @staticmethod
+    def _kinds(chat: ChatDraft, guesses: list[Guess]) -> list[Guess]:
+        """The guesses with their kinds told apart in a streak (see STREAK); the first is
+        remembered, to be compared with the token sampled."""
+        if chat.streak >= STREAK:
+            guesses = [(token, kind + LONGEST if 1 <= kind <= LONGEST else kind)
+                       for token, kind in guesses]
+        chat.guessed = guesses[0] if guesses else None
+        return guesses
 
     def _worth_asking(self, chat: ChatDraft, most: int) -> int:
         most = min(most, self.most)
@@ -174,19 +208,30 @@ class Drafting:
         return depth
 
     def settle(self, chat: ChatDraft, verdict: Verdict) -> None:
-        """The chat's row was checked: count its guesses, and add what it sampled."""
+        """The chat's row was checked: count its guesses, and add what it sampled.
+
+        A guess that was made but not checked (drafting did not pay) is compared with the
+        token sampled all the same: its kind's rate is learned for free, and a kind whose rate
+        looked too poor to be checked is checked again once it does better."""
         guesses, chat.pending = chat.pending, []
+        guessed, chat.guessed = chat.guessed, None
         if guesses:
             self.drafted += len(guesses)
             self.accepted += verdict.accepted
             chat.acceptance.record([kind for _, kind in guesses], verdict.accepted,
                                    verdict.rejected)
+            chat.streak = 0 if verdict.rejected else chat.streak + verdict.accepted
+        elif verdict.sampled:
+            hit = guessed is not None and verdict.sampled[0] == guessed[0]
+            if guessed is not None:
+                chat.acceptance.record([guessed[1]], int(hit), not hit)
+            chat.streak = chat.streak + 1 if hit else 0
         if verdict.reason is None:
             chat.extend(verdict.sampled)
 
-    def observe(self, lengths: Sequence[int], seconds: float) -> None:
-        """A decode of rows of these lengths took `seconds`."""
-        self.cost.observe(len(set(lengths)), sum(lengths), seconds)
+    def observe(self, rows: Sequence[Row], seconds: float) -> None:
+        """A decode of these rows, generating chats' only, took `seconds`."""
+        self.cost.observe(rows, seconds)
 
     def stats(self) -> DraftStats:
         return DraftStats(self.source.name, self.drafted, self.accepted)
@@ -195,20 +240,46 @@ class Drafting:
         self.source.close()
 
 
-def measure_cost(ctx: SlotContext, *, width: int, repeat: int = 5) -> StepCost:
-    """What a step costs on this context, timed on its first slot (empty, at start): the best
-    of `repeat` decodes of one token and of `width` tokens, each with its logits, taken in
-    turns (another process only ever slows a decode down)."""
+def measure_cost(ctx: SlotContext, *, width: int, repeat: int = 5,
+                 budget: float = 1.0) -> StepCost:
+    """What a step costs on this context, timed on its first slot: the best of `repeat` decodes
+    of one token and of `width` tokens, each with its logits, taken in turns (another process
+    only ever slows a decode down), at the cache's start and, when filling the cache costs
+    less than about `budget` seconds, after a few hundred tokens (what attention adds; on a
+    model too slow to fill in time it is learned from the steps of the first replies)."""
     slot = Slot(0)
     token = max(0, ctx.bos)
-    best = {1: float("inf"), width: float("inf")}
+    single = _timed_step(ctx, slot, token, 0, 1)
+    fill = min(256, int(budget / max(single, 1e-4) / 2), ctx.n_ctx - width - 1)
+    fill = fill if fill >= 64 else 0
+    times: dict[tuple[int, int], float] = {}
     for _ in range(repeat):
-        for n in best:
-            started = time.perf_counter()
-            ctx.decode([(0, 0, [token] * n, n)])
-            best[n] = min(best[n], time.perf_counter() - started)
+        for start in (0, fill) if fill else (0,):
+            if start:
+                for done in range(0, start, ctx.batch_size):
+                    n = min(ctx.batch_size, start - done)
+                    ctx.decode([(0, done, [token] * n, 0)])
+            for n in (1, width):
+                seconds = _timed_step(ctx, slot, token, start, n)
+                times[n, start] = min(times.get((n, start), float("inf")), seconds)
             ctx.clear(slot)
-    token_seconds = (best[width] - best[1]) / (width - 1)
-    if not 0 < token_seconds < best[1]:
-        token_seconds = best[1] / 10  # a machine too busy to tell: a usual share
-    return StepCost(best[1] - token_seconds, token_seconds)
+    token_seconds = (times[width, 0] - times[1, 0]) / (width - 1)
+    if not 0 < token_seconds < times[1, 0]:
+        token_seconds = times[1, 0] / 10  # a machine too busy to tell: a usual share
+    pass_seconds = times[1, 0] - token_seconds
+    context_seconds = 0.0
+    if fill:
+        # Each token of the wide row attends to `fill` tokens more than at the start.
+        added = (times[width, fill] - times[width, 0]) / (width * fill / 1000)
+        context_seconds = max(0.0, added)
+    return StepCost(pass_seconds, token_seconds, context_seconds)
+
+
+def _timed_step(ctx: SlotContext, slot: Slot, token: int, start: int, n: int) -> float:
+    """The seconds of a decode of `n` tokens at `start` in `slot` (removed after)."""
+    began = time.perf_counter()
+    ctx.decode([(slot.seq_id, start, [token] * n, n)])
+    seconds = time.perf_counter() - began
+    slot.tokens = [token] * (start + n)
+    ctx.truncate(slot, start)
+    return seconds

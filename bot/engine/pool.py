@@ -153,8 +153,10 @@ class PoolEngine(LocalEngine):
         if self._drafting is not None:
             cost = self._drafting.cost
             log.info("drafting: %s, up to %d tokens a step (a step costs %.1f ms a pass over the "
-                     "weights and %.2f ms a token)", self._drafting.source.name,
-                     options.draft_max, cost.pass_seconds * 1000, cost.token_seconds * 1000)
+                     "weights, %.2f ms a token and %.2f ms a token more for each thousand cached "
+                     "tokens it attends to)", self._drafting.source.name, options.draft_max,
+                     cost.pass_seconds * 1000, cost.token_seconds * 1000,
+                     cost.context_seconds * 1000)
 
     # -- the Engine protocol (the rest is LocalEngine's) ---------------------------------
 

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 from bot.engine.base import StopReason
 from bot.engine.drafting import ChatDraft, Drafting, NgramSource
-from bot.engine.draftplan import FILLER, Acceptance, StepCost, plan_depth
-from bot.engine.ngram import NgramIndex
+from bot.engine.draftplan import FILLER, STREAK, Acceptance, StepCost, plan_depth, shape
+from bot.engine.ngram import LONGEST, NgramIndex
 from bot.engine.verify import verify_drafts
 
 # A 4-layer slice of a 7B-shaped q4_0 model on two cores (the issue's figures).
@@ -127,10 +127,44 @@ def test_low_acceptance_stops_drafting_for_that_chat() -> None:
     for _ in range(30):
         drafts = drafting.propose([(chat, 100)], [], room=500)[0]
         steps_drafting += bool(drafts)
-        drafting.settle(chat, verdict_for(drafts, accepted=0))
+        guess = chat.guessed[0] if chat.guessed else 0
+        drafting.settle(chat, verdict_for(drafts, accepted=0, missed=guess))
     assert 0 < steps_drafting < 15
     assert drafting.propose([(chat, 100)], [], room=500) == [[]]
     assert drafting.drafted > 0 and drafting.accepted == 0
+
+
+def test_guesses_not_checked_are_learned_from_the_token_sampled() -> None:
+    """A pool that drafts nothing (its guesses looked poor) still compares each guess with
+    the token sampled, and drafts again once they stand."""
+    drafting = Drafting(NgramSource(), most=4, cost=SLICE)
+    chat = repeating_chat(drafting)
+    for _ in range(30):  # every guess wrong: drafting stops
+        drafts = drafting.propose([(chat, 100)], [], room=500)[0]
+        guess = chat.guessed[0] if chat.guessed else 0
+        drafting.settle(chat, verdict_for(drafts, accepted=0, missed=guess))
+    assert drafting.propose([(chat, 100)], [], room=500) == [[]]
+    checked = drafting.drafted
+    for _ in range(40):  # the model now writes what the chat's tokens say: nothing is checked
+        drafts = drafting.propose([(chat, 100)], [], room=500)[0]
+        if drafts:
+            break
+        assert chat.guessed is not None
+        drafting.settle(chat, verify_drafts([], lambda i: chat.guessed[0], lambda token: None))
+    assert drafts and drafting.drafted == checked and chat.streak >= 1
+
+
+def test_a_guess_in_a_streak_is_a_kind_of_its_own() -> None:
+    drafting = Drafting(NgramSource(), most=4, cost=SLICE)
+    chat = repeating_chat(drafting)
+    drafting.propose([(chat, 100)], [], room=500)
+    assert chat.guessed is not None and chat.guessed[1] <= LONGEST
+    for _ in range(3):
+        drafts = drafting.propose([(chat, 100)], [], room=500)[0]
+        drafting.settle(chat, verdict_for(drafts, accepted=len(drafts)))
+    assert chat.streak >= STREAK
+    drafting.propose([(chat, 100)], [], room=500)
+    assert chat.guessed is not None and chat.guessed[1] > LONGEST
 
 
 def test_a_chat_that_cannot_draft_is_asked_for_nothing() -> None:
@@ -145,18 +179,18 @@ def test_many_generating_chats_draft_less() -> None:
     """Each drafted token costs its share of a step whoever drafts it: with a wide batch the
     same guesses are worth fewer tokens."""
     rates = [0.7, 0.6, 0.5, 0.5]
-    depths = [plan_depth([rates] * chats, 0.02, [], SLICE, room=500).tokens
+    depths = [plan_depth([rates] * chats, [0] * chats, 0.02, [], SLICE, room=500).tokens
               for chats in (1, 4, 16, 32)]
     assert depths[0] >= 3 and depths[-1] < depths[0], depths
     assert depths == sorted(depths, reverse=True), depths
     # And poor guesses are not checked at all, even alone.
-    assert plan_depth([[0.05] * 4], 0.02, [], SLICE, room=500).tokens == 0
+    assert plan_depth([[0.05] * 4], [0], 0.02, [], SLICE, room=500).tokens == 0
 
 
 def test_a_cheap_token_and_a_costly_pass_make_drafting_pay() -> None:
     costly = StepCost(0.070, 0.035, learn=False)  # a token half as dear as a pass
-    assert plan_depth([[0.5] * 4], 0.02, [], costly, room=500).tokens <= 1
-    assert plan_depth([[0.5] * 4], 0.02, [], SLICE, room=500).tokens >= 2
+    assert plan_depth([[0.5] * 4], [0], 0.02, [], costly, room=500).tokens <= 1
+    assert plan_depth([[0.5] * 4], [0], 0.02, [], SLICE, room=500).tokens >= 2
 
 
 def test_chats_of_a_step_check_as_many_tokens_each() -> None:
@@ -172,16 +206,46 @@ def test_chats_of_a_step_check_as_many_tokens_each() -> None:
 def test_the_step_cost_learns_from_measured_steps() -> None:
     cost = StepCost(0.05, 0.005)
     for _ in range(200):
-        cost.observe(1, 1, 0.078)
-        cost.observe(1, 5, 0.110)
-        cost.observe(2, 6, 0.188)
+        cost.observe([(1, 0)], 0.078)
+        cost.observe([(5, 0)], 0.110)
+        cost.observe([(1, 0), (5, 0)], 0.188)
     assert abs(cost.pass_seconds - 0.070) < 0.005 and abs(cost.token_seconds - 0.008) < 0.002
 
 
-def verdict_for(drafts: Sequence[int], *, accepted: int):  # type: ignore[no-untyped-def]
+def test_the_step_cost_learns_what_attention_over_a_long_chat_adds() -> None:
+    """The demo model on two cores: 2.6 ms a pass, 5.3 ms a token and 7.8 ms more a token for
+    each thousand cached tokens it attends to (flash attention): a drafted token at position
+    600 costs nearly what a one-token step does, and the planner must know it."""
+    truth = StepCost(0.0026, 0.0053, 0.0078, learn=False)
+    cost = StepCost(0.0026, 0.0053)  # measured at the start of a chat, attention unseen
+    steps = [[(1, at)] for at in (100, 400, 700)] + [[(5, at)] for at in (100, 400, 700)]
+    steps += [[(1, 300), (5, 600)], [(2, 50), (2, 900)]]
+    for _ in range(100):
+        for rows in steps:
+            cost.observe(rows, truth.of(rows))
+    assert abs(cost.context_seconds - 0.0078) < 0.0008, cost.context_seconds
+    assert abs(cost.of([(5, 600)]) - truth.of([(5, 600)])) < 0.001
+
+
+def test_a_chat_deep_in_a_long_context_drafts_less_where_attention_is_costly() -> None:
+    cost = StepCost(0.0026, 0.0053, 0.0078, learn=False)
+    assert plan_depth([[0.98] * 4], [0], 0.02, [], cost, room=500).tokens == 4
+    fair = [[0.8] * 4]
+    assert plan_depth(fair, [0], 0.02, [], cost, room=500).tokens >= 1
+    assert plan_depth(fair, [1500], 0.02, [], cost, room=500).tokens == 0
+
+
+def test_a_row_s_context_counts_each_token_s_own_position() -> None:
+    # Three tokens at positions 100, 101, 102 and one at 10.
+    assert shape([(3, 100), (1, 10)]) == (2, 4, 0.313)
+
+
+def verdict_for(drafts: Sequence[int], *, accepted: int,  # type: ignore[no-untyped-def]
+                missed: int = 0):
     """The verdict of a check where the first `accepted` drafts stood (the model's own token
-    after them is another of `repeating_chat`'s tokens)."""
-    other = drafts[accepted] % 8 + 1 if accepted < len(drafts) else 1
+    after them is another of `repeating_chat`'s tokens; with no drafts, one that is not
+    `missed`, the guess made for it)."""
+    other = (drafts[accepted] if accepted < len(drafts) else missed) % 8 + 1
     model = [*drafts[:accepted], other]
     return verify_drafts(drafts, lambda i: model[i], lambda token: None)
 
