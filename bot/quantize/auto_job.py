@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from bot.errors import QuantizeError, UserError
 from bot.i18n import _
+from bot.llama.cpu import on_own_thread
 from bot.models.auto_plan import DEFAULT_TYPES, AutoPlan, AutoQuantizeOptions, plan_auto_quantize
 from bot.models.auto_quantize import AutoProgress, run_auto_quantize
 from bot.models.auto_report import AutoQuantizeReport
@@ -86,8 +87,11 @@ class AutoJobRun:
 
         # In this task's context: the worker's texts are in the chat's language.
         context = contextvars.copy_context()
-        job = loop.run_in_executor(None, context.run, lambda: run_auto_quantize(
-            self.plan, on_progress=progress, on_estimate=estimated, cancel=self.cancel))
+        # On a thread that ends with the job: an executor's would slow the pool's decodes
+        # down for as long as the bot runs (see on_own_thread).
+        job = on_own_thread(lambda: context.run(
+            run_auto_quantize, self.plan, on_progress=progress, on_estimate=estimated,
+            cancel=self.cancel), name="auto-quantize")
         try:
             return await asyncio.shield(job)
         except asyncio.CancelledError:
