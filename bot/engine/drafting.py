@@ -132,10 +132,15 @@ class NgramSource:
 class Drafting:
     """The drafts of each step of one pool, and what came of them."""
 
-    def __init__(self, source: DraftSource, *, most: int, cost: StepCost) -> None:
+    def __init__(self, source: DraftSource, *, most: int, cost: StepCost,
+                 lone_token_from: int | None = None) -> None:
+        """`lone_token_from`: the cached tokens beyond which llama.cpp computes a token that is
+        a step's part alone differently from one in a row (None: never; see
+        `slots.LONE_TOKEN_CELLS`)."""
         self.source = source
         self.most = most
         self.cost = cost
+        self.lone_token_from = lone_token_from
         self._rates = Acceptance(memory=POOL_MEMORY)
         self.drafted = 0
         self.accepted = 0
@@ -167,8 +172,14 @@ class Drafting:
         for chat, _ in chats:
             chat.pending = []
             chat.guessed = None
-        if not drafting:
-            return [[] for _ in chats]
+        if drafting:
+            self._plan(chats, drafting, others, room)
+        self._no_lone_token(chats, others)
+        return [[token for token, _ in chat.pending] for chat, _ in chats]
+
+    def _plan(self, chats: Sequence[tuple[ChatDraft, int]],
+              drafting: Sequence[tuple[ChatDraft, int]], others: Sequence[Row],
+              room: int) -> None:
         guesses = [self._kinds(chat, own) for (chat, _), own
                    in zip(drafting, self.source.guess(drafting), strict=True)]
         rates = [[chat.acceptance.rate(kind) for _, kind in own]
@@ -182,7 +193,32 @@ class Drafting:
             if depth.padded and len(chat.pending) < min(depth.tokens, most):
                 last = chat.pending[-1][0] if chat.pending else chat.tokens[-1]
                 chat.pending += [(last, FILLER)] * (min(depth.tokens, most) - len(chat.pending))
-        return [[token for token, _ in chat.pending] for chat, _ in chats]
+
+    def _no_lone_token(self, chats: Sequence[tuple[ChatDraft, int]],
+                       others: Sequence[Row]) -> None:
+        """Make sure no chat's token is computed as a step's part alone where that computes
+        differently (`lone_token_from`), so that drafting never changes what the model writes.
+
+        llama.cpp evaluates a step in parts: as many tokens of every sequence as the shortest
+        row holds, then as many more of each longer one as the next shortest holds, and so on.
+        A part is a lone token only at the top, when one chat's row is longer by exactly one
+        than all the others: it drops its last guess (its row then ends with the next
+        longest), or, with no guess to drop (a chat alone that drafts nothing), checks one
+        (its likeliest, or a FILLER)."""
+        if self.lone_token_from is None or not chats:
+            return
+        lengths = sorted([1 + len(chat.pending) for chat, _ in chats] + [n for n, _ in others],
+                         reverse=True)
+        top, second = lengths[0], (lengths[1] if len(lengths) > 1 else 0)
+        if top - second != 1:
+            return
+        for chat, most in chats:
+            if 1 + len(chat.pending) == top and chat.position + top > self.lone_token_from:
+                if chat.pending:
+                    chat.pending.pop()
+                elif most >= 1:
+                    chat.pending = [chat.guessed or (chat.tokens[-1], FILLER)]
+                return
 
     @staticmethod
     def _kinds(chat: ChatDraft, guesses: list[Guess]) -> list[Guess]:

@@ -35,7 +35,7 @@ from bot.engine.intake import Intake
 from bot.engine.local import LocalEngine
 from bot.engine.native import describe_model
 from bot.engine.requests import Ticket
-from bot.engine.slots import SlotContext
+from bot.engine.slots import LONE_TOKEN_CELLS, SlotContext
 from bot.engine.statestore import StateStore, model_identity
 from bot.engine.tokens import PromptTokenizer
 from bot.errors import ModelError
@@ -276,7 +276,9 @@ def _drafting(options: PoolOptions, ctx: SlotContext, threads: int) -> Drafting 
     else:
         source = DraftModel(Path(options.draft).expanduser(), target=ctx, threads=threads)
     # A first guess at what a step costs; measured at warm-up.
-    return Drafting(source, most=options.draft_max, cost=StepCost(0.05, 0.005))
+    lone = LONE_TOKEN_CELLS if ctx.flash_attention and options.kv_type == "f16" else None
+    return Drafting(source, most=options.draft_max, cost=StepCost(0.05, 0.005),
+                    lone_token_from=lone)
 
 
 __all__ = ["MemoryReport", "PoolEngine", "PoolOptions", "SlotReport"]

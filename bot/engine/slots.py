@@ -317,6 +317,15 @@ class SlotContext:
         return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).copy()
 
 
+LONE_TOKEN_CELLS = 256
+"""On an f16 cache, llama.cpp's CPU flash attention computes a step's part that is one token of
+one sequence (a ubatch of its own) split over the threads by cells once the sequence's stream
+holds more than this many cells (it pads a stream's attention to 256 cells, and splits from
+512), so that token's logits, and the cache entries it leaves, are not bit for bit those of the
+same token in a row of two or more (which every other part takes, as below 257 cells). A
+drafting pool never lets a chat's token be computed that way (`Drafting`)."""
+
+
 def _context_params(llama_cpp: Any, *, n_ctx: int, n_slots: int, threads: int, batch: int,
                     kv_type: str, rows_as_alone: bool) -> Any:
     """The context's parameters: `n_slots` sequences of `n_ctx` tokens each."""

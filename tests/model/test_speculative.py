@@ -31,6 +31,7 @@ from bot.engine.drafting import ChatDraft
 from bot.engine.draftplan import StepCost
 from bot.engine.ngram import Guess
 from bot.engine.pool import PoolEngine, PoolOptions
+from bot.engine.slots import LONE_TOKEN_CELLS
 from tests.cpu import THREADS
 from tests.model.test_thinking_model import thinking_model  # noqa: F401 (a fixture)
 
@@ -232,6 +233,34 @@ async def test_on_an_f16_cache_greedy_replies_are_token_for_token_the_undrafted_
         assert plain.accepted == 0
         accepted.append(drafted.accepted)
     assert all(n > 10 for n in accepted[:2]), accepted
+
+
+async def test_on_an_f16_cache_a_long_reply_leaves_the_undrafted_cache_bit_for_bit(
+        demo_model: Path) -> None:
+    """Past LONE_TOKEN_CELLS cached tokens llama.cpp computes a token that is a step's part
+    alone apart from one in a row, with two threads or more (it splits the token's attention
+    among them): a drafting pool never leaves a token alone there, so a long reply leaves every
+    key and value of its chat's cache (and so computed every logit) bit for bit as a pool that
+    never drafts does."""
+    states = {}
+    for name in ("none", "ngram"):
+        engine = drafting_pays(await asyncio.to_thread(PoolEngine, PoolOptions(
+            model_path=demo_model, n_ctx=512, n_slots=1, threads=2, draft="ngram",
+            kv_type="f16")))
+        if name == "none":
+            engine._drafting.source = NoGuesses()  # type: ignore[union-attr]  # noqa: SLF001
+        try:
+            key = f"f16-kv-{name}"
+            question = f"{DOCUMENT}\n\n{QUESTIONS[0]}"  # ~200 tokens
+            async for _ in engine.generate(request(engine, key, question, greedy(150))):
+                pass
+            slot = engine._cache.slots[0]  # noqa: SLF001
+            assert len(slot.tokens) > LONE_TOKEN_CELLS + 80  # 100 tokens written past it
+            states[name] = (list(slot.tokens), bytes(engine._ctx.state_data(slot)))  # noqa: SLF001
+        finally:
+            await engine.aclose()
+    assert states["ngram"][0] == states["none"][0]
+    assert states["ngram"][1] == states["none"][1]
 
 
 def test_an_f16_cache_without_drafting_keeps_its_faster_attention(demo_model: Path) -> None:

@@ -255,3 +255,42 @@ def test_filler_guesses_count_as_their_own_kind() -> None:
     chat = Acceptance(pool, memory=0.9)
     chat.record([3, 3, FILLER], accepted=2, rejected=True)
     assert chat.rate(FILLER) < pool.rate(3) and chat.rate(3) > 0.5
+
+
+# -- no lone token where llama.cpp computes one apart ---------------------------------------
+
+
+def top_part_is_a_lone_token(rows: Sequence[int]) -> bool:
+    """Whether llama.cpp's last part of a step of rows of these lengths is one token of one
+    sequence (parts: as many tokens of each sequence as the shortest row holds, and so on)."""
+    lengths = sorted(rows, reverse=True)
+    return lengths[0] - (lengths[1] if len(lengths) > 1 else 0) == 1
+
+
+def test_a_chat_alone_that_drafts_nothing_checks_one_guess_past_the_lone_token_limit() -> None:
+    for lone_token_from, position, checks in ((None, 400, 0), (256, 200, 0), (256, 400, 1)):
+        drafting = Drafting(NgramSource(), most=4, cost=SLICE, lone_token_from=lone_token_from)
+        chat = drafting.chat(list(range(10, 10 + position + 1)), 0)  # nothing repeats
+        assert chat.position == position
+        drafts = drafting.propose([(chat, 100)], [], room=500)[0]
+        assert len(drafts) == checks, lone_token_from
+        assert [kind for _, kind in chat.pending] == [FILLER] * checks
+        # ... but never past the chat's end (no room to draft).
+        assert drafting.propose([(chat, 0)], [], room=500) == [[]]
+
+
+def test_no_step_leaves_a_drafting_chat_s_token_to_a_part_of_its_own(
+        lone_token_from: int | None = 256) -> None:
+    drafting = Drafting(NgramSource(), most=4, cost=SLICE, lone_token_from=lone_token_from)
+    repeating = [drafting.chat([1, 2, 3, 4, 5, 6, 7, 8] * 40, seq) for seq in range(3)]
+    plain = drafting.chat(list(range(10, 400)), 3)  # past 256 tokens, like the others
+    for step in range(60):
+        chats = [*repeating[: 1 + step % 3], plain][step % 2:]
+        others = [(7, 0)] if step % 5 == 0 else []  # another chat's prompt
+        drafts = drafting.propose([(chat, 4) for chat in chats], others, room=500)
+        rows = [1 + len(own) for own in drafts]
+        # A lone token on top is the prompt's, never a generating chat's.
+        assert not top_part_is_a_lone_token(rows + [n for n, _ in others]) or (
+            others and max(rows) < 7), (step, rows)
+        for chat, own in zip(chats, drafts, strict=True):
+            drafting.settle(chat, verdict_for(own, accepted=step % (len(own) + 1)))
