@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from bot.engine.ngram import LONGEST
+from bot.engine.ngram import LONGEST, RESYNC
 
 FILLER = 0
 STREAK = LONGEST
@@ -26,11 +26,11 @@ STREAK = LONGEST
 its own (its run's length + LONGEST): deep in a quoted passage even a one-token run's guess
 nearly always stands, at a passage's start a short run's guess seldom does."""
 MODEL_GUESS = 2 * LONGEST + 1
-KINDS = MODEL_GUESS + 1
+KINDS = RESYNC + 1
 """Kinds of guess: FILLER (only there to even out a step), 1..LONGEST (followed a run of that
 many of the chat's tokens), LONGEST+1..2*LONGEST (the same in a streak), MODEL_GUESS (a draft
-model's)."""
-FIRST_RATES = (0.02, 0.2, 0.5, 0.7, 0.8, 0.6, 0.8, 0.9, 0.95, 0.6)
+model's), RESYNC (a copy taken up again past an edit, `bot.engine.ngram`)."""
+FIRST_RATES = (0.02, 0.2, 0.5, 0.7, 0.8, 0.6, 0.8, 0.9, 0.95, 0.6, 0.7)
 """What the pool assumes of each kind of guess before it has seen any checked: about what the
 demo model's greedy replies made of them on quoting and chat workloads (after a run of 4 of the
 chat's tokens 95-100% stood; after one token 18% outside a streak, 67-93% in one). Kinds that

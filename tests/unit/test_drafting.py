@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from bot.engine.base import StopReason
 from bot.engine.drafting import ChatDraft, Drafting, NgramSource
 from bot.engine.draftplan import FILLER, STREAK, Acceptance, StepCost, plan_depth, shape
-from bot.engine.ngram import LONGEST, NgramIndex
+from bot.engine.ngram import LONGEST, RESYNC, NgramIndex
 from bot.engine.verify import verify_drafts
 
 # A 4-layer slice of a 7B-shaped q4_0 model on two cores (the figures).
@@ -37,6 +37,26 @@ def test_no_guess_for_tokens_never_seen_and_extending_learns_them() -> None:
     index.extend([1, 2, 3, 8, 1, 2])
     assert index.guess(2) == [(3, 2), (8, 2)]  # "1 2" -> 3 8 (the run "3 1 2" was not seen)
     assert index.guess(0) == []
+
+
+def test_a_copy_is_taken_up_again_just_past_an_edit() -> None:
+    # The prompt: a passage 1..12, then other text where 6 is followed by 77.
+    index = NgramIndex([*range(1, 13), 90, 6, 77, 78, 99])
+    index.extend([1, 2, 3])  # the reply copies the passage ...
+    assert index.guess(2) == [(4, 3), (5, 3)]
+    index.extend([4, 50])  # ... writes 50 where the passage has 5 (an edit) ...
+    assert index.guess(2) == []  # (50 was never seen)
+    index.extend([6])  # ... and goes on with 6: the copy's 7, not the other text's 77.
+    assert index.guess(3) == [(7, RESYNC), (8, RESYNC), (9, RESYNC)]
+    index.extend([7, 8])
+    assert index.guess(1) == [(9, 3)]  # copying again, by runs (6 7 8)
+
+
+def test_no_copy_is_taken_up_far_from_where_it_left_off() -> None:
+    index = NgramIndex([*range(1, 30), 90, 20, 77, 99])
+    index.extend([1, 2, 3, 50])
+    index.extend([20])  # 20 is 16 tokens past the copy's place: the last 20 is followed
+    assert index.guess(1) == [(77, 1)]
 
 
 def test_a_chat_draft_indexes_its_prompt_and_what_it_sampled() -> None:
