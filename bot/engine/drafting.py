@@ -186,8 +186,12 @@ class Drafting:
                  for (chat, _), own in zip(drafting, guesses, strict=True)]
         asking = {id(chat) for chat, _ in drafting}
         still = [(1, chat.position) for chat, _ in chats if id(chat) not in asking]
+        # A chat alone past lone_token_from checks a guess anyway (_no_lone_token).
+        alone = (self.lone_token_from is not None and len(chats) == 1 and not others
+                 and chats[0][0].position + 1 > self.lone_token_from)
         depth = plan_depth(rates, [chat.position for chat, _ in drafting],
-                           self._rates.rate(FILLER), [*others, *still], self.cost, room)
+                           self._rates.rate(FILLER), [*others, *still], self.cost, room,
+                           least=int(alone))
         for (chat, most), own in zip(drafting, guesses, strict=True):
             chat.pending = own[: depth.tokens]
             if depth.padded and len(chat.pending) < min(depth.tokens, most):

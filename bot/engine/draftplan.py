@@ -176,14 +176,15 @@ class Depth:
 
 def plan_depth(
     rates: Sequence[Sequence[float]], positions: Sequence[int], filler: float,
-    others: Sequence[Row], cost: StepCost, room: int,
+    others: Sequence[Row], cost: StepCost, room: int, *, least: int = 0,
 ) -> Depth:
     """The depth that makes the most tokens per second of the step.
 
     `rates[j]`: for each token of chat j's draft, the chance that it is accepted (the tokens
     before it being accepted); `positions[j]`: where chat j's next token goes in its cache;
     `filler`: the chance of a FILLER guess; `others`: the step's other rows (prompts, chats
-    that do not draft); `room`: drafted tokens the batch has room for.
+    that do not draft); `room`: drafted tokens the batch has room for; `least`: 1 when the
+    step checks a guess anyway (then drafting nothing is not the choice to beat).
     """
     chats = len(rates)
     # gains[j][k]: tokens chat j is expected to gain by checking its first k guesses;
@@ -201,8 +202,8 @@ def plan_depth(
     for k in range(1, deepest + 1):
         fills.append(fills[-1] + filler ** k)
     best = Depth()
-    best_rate = chats / cost.of([*((1, at) for at in positions), *others])
-    for depth in range(1, deepest + 1):
+    best_rate = chats / cost.of([*((1, at) for at in positions), *others]) if not least else 0.0
+    for depth in range(max(1, least), deepest + 1):
         for padded in (False, True):
             gain = 0.0
             rows = list(others)

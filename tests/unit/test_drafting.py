@@ -314,3 +314,12 @@ def test_no_step_leaves_a_drafting_chat_s_token_to_a_part_of_its_own(
             others and max(rows) < 7), (step, rows)
         for chat, own in zip(chats, drafts, strict=True):
             drafting.settle(chat, verdict_for(own, accepted=step % (len(own) + 1)))
+
+
+def test_a_step_that_checks_a_guess_anyway_picks_the_best_depth_of_one_or_more() -> None:
+    dear = StepCost(0.002, 0.005, learn=False)  # a token costs more than a pass
+    fair = [[0.5] * 4]
+    assert plan_depth(fair, [300], 0.02, [], dear, room=500).tokens == 0
+    assert plan_depth(fair, [300], 0.02, [], dear, room=500, least=1).tokens == 1
+    sure = [[0.99] * 4]
+    assert plan_depth(sure, [300], 0.02, [], dear, room=500, least=1).tokens == 4
