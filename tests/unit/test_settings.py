@@ -282,3 +282,18 @@ def test_bad_backends_are_one_clear_error(
     monkeypatch.setenv("ALPACA_BOT_BACKENDS", backends)
     with pytest.raises(ConfigError, match=problem):
         load_settings(None)
+
+
+def test_speculative_decoding_settings_by_the_issue_s_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = load_settings()
+    assert (defaults.draft, defaults.draft_max) == ("none", 4)
+    path = write_config(tmp_path, 'draft = "ngram"\ndraft_max = 6\n')
+    assert (load_settings(path).draft, load_settings(path).draft_max) == ("ngram", 6)
+    monkeypatch.setenv("ALPACA_BOT_DRAFT", "/models/draft.gguf")
+    monkeypatch.setenv("ALPACA_BOT_DRAFT_MAX", "8")
+    settings = load_settings(path)
+    assert (settings.draft, settings.draft_max) == ("/models/draft.gguf", 8)
+    monkeypatch.setenv("ALPACA_BOT_DRAFT_MAX", "0")
+    with pytest.raises(ConfigError, match="draft_max"):
+        load_settings(path)
