@@ -157,6 +157,10 @@ class PoolEngine(LocalEngine):
                      "tokens it attends to)", self._drafting.source.name, options.draft_max,
                      cost.pass_seconds * 1000, cost.token_seconds * 1000,
                      cost.context_seconds * 1000)
+            if options.kv_type == "f16":
+                log.warning("drafting on the f16 KV cache checks its rows with flash attention "
+                            "(for replies token for token those of a pool that does not draft), "
+                            "slow on a CPU over long chats: kv_type = \"q8_0\" drafts faster")
 
     # -- the Engine protocol (the rest is LocalEngine's) ---------------------------------
 

@@ -79,6 +79,35 @@ def check_model(settings: Settings) -> list[Finding]:
     return [Finding("model", f"{path} ({name}, {info.file_type_name}, {size / GIB:.2f} GiB)")]
 
 
+def check_drafting(settings: Settings) -> list[Finding]:
+    """Speculative decoding in the pool: the draft model's file, and the KV cache it runs on."""
+    if settings.draft == "none":
+        return []
+    if settings.engine != "pool":
+        hint = ("; a llama-server drafts by its own --spec-type or --model-draft"
+                if settings.engine == "remote" else "")
+        return [Finding("draft", f"{settings.draft} is ignored: only the pool engine drafts, "
+                        f"this is engine {settings.engine}{hint}", warning=True)]
+    from bot.llama.loading import check_model_file
+
+    if settings.draft != "ngram":
+        path = Path(settings.draft).expanduser()
+        try:
+            check_model_file(path)
+        except (AlpacaBotError, OSError, ValueError) as exc:
+            return [Finding("draft", "", f"the draft model {path} cannot be used: {exc}",
+                            "set ALPACA_BOT_DRAFT (or `draft`) to a small GGUF with the model's "
+                            "vocabulary, or to ngram or none")]
+    what = f"{settings.draft}, up to {settings.draft_max} tokens a step, {settings.kv_type} cache"
+    if settings.kv_type == "f16":
+        # Exact drafts on an f16 cache need flash attention, whose f16 kernel is slow on CPUs
+        # (docs/performance.md: the same drafting on q8_0 gained where f16 lost).
+        return [Finding("draft", what + ": drafting checks its rows with flash attention there, "
+                        "slow on a CPU over long chats; kv_type = \"q8_0\" drafts faster "
+                        "(see Performance)", warning=True)]
+    return [Finding("draft", what)]
+
+
 async def check_backends(settings: Settings) -> list[Finding]:
     if settings.engine != "remote":
         return []
@@ -206,6 +235,7 @@ def check_listen(settings: Settings) -> list[Finding]:
 async def diagnose(settings: Settings) -> list[Finding]:
     findings = [check_config(settings)]
     findings += await asyncio.to_thread(check_model, settings)
+    findings += await asyncio.to_thread(check_drafting, settings)
     findings += await check_backends(settings)
     findings.append(await check_database(settings))
     findings += await asyncio.to_thread(check_disk, settings)
