@@ -92,8 +92,8 @@ class ChatDocuments:
         it cannot be read."""
         limit = self._settings.document_max_chars
         try:
-            document, passages = await asyncio.wait_for(
-                asyncio.to_thread(_read, name, mime, data, limit), READ_SECONDS)
+            async with asyncio.timeout(READ_SECONDS):  # not wait_for, which can lose a cancellation in 3.11
+                document, passages = await asyncio.to_thread(_read, name, mime, data, limit)
         except TimeoutError:
             raise ReadingError(_("Reading this document took too long; I gave up on it.")
                                ) from None

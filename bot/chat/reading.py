@@ -125,8 +125,8 @@ class Reading:
 
     async def _ocr(self, data: bytes) -> ImageText:
         try:
-            found = await asyncio.wait_for(asyncio.to_thread(self._images.read, data),
-                                           OCR_SECONDS)
+            async with asyncio.timeout(OCR_SECONDS):  # not wait_for, which can lose a cancellation in 3.11
+                found = await asyncio.to_thread(self._images.read, data)
         except TimeoutError:
             raise ReadingError(_("Reading this picture took too long; I gave up on it.")
                                ) from None

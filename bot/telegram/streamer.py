@@ -19,7 +19,6 @@ goes on by edits, and the chat is reported (`DraftRefusals`) so later replies ed
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Sequence
 
@@ -37,6 +36,19 @@ FIRST_TEXT_GRACE = 0.05
 """How long a reply's first text waits for more: a reply written by then is one message."""
 COMPLETE_WAIT = 2.0
 """How long a complete text waits for `finish` (its note and buttons) before it is shown."""
+
+
+async def set_within(event: asyncio.Event, seconds: float) -> bool:
+    """Whether `event` is set within `seconds`. A cancellation always goes through: Python
+    3.11's `asyncio.wait_for` returns instead when the event is set in the same turn of the
+    loop as the task is cancelled, and a streamer that lost its cancellation so waited on,
+    4 s at a time, holding up the loop's end (a bot's shutdown) for ever."""
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 class ReplyStreamer:
@@ -152,9 +164,7 @@ class ReplyStreamer:
             if self._final is None:
                 if not self._text_shown:
                     await self._send_typing()
-                try:
-                    await asyncio.wait_for(self._changed.wait(), timeout=self._idle_timeout())
-                except TimeoutError:
+                if not await set_within(self._changed, self._idle_timeout()):
                     refresh = self._draft_expiring()
                     if not refresh:
                         continue
@@ -183,11 +193,9 @@ class ReplyStreamer:
         if not self._text_shown and not self._complete:
             left = self._first_text_at + FIRST_TEXT_GRACE - time.monotonic()
             if left > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._ending.wait(), timeout=left)
+                await set_within(self._ending, left)
         if self._complete and self._final is None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._finished.wait(), timeout=COMPLETE_WAIT)
+            await set_within(self._finished, COMPLETE_WAIT)
 
     def _idle_timeout(self) -> float:
         due = self._messages.draft_due()
