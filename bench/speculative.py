@@ -110,7 +110,8 @@ class Figures:
 
     rate: float
     """Tokens a second of generation (see the module's doc)."""
-    texts: list[str] = field(default_factory=list)
+    texts: dict[tuple[str, int], str] = field(default_factory=dict)
+    """Each reply by its chat (the key less the run's tag) and its turn in that chat."""
     accepted: float | None = None
 
 
@@ -122,10 +123,11 @@ class Timed:
     """A replier that also measures each reply's writing: (tokens after its first, seconds from
     its first text to its end)."""
 
-    def __init__(self, inner: Replier) -> None:
+    def __init__(self, inner: Replier, tag: str) -> None:
         self.inner = inner
+        self.tag = tag
         self.writing: list[tuple[int, float]] = []
-        self.texts: list[str] = []
+        self.texts: dict[tuple[str, int], str] = {}
 
     async def reply(self, key: str, slot: int, turns: list[Turn], n_predict: int) -> object:
         started = time.perf_counter()
@@ -133,7 +135,10 @@ class Timed:
         ended = time.perf_counter()
         self.writing.append((max(0, answer.n_generated - 1),
                              max(1e-6, ended - started - answer.ttft)))
-        self.texts.append(answer.text)
+        # By chat and turn, not in the order replies end: chats writing at once end in
+        # another order when one of them drafts.
+        chat = key.removeprefix(self.tag)
+        self.texts[chat, sum(1 for known, _ in self.texts if known == chat)] = answer.text
         return answer
 
 
@@ -215,10 +220,11 @@ async def measure(clients: dict[str, Client], run: Callable[[Timed, str], Awaita
     best: dict[str, Figures] = {}
     for attempt in range(repeat):
         for name, client in clients.items():  # interleaved: each attempt runs every client
-            replier, done = await client(f"{label}-{name}-{attempt}")
-            timed = Timed(replier)
+            tag = f"{label}-{name}-{attempt}"
+            replier, done = await client(tag)
+            timed = Timed(replier, tag)
             try:
-                rate = await run(timed, f"{label}-{name}-{attempt}")
+                rate = await run(timed, tag)
             finally:
                 accepted = await done()
             print(f"    ({label}, run {attempt + 1}: {name} {rate:.1f} tokens/s)", flush=True)
@@ -231,7 +237,7 @@ def report(label: str, best: dict[str, Figures]) -> None:
     base = best["pool"]
     print(f"  {label}: generation rate, ratio to the pool without drafting (best of runs)")
     for name, figures in best.items():
-        same = sum(a == b for a, b in zip(figures.texts, base.texts, strict=False))
+        same = sum(text == base.texts.get(turn) for turn, text in figures.texts.items())
         accepted = f", {figures.accepted:.0%} of drafts accepted" if figures.accepted else ""
         print(f"    {name:<28} {figures.rate:7.1f} tokens/s  x{figures.rate / base.rate:.2f}   "
               f"{same}/{len(base.texts)} replies the pool's{accepted}")
