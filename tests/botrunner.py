@@ -31,7 +31,7 @@ pytestmark = pytest.mark.filterwarnings(
 STOP_TIMEOUT = 30.0
 """How long a stopping bot may take; the bot's own shutdown is bounded well below it."""
 LEFTOVER_TIMEOUT = 10.0
-"""How long a task the stopped bots left behind may take to end once cancelled."""
+"""How long a task left behind by the stopped bots may take to end once cancelled."""
 LOG_ERRORS_MARKER = "log_errors"
 EVERY_TEST_ALLOWS = (
     # The bot stops by cancelling the replies in progress (they are redone at the next start);
@@ -108,27 +108,26 @@ async def stop_all(runners: Sequence[BotRunner]) -> None:
 
 
 async def cancel_leftovers() -> None:
-    """Cancel the tasks still running after the bots stopped (the loop's end would), and fail,
-    naming them with their stacks, on any that does not end within LEFTOVER_TIMEOUT: a task
-    that swallows its cancellation would otherwise hang the test's teardown with no word on
-    which one it is."""
+    """Fail on tasks still running after the bots stopped (a bot's stop cancels everything it
+    started), naming them; they are cancelled first, and one that does not end within
+    LEFTOVER_TIMEOUT is named with its stack: a task that swallows its cancellation would
+    otherwise hang the test's teardown with no word on which one it is."""
     current = asyncio.current_task()
     left = [task for task in asyncio.all_tasks() if task is not current and not task.done()]
-    for task in left:
-        task.cancel()
     if not left:
         return
+    for task in left:
+        task.cancel()
     _, pending = await asyncio.wait(left, timeout=LEFTOVER_TIMEOUT)
-    if pending:
-        stacks = []
-        for task in pending:
-            frames = "".join(
-                f"\n    {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
-                for frame in task.get_stack()
-            )
-            stacks.append(f"{task.get_name()} {task.get_coro()!r}{frames}")
-        raise AssertionError("tasks that ignore their cancellation after the bot stopped:\n"
-                             + "\n".join(stacks))
+    lines = []
+    for task in left:
+        frames = "".join(
+            f"\n    {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+            for frame in task.get_stack()
+        ) if task in pending else ""
+        state = "IGNORED ITS CANCELLATION" if task in pending else "cancelled"
+        lines.append(f"{task.get_name()} {task.get_coro()!r} ({state}){frames}")
+    raise AssertionError("tasks left running after the bot stopped:\n" + "\n".join(lines))
 
 
 class ErrorRecords(logging.Handler):

@@ -84,11 +84,13 @@ class BotDeps:
         if self.outboxes.get(chat_id) is box:
             del self.outboxes[chat_id]
 
-    def spawn(self, coro: Awaitable[Any], name: str) -> None:
+    def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        """Run `coro` in the background; `cancel_all` (the bot's stop) cancels it."""
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         task.set_name(name)
         self.tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self.tasks.discard(task)
@@ -109,6 +111,7 @@ class BotDeps:
         return ReplyStreamer(
             bot, chat_id, interval=gate.interval,
             reply_to=reply_to if is_group_kind(kind) else None, thread_id=thread_id, gate=gate,
+            spawn=self.spawn,
         )
 
     async def reply_streamer(
@@ -127,7 +130,7 @@ class BotDeps:
             existing_ids=existing_ids or (), shown=shown, gate=gate,
             on_messages=self.service.conversation.recorder(accepted),
             buttons=ReplyButtons(accepted.turn_id),
-            drafts=drafts,
+            drafts=drafts, spawn=self.spawn,
         )
 
 

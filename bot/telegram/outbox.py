@@ -42,7 +42,7 @@ SEPARATOR = "\n\n"
 NOTE_ROOM = 100
 """Room kept in a merged message for the line counting the answers left out."""
 
-Spawn = Callable[[Coroutine[Any, Any, None], str], None]
+Spawn = Callable[[Coroutine[Any, Any, None], str], object]
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from telegram import Bot
 
@@ -36,6 +37,9 @@ FIRST_TEXT_GRACE = 0.05
 """How long a reply's first text waits for more: a reply written by then is one message."""
 COMPLETE_WAIT = 2.0
 """How long a complete text waits for `finish` (its note and buttons) before it is shown."""
+
+Spawn = Callable[[Coroutine[Any, Any, None], str], "asyncio.Task[Any]"]
+"""Starts a background task the bot cancels when it stops."""
 
 
 async def set_within(event: asyncio.Event, seconds: float) -> bool:
@@ -68,11 +72,13 @@ class ReplyStreamer:
         on_messages: MessageRecorder | None = None,
         buttons: ReplyButtons | None = None,
         drafts: DraftRefusals | None = None,
+        spawn: Spawn | None = None,
     ) -> None:
         """`existing_ids`: messages that show this reply already (edited in place); `shown`:
         the text they show, a reply being written again (it stays, with a Stop button, until
         new text replaces it); `buttons`: the reply's; `drafts`: stream as a draft, where
-        Telegram's refusals go."""
+        Telegram's refusals go; `spawn`: starts the streamer's background task, so that the
+        bot's stop cancels it with the reply (a reply cancelled mid-way never finishes it)."""
         self._gate = gate or FloodGate(interval)
         self._messages = ReplyMessages(
             bot, chat_id, gate=self._gate, reply_to=reply_to, thread_id=thread_id,
@@ -97,6 +103,8 @@ class ReplyStreamer:
         """Set once the text is complete or final: a held first text goes out."""
         self._finished = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._spawn = spawn
+        self._chat_id = chat_id
         self._last_typing = float("-inf")
 
     @property
@@ -155,7 +163,9 @@ class ReplyStreamer:
 
     def _ensure_task(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task = (self._spawn(self._run(), f"reply streamer in chat {self._chat_id}")
+                          if self._spawn is not None
+                          else asyncio.get_running_loop().create_task(self._run()))
 
     async def _run(self) -> None:
         shown: tuple[str, Thought | None] | None = None
