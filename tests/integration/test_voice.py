@@ -76,10 +76,6 @@ def metric(runner: Any, name: str, **labels: str) -> float:
     return float(value or 0.0)
 
 
-# Seen once under xdist (CI, 2026-12-07): a reply streamer's task collected while its
-# cancellation was pending ("Task was destroyed but it is pending!", ReplyStreamer._run). Not
-# understood yet: allowed here, named in the session note, to be found and fixed.
-@pytest.mark.log_errors(r"(?s)Task was destroyed but it is pending!.*(ReplyStreamer\._run|Event\.wait)")
 async def test_a_private_voice_note_is_heard_answered_and_stored(
     fake: FakeBotAPI, engine: ScriptedEngine, run_bot: Any, story: bytes
 ) -> None:
