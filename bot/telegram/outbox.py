@@ -16,10 +16,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 from telegram import Bot, ReplyParameters
 from telegram.constants import MessageLimit
@@ -27,6 +26,7 @@ from telegram.error import RetryAfter, TelegramError
 
 from bot.i18n import _n
 from bot.telegram.flood import SEND_TRIES, FloodGate
+from bot.telegram.streamer import Spawn
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,6 @@ that shares messages (they would spend the bot's overall 30 messages a second)."
 SEPARATOR = "\n\n"
 NOTE_ROOM = 100
 """Room kept in a merged message for the line counting the answers left out."""
-
-Spawn = Callable[[Coroutine[Any, Any, None], str], object]
-
 
 @dataclass(frozen=True)
 class Answer:
