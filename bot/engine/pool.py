@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from bot.engine.base import MemoryReport, SlotReport
 from bot.engine.cache import SlotCache
 from bot.engine.decoder import BatchDecoder, PoolJob
-from bot.engine.drafting import Drafting, DraftSource, DraftStats, NgramSource
+from bot.engine.drafting import F16_ADVICE, Drafting, DraftSource, DraftStats, NgramSource
 from bot.engine.draftmodel import DraftModel
 from bot.engine.draftplan import StepCost
 from bot.engine.intake import Intake
@@ -158,9 +158,7 @@ class PoolEngine(LocalEngine):
                      cost.pass_seconds * 1000, cost.token_seconds * 1000,
                      cost.context_seconds * 1000)
             if options.kv_type == "f16":
-                log.warning("drafting on the f16 KV cache checks its rows with flash attention "
-                            "(for replies token for token those of a pool that does not draft), "
-                            "slow on a CPU over long chats: kv_type = \"q8_0\" drafts faster")
+                log.warning("%s", F16_ADVICE)
 
     # -- the Engine protocol (the rest is LocalEngine's) ---------------------------------
 

@@ -100,11 +100,9 @@ def check_drafting(settings: Settings) -> list[Finding]:
                             "vocabulary, or to ngram or none")]
     what = f"{settings.draft}, up to {settings.draft_max} tokens a step, {settings.kv_type} cache"
     if settings.kv_type == "f16":
-        # Exact drafts on an f16 cache need flash attention, whose f16 kernel is slow on CPUs
-        # (docs/performance.md: the same drafting on q8_0 gained where f16 lost).
-        return [Finding("draft", what + ": drafting checks its rows with flash attention there, "
-                        "slow on a CPU over long chats; kv_type = \"q8_0\" drafts faster "
-                        "(see Performance)", warning=True)]
+        from bot.engine.drafting import F16_ADVICE
+
+        return [Finding("draft", f"{what}: {F16_ADVICE} (see Performance)", warning=True)]
     return [Finding("draft", what)]
 
 
