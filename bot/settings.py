@@ -103,7 +103,6 @@ class Settings(BaseSettings):
     backends: list[BackendSpec] = Field(default_factory=list)
     backend_timeout: float = Field(default=60.0, gt=0)
     slots: int = Field(default=4, ge=1, le=64)
-    # f16 unless the pool drafts (see _drafting_cache); set, it is kept.
     kv_type: Literal["f16", "q8_0"] = "f16"
     state_max_mb: int = Field(default=2048, ge=0)
     prefill_chunk: int = Field(default=128, ge=8, le=4096)
@@ -215,18 +214,6 @@ class Settings(BaseSettings):
         if value in ("auto", "alpaca", "gguf") or Path(value).is_file():
             return value
         raise ValueError('template must be "auto", "alpaca", "gguf" or a Jinja template file')
-
-    @model_validator(mode="before")
-    @classmethod
-    def _drafting_cache(cls, data: Any) -> Any:
-        """A drafting pool's KV cache is q8_0 unless `kv_type` is set: drafts are checked with
-        flash attention, over the f16 cache so slow on CPUs that drafting loses (see
-        bot.engine.drafting.F16_ADVICE), over q8_0 it wins, in half the memory."""
-        if (isinstance(data, dict) and data.get("kv_type") is None
-                and data.get("draft", "none") != "none"
-                and data.get("engine", "pool") == "pool"):
-            return {**data, "kv_type": "q8_0"}
-        return data
 
     @model_validator(mode="after")
     def _check_backends(self) -> Settings:

@@ -30,7 +30,7 @@ from bot.engine.verify import Verdict
 
 F16_ADVICE = ("drafting over the f16 KV cache checks its rows with flash attention (for replies "
               "token for token those of a pool that does not draft), slow on a CPU over long "
-              "chats: kv_type = \"q8_0\" (drafting's cache when kv_type is not set) drafts faster")
+              "chats: kv_type = \"q8_0\" drafts faster")
 """What the pool's log and `alpaca-bot doctor` say of drafting over the f16 cache."""
 
 CHAT_MEMORY = 0.9

@@ -16,7 +16,7 @@ def test_drafting_is_checked_where_it_is_asked_for_and_ignored_outside_the_pool(
 
 
 def test_drafting_on_the_f16_cache_is_a_warning_that_names_the_faster_cache(tmp_path: Path) -> None:
-    [finding] = check_drafting(load_settings(None, data=tmp_path, draft="ngram", kv_type="f16"))
+    [finding] = check_drafting(load_settings(None, data=tmp_path, draft="ngram"))
     assert finding.problem is None and finding.warning
     assert finding.line().startswith("! draft: ngram, up to 4 tokens a step, f16 cache")
     assert 'kv_type = "q8_0"' in finding.line()
@@ -24,9 +24,6 @@ def test_drafting_on_the_f16_cache_is_a_warning_that_names_the_faster_cache(tmp_
     [finding] = check_drafting(load_settings(None, data=tmp_path, draft="ngram", draft_max=6,
                                              kv_type="q8_0"))
     assert finding.line() == "✓ draft: ngram, up to 6 tokens a step, q8_0 cache"
-    # Drafting with no kv_type said drafts over q8_0.
-    [finding] = check_drafting(load_settings(None, data=tmp_path, draft="ngram"))
-    assert finding.line() == "✓ draft: ngram, up to 4 tokens a step, q8_0 cache"
 
 
 def test_a_draft_model_that_cannot_be_read_is_a_problem_with_its_fix(tmp_path: Path) -> None:

@@ -297,20 +297,3 @@ def test_speculative_decoding_settings_by_the_issue_s_names(
     monkeypatch.setenv("ALPACA_BOT_DRAFT_MAX", "0")
     with pytest.raises(ConfigError, match="draft_max"):
         load_settings(path)
-
-
-def test_drafting_makes_the_kv_cache_q8_0_unless_kv_type_is_set(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert load_settings().kv_type == "f16"
-    assert load_settings(write_config(tmp_path, 'draft = "ngram"\n')).kv_type == "q8_0"
-    assert load_settings(None, draft="/models/draft.gguf").kv_type == "q8_0"
-    # Only the pool drafts; a kv_type said anywhere is kept.
-    assert load_settings(None, draft="ngram", engine="simple").kv_type == "f16"
-    assert load_settings(write_config(tmp_path, 'draft = "ngram"\nkv_type = "f16"\n')).kv_type == "f16"
-    monkeypatch.setenv("ALPACA_BOT_DRAFT", "ngram")
-    assert load_settings(None).kv_type == "q8_0"
-    monkeypatch.setenv("ALPACA_BOT_KV_TYPE", "f16")
-    assert load_settings(None).kv_type == "f16"
-    monkeypatch.setenv("ALPACA_BOT_DRAFT", "none")
-    monkeypatch.delenv("ALPACA_BOT_KV_TYPE")
-    assert load_settings(None).kv_type == "f16"
