@@ -19,7 +19,9 @@ acceptance rate, and how many of each client's replies are the undrafted pool's 
 On the 7B-shaped model of bench/worker_pool.py (random weights: acceptance means little) it
 also prints what a drafted token costs a step, as the pool measured it. First, for each model,
 what a row of drafts costs against a one-token step on this machine, and so the most drafting
-could win with every draft accepted (`ceiling`): the bound the figures after it live under.
+could win with every draft accepted (`ceiling`): the bound the figures after it live under;
+and what each KV cache costs the reading of a long prompt (`reading`: the workloads' rates
+leave it out, and a q8_0 cache, faster to draft over, reads long prompts more slowly).
 
     python bench/speculative.py --models demo --repeat 3
     python bench/speculative.py --models 7b --layers 4 --workloads quoting
@@ -349,6 +351,49 @@ def ceiling(model: Path, args: argparse.Namespace, positions: tuple[int, ...] = 
               f"(undrafted pool {plain * 1000:.1f} ms); {rows}", flush=True)
 
 
+def reading(model: Path, args: argparse.Namespace, cached: tuple[int, ...] = (0, 1500, 3000),
+            size: int = 500, repeat: int = 3) -> None:
+    """What each cache costs the reading of a prompt: `size` tokens in the pool's batches after
+    `cached` tokens of the chat, through the undrafted f16 pool's context (plain attention), a
+    drafting f16 pool's (flash attention) and a q8_0 pool's (flash attention, drafting or not);
+    best of `repeat` interleaved runs. The rates of the workloads leave the reading out: this is
+    what a long document or a follow-up in a long chat waits before its reply's first token."""
+    from bot.engine.slots import Slot, SlotContext
+
+    kinds = {"f16, no drafting": ("f16", False), "f16, drafting": ("f16", True),
+             "q8_0": ("q8_0", False)}
+    batch = PoolOptions.batch
+    best: dict[tuple[str, int], float] = {}
+    for _ in range(repeat):
+        for name, (kv_type, drafting) in kinds.items():
+            ctx = SlotContext(model, n_slots=1, n_ctx=max(cached) + size + 16,
+                              threads=args.threads, batch=batch, kv_type=kv_type,
+                              rows_as_alone=drafting)
+            try:
+                for start in cached:
+                    slot = Slot(0)
+                    ctx.clear(slot)
+                    for done in range(0, start, batch):
+                        n = min(batch, start - done)
+                        ctx.decode([(0, done, [ctx.bos + 10 + (done + i) % 700 for i in range(n)],
+                                     0)])
+                    began = time.perf_counter()
+                    for done in range(start, start + size, batch):
+                        n = min(batch, start + size - done)
+                        ctx.decode([(0, done, [ctx.bos + 30 + (done + i) % 600 for i in range(n)],
+                                     int(done + n == start + size))])
+                    seconds = time.perf_counter() - began
+                    best[name, start] = min(best.get((name, start), float("inf")), seconds)
+            finally:
+                ctx.close()
+    print(f"  reading {size} prompt tokens (best of runs; ratio to the undrafted f16 pool)")
+    for start in cached:
+        plain = best["f16, no drafting", start]
+        print(f"    after {start} cached tokens: " + ", ".join(
+            f"{name} {best[name, start]:.2f} s (x{best[name, start] / plain:.2f})"
+            for name in kinds), flush=True)
+
+
 def print_goals(best: dict[str, Figures], goals: list[tuple[str, str, float]]) -> None:
     for name, other, goal in goals:
         if name in best and other in best:
@@ -369,7 +414,9 @@ async def main() -> None:
                         help="the KV cache of the pools and servers (q8_0: flash attention in "
                              "both pools, drafting or not)")
     parser.add_argument("--workloads", type=lambda text: text.split(","),
-                        default=["quoting", "chat"], help="quoting,chat (default both)")
+                        default=["reading", "quoting", "chat"],
+                        help="reading,quoting,chat (default all; reading: what each cache costs "
+                             "the reading of a long prompt)")
     parser.add_argument("--spec-types", type=lambda text: [t for t in text.split(",") if t],
                         default=list(SPEC_TYPES),
                         help=f"llama-server's --spec-type runs (default {','.join(SPEC_TYPES)})")
@@ -387,14 +434,20 @@ async def main() -> None:
             print(f"\n=== demo: {demo.name}, {args.threads} threads, {args.kv_type} cache ===",
                   flush=True)
             await on_own_thread(functools.partial(ceiling, demo, args), name="ceiling")
-            await bench_model(demo, args, Workload(4, 8, 48, args.n_ctx))
+            if "reading" in args.workloads:
+                await on_own_thread(functools.partial(reading, demo, args), name="reading")
+            if {"quoting", "chat"} & set(args.workloads):
+                await bench_model(demo, args, Workload(4, 8, 48, args.n_ctx))
         if args.models in ("7b", "both"):
             path = args.workdir / "7b-shaped.gguf"
             await asyncio.to_thread(write_7b_shaped, path, args.layers)
             print(f"\n=== 7B shape, {args.layers} layers (random weights), {args.threads} "
                   f"threads, {args.kv_type} cache ===", flush=True)
             await on_own_thread(functools.partial(ceiling, path, args), name="ceiling")
-            await bench_model(path, args, Workload(4, 6, 32, args.n_ctx))
+            if "reading" in args.workloads:
+                await on_own_thread(functools.partial(reading, path, args), name="reading")
+            if {"quoting", "chat"} & set(args.workloads):
+                await bench_model(path, args, Workload(4, 6, 32, args.n_ctx))
 
 
 if __name__ == "__main__":

@@ -29,8 +29,10 @@ from bot.engine.slots import Slot, SlotContext
 from bot.engine.verify import Verdict
 
 F16_ADVICE = ("drafting over the f16 KV cache checks its rows with flash attention (for replies "
-              "token for token those of a pool that does not draft), slow on a CPU over long "
-              "chats: kv_type = \"q8_0\" drafts faster")
+              "token for token those of a pool that does not draft), which on a CPU slows the "
+              "steps of several chats over long caches more than drafts win; kv_type = \"q8_0\" "
+              "drafts faster but reads long prompts more slowly (documents, follow-ups in long "
+              "chats)")
 """What the pool's log and `alpaca-bot doctor` say of drafting over the f16 cache."""
 
 CHAT_MEMORY = 0.9
