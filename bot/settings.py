@@ -250,6 +250,14 @@ class Settings(BaseSettings):
 
     # -- derived values ------------------------------------------------------------------
 
+    def draft_ignored(self) -> str | None:
+        """Why `draft` does nothing with this engine (only the pool drafts), or None."""
+        if self.draft == "none" or self.engine == "pool":
+            return None
+        hint = ("; a llama-server drafts by its own --spec-type or --model-draft"
+                if self.engine == "remote" else "")
+        return f"{self.draft} is ignored: only the pool engine drafts, this is engine {self.engine}{hint}"
+
     @property
     def database_url(self) -> str:
         """The SQLAlchemy async URL (plain `sqlite:///` and `postgresql://` are made async)."""

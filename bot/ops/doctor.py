@@ -83,11 +83,8 @@ def check_drafting(settings: Settings) -> list[Finding]:
     """Speculative decoding in the pool: the draft model's file, and the KV cache it runs on."""
     if settings.draft == "none":
         return []
-    if settings.engine != "pool":
-        hint = ("; a llama-server drafts by its own --spec-type or --model-draft"
-                if settings.engine == "remote" else "")
-        return [Finding("draft", f"{settings.draft} is ignored: only the pool engine drafts, "
-                        f"this is engine {settings.engine}{hint}", warning=True)]
+    if (ignored := settings.draft_ignored()) is not None:
+        return [Finding("draft", ignored, warning=True)]
     from bot.llama.loading import check_model_file
 
     if settings.draft != "ngram":

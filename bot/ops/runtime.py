@@ -117,6 +117,8 @@ async def open_runtime(
     injected = engine
     session_factory = sessions(database)
     service: ChatService | None = None
+    if (ignored := settings.draft_ignored()) is not None:
+        log.warning("draft %s", ignored)
     try:
         if engine is None and settings.engine == "remote":
             engine = await connect_remote(settings)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bot.ops.doctor import check_drafting
 from bot.settings import load_settings
 
@@ -13,6 +15,24 @@ def test_drafting_is_checked_where_it_is_asked_for_and_ignored_outside_the_pool(
     [finding] = check_drafting(load_settings(None, data=tmp_path, engine="simple", draft="ngram"))
     assert finding.warning and finding.line() == (
         "! draft: ngram is ignored: only the pool engine drafts, this is engine simple")
+
+
+async def test_the_bot_says_at_start_that_an_engine_other_than_the_pool_ignores_draft(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from bot.ops.runtime import open_runtime
+    from tests.fakeengine import ScriptedEngine
+
+    settings = load_settings(None, data=tmp_path, engine="simple", draft="ngram")
+    async with open_runtime(settings, engine=ScriptedEngine()):
+        pass
+    assert ("draft ngram is ignored: only the pool engine drafts, this is engine simple"
+            in caplog.text)
+    remote = load_settings(None, data=tmp_path, engine="remote", draft="ngram",
+                           backends=[{"url": "http://127.0.0.1:9", "kind": "llama.cpp"}])
+    assert remote.draft_ignored() == ("ngram is ignored: only the pool engine drafts, this is "
+                                      "engine remote; a llama-server drafts by its own "
+                                      "--spec-type or --model-draft")
+    assert load_settings(None, data=tmp_path, draft="ngram").draft_ignored() is None
 
 
 def test_drafting_on_the_f16_cache_is_a_warning_that_names_the_faster_cache(tmp_path: Path) -> None:
