@@ -1924,3 +1924,8 @@ class FakeBotAPI:
     def _api_deleteMyCommands(self, p: dict[str, Any]) -> bool:
         self._commands.pop(self._commands_key(p), None)
         return True
+
+
+def texts(fake: FakeBotAPI, chat: dict[str, Any] | int) -> list[str]:
+    """The texts of the bot's messages in a chat, oldest first."""
+    return [message.text for message in fake.bot_messages(chat)]

@@ -16,7 +16,7 @@ from bot.store.schema import AccessRequestRow, AccessRow, TurnRow
 from bot.telegram.access_notices import APPROVED_GROUP, APPROVED_USER
 from bot.telegram.gate import PRIVATE_ASKED, PRIVATE_ONLY
 from bot.telegram.membership import GROUP_ASKED, GROUP_LEAVING
-from tests.fakebotapi import FakeBotAPI
+from tests.fakebotapi import FakeBotAPI, texts
 from tests.fakeengine import ScriptedEngine
 
 pytestmark = [
@@ -25,10 +25,6 @@ pytestmark = [
 ]
 APPROVE, DENY = "✅ Approve", "🚫 Deny"
 MENTION = "@alpaca_test_bot "
-
-
-def texts(fake: FakeBotAPI, chat: dict | int) -> list[str]:
-    return [message.text for message in fake.bot_messages(chat)]
 
 
 def buttons(message: Any) -> list[str]:

@@ -8,17 +8,13 @@ from pathlib import Path
 import pytest
 
 from bot.engine.base import Engine, ModelInfo
-from tests.fakebotapi import FakeBotAPI
+from tests.fakebotapi import FakeBotAPI, texts
 from tests.fakeengine import ScriptedEngine
 
 pytestmark = [
     pytest.mark.timeout(120),
     pytest.mark.filterwarnings("ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning"),
 ]
-
-
-def texts(fake: FakeBotAPI, chat: dict) -> list[str]:
-    return [message.text for message in fake.bot_messages(chat)]
 
 
 class NamedEngine(ScriptedEngine):

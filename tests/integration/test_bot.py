@@ -17,17 +17,13 @@ from bot.chat.conversation import STOPPED_EARLY
 from bot.store.database import open_database, sessions
 from bot.store.schema import TurnRow
 from tests.botrunner import GateCall
-from tests.fakebotapi import FakeBotAPI
+from tests.fakebotapi import FakeBotAPI, texts
 from tests.fakeengine import ScriptedEngine
 
 pytestmark = [
     pytest.mark.timeout(120),
     pytest.mark.filterwarnings("ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning"),
 ]
-
-
-def texts(fake: FakeBotAPI, chat: dict) -> list[str]:
-    return [message.text for message in fake.bot_messages(chat)]
 
 
 REPO = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ from bot.console import ConsoleFront, handle_command
 from bot.ops.runtime import open_runtime
 from bot.store.schema import TurnRow
 from bot.telegram.presses import NOT_WRITING, NOT_YOURS
-from tests.fakebotapi import FakeBotAPI
+from tests.fakebotapi import FakeBotAPI, texts
 from tests.fakeengine import ScriptedEngine
 
 pytestmark = [
@@ -26,10 +26,6 @@ pytestmark = [
 ]
 
 STOP, REGENERATE, CONTINUE = "⏹ Stop", "🔄 Regenerate", "➡ Continue"
-
-
-def texts(fake: FakeBotAPI, chat: dict) -> list[str]:
-    return [message.text for message in fake.bot_messages(chat)]
 
 
 def buttons(message: Any) -> list[str]:

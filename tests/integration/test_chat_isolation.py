@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.fakebotapi import GROUP_MESSAGES_PER_MINUTE, FakeBotAPI
+from tests.fakebotapi import GROUP_MESSAGES_PER_MINUTE, FakeBotAPI, texts
 from tests.fakeengine import ScriptedEngine
 
 pytestmark = [
@@ -19,10 +19,6 @@ pytestmark = [
 ]
 
 BURST = 100
-
-
-def texts(fake: FakeBotAPI, chat: dict) -> list[str]:
-    return [message.text for message in fake.bot_messages(chat)]
 
 
 async def test_a_burst_of_commands_in_a_group_does_not_stall_another_chat(

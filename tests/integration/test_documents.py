@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from bot.store.schema import DocumentRow, PassageRow, utcnow
-from tests.fakebotapi import MAX_DOWNLOAD_BYTES, FakeBotAPI
+from tests.fakebotapi import MAX_DOWNLOAD_BYTES, FakeBotAPI, texts
 from tests.fakeengine import ScriptedEngine
 from tests.reading.files import (
     encrypted_pdf,
@@ -31,10 +31,6 @@ REPORT = [
     "Staff\nAnn shears the alpacas every May. Bob drives the tractor.",
 ]
 PASSAGES = "[passages of this chat's documents that may help, each labelled to cite:]"
-
-
-def texts(fake: FakeBotAPI, chat: dict) -> list[str]:
-    return [message.text for message in fake.bot_messages(chat)]
 
 
 async def count(runner: Any, model: type, chat_id: int | None = None) -> int:

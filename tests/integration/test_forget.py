@@ -18,7 +18,7 @@ from bot.ops.runtime import open_runtime
 from bot.store import repository as repo
 from bot.store.database import migrate_async, open_database, sessions
 from bot.store.schema import TurnRow, utcnow
-from tests.fakebotapi import FakeBotAPI
+from tests.fakebotapi import FakeBotAPI, texts
 from tests.fakeengine import ScriptedEngine
 from tests.sinks import RecordingSink
 
@@ -26,10 +26,6 @@ pytestmark = [
     pytest.mark.timeout(120),
     pytest.mark.filterwarnings("ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning"),
 ]
-
-
-def texts(fake: FakeBotAPI, chat: dict) -> list[str]:
-    return [message.text for message in fake.bot_messages(chat)]
 
 
 async def stored(runner: Any, chat_id: int) -> list[str]:

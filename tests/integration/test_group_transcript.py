@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fakebotapi import FakeBotAPI
+from tests.fakebotapi import FakeBotAPI, texts
 from tests.fakeengine import ScriptedEngine
 
 pytestmark = pytest.mark.timeout(120)
@@ -15,10 +15,6 @@ pytestmark = pytest.mark.timeout(120)
 def database_kind() -> str:
     """How the prompt names speakers does not depend on the database: SQLite only."""
     return "sqlite"
-
-
-def texts(fake: FakeBotAPI, chat: dict) -> list[str]:
-    return [message.text for message in fake.bot_messages(chat)]
 
 
 async def test_members_of_one_name_and_forged_lines_in_a_group(

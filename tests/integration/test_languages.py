@@ -14,7 +14,7 @@ import pytest
 from bot.console import run_console
 from bot.i18n import _, speaking
 from bot.ops.runtime import open_runtime
-from tests.fakebotapi import FakeBotAPI
+from tests.fakebotapi import FakeBotAPI, texts
 from tests.fakeengine import ScriptedEngine
 
 pytestmark = [
@@ -24,10 +24,6 @@ pytestmark = [
 
 HAN = re.compile(r"[\u4e00-\u9fff]")
 ASK_USAGE = "Usage: /ask TEXT — ask me a question."
-
-
-def texts(fake: FakeBotAPI, chat: dict) -> list[str]:
-    return [message.text for message in fake.bot_messages(chat)]
 
 
 def chinese(text: str) -> bool:

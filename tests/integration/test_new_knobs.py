@@ -12,17 +12,13 @@ import pytest
 from bot.chat.commands import BY_NAME
 from bot.console import CONSOLE_CHAT, ConsoleFront, handle_command
 from bot.ops.runtime import open_runtime
-from tests.fakebotapi import FakeBotAPI
+from tests.fakebotapi import FakeBotAPI, texts
 from tests.fakeengine import ScriptedEngine
 
 pytestmark = [
     pytest.mark.timeout(120),
     pytest.mark.filterwarnings("ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning"),
 ]
-
-
-def texts(fake: FakeBotAPI, chat: dict) -> list[str]:
-    return [message.text for message in fake.bot_messages(chat)]
 
 
 async def test_private_chat_sets_both_and_they_reach_the_engine_after_a_restart(

@@ -12,7 +12,7 @@ import pytest
 
 from bot.chat.export import export_chat
 from bot.engine.base import CancelToken, Queued, TakesTurns
-from tests.fakebotapi import FakeBotAPI
+from tests.fakebotapi import FakeBotAPI, texts
 from tests.fakeengine import ScriptedEngine
 from tests.reading.files import blank_image, text_image
 
@@ -24,10 +24,6 @@ def database_kind() -> str:
     """What reaches the prompt does not depend on the database (the store's part runs on both
     in test_documents): SQLite only."""
     return "sqlite"
-
-
-def texts(fake: FakeBotAPI, chat: dict) -> list[str]:
-    return [message.text for message in fake.bot_messages(chat)]
 
 
 async def test_a_reply_to_someone_gives_the_model_their_message_and_name(

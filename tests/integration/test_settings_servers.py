@@ -12,7 +12,7 @@ from bot.chat.servers import server_status_text
 from bot.chat.switching import served_listing
 from bot.engine.base import MemoryReport, ServerStatus
 from bot.engine.drafting import DraftStats
-from tests.fakebotapi import FakeBotAPI
+from tests.fakebotapi import FakeBotAPI, texts
 from tests.fakeengine import ScriptedEngine
 
 pytestmark = [
@@ -46,10 +46,6 @@ class DraftingEngine(ScriptedEngine):
 
     def draft_stats(self) -> DraftStats | None:
         return self.stats
-
-
-def texts(fake: FakeBotAPI, chat: dict) -> list[str]:
-    return [message.text for message in fake.bot_messages(chat)]
 
 
 async def settings_of_others(fake: FakeBotAPI) -> list[str]:

@@ -9,17 +9,13 @@ import pytest
 
 from bot.chat.commands import NOTHING_OF_YOURS
 from bot.chat.conversation import STOPPED_EARLY
-from tests.fakebotapi import FakeBotAPI
+from tests.fakebotapi import FakeBotAPI, texts
 from tests.fakeengine import ScriptedEngine
 
 pytestmark = [
     pytest.mark.timeout(120),
     pytest.mark.filterwarnings("ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning"),
 ]
-
-
-def texts(fake: FakeBotAPI, chat: dict) -> list[str]:
-    return [message.text for message in fake.bot_messages(chat)]
 
 
 async def test_a_members_stop_stops_only_their_own_replies(

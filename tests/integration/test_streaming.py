@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from bot.store.schema import TurnRow
 from tests.botrunner import GateCall
-from tests.fakebotapi import ApiRequest, FakeBotAPI
+from tests.fakebotapi import ApiRequest, FakeBotAPI, texts
 from tests.fakeengine import ScriptedEngine
 
 pytestmark = [
@@ -26,10 +26,6 @@ CLOCK_SLACK = 0.005
 only a timer's rounding is allowed for. When they arrive depends on the machine's load."""
 FLOOD_SLACK = 0.5
 """How late the first call after a flood ban may arrive (tests/integration/test_bot.py)."""
-
-
-def texts(fake: FakeBotAPI, chat: dict) -> list[str]:
-    return [message.text for message in fake.bot_messages(chat)]
 
 
 def shown_to(fake: FakeBotAPI, chat: dict, *methods: str) -> list[ApiRequest]:

@@ -19,7 +19,7 @@ from bot.speech.packaged import WHISPER_BASE, prepare
 from bot.store import chat_data
 from bot.store.database import sessions
 from bot.store.schema import TurnRow
-from tests.fakebotapi import MAX_DOWNLOAD_BYTES, FakeBotAPI
+from tests.fakebotapi import MAX_DOWNLOAD_BYTES, FakeBotAPI, texts
 from tests.fakeengine import ScriptedEngine
 from tests.voices import (
     encode,
@@ -43,10 +43,6 @@ HEARD = 60.0
 
 def words(text: str) -> set[str]:
     return set(re.findall(r"[a-z']+", text.lower()))
-
-
-def texts(fake: FakeBotAPI, chat: dict) -> list[str]:
-    return [message.text for message in fake.bot_messages(chat)]
 
 
 @pytest.fixture(scope="module")

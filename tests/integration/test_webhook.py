@@ -21,7 +21,13 @@ from telegram.error import BadRequest, Conflict, RetryAfter
 from bot.errors import ConfigError
 from bot.store.database import sessions
 from bot.store.schema import TurnRow
-from tests.fakebotapi import HTTPS_REQUIRED, WEBHOOK_ACTIVE, WEBHOOK_PORT_FORBIDDEN, FakeBotAPI
+from tests.fakebotapi import (
+    HTTPS_REQUIRED,
+    WEBHOOK_ACTIVE,
+    WEBHOOK_PORT_FORBIDDEN,
+    FakeBotAPI,
+    texts,
+)
 from tests.fakeengine import ScriptedEngine
 
 pytestmark = [
@@ -71,10 +77,6 @@ def webhook_values(port: int, **values: object) -> dict[str, object]:
         "webhook_listen": f"127.0.0.1:{port}",
         **values,
     }
-
-
-def texts(fake: FakeBotAPI, chat: dict) -> list[str]:
-    return [message.text for message in fake.bot_messages(chat)]
 
 
 async def stored_texts(runner) -> list[str]:  # type: ignore[no-untyped-def]

@@ -12,17 +12,13 @@ from bot.engine.pool import PoolEngine, PoolOptions
 from bot.store.database import sessions
 from bot.store.schema import TurnRow
 from tests.cpu import THREADS
-from tests.fakebotapi import FakeBotAPI
+from tests.fakebotapi import FakeBotAPI, texts
 
 pytestmark = [
     pytest.mark.model,
     pytest.mark.timeout(300),
     pytest.mark.filterwarnings("ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning"),
 ]
-
-
-def texts(fake: FakeBotAPI, chat: dict) -> list[str]:
-    return [message.text for message in fake.bot_messages(chat)]
 
 
 # Slow by nature (the slowest test): three chats and a follow-up answered by the real model on

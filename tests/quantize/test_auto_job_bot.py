@@ -16,7 +16,7 @@ from bot.models.quantize import quantize_model
 from bot.store.schema import QuantizeJobRow
 from tests.conftest import DATABASES
 from tests.cpu import THREADS
-from tests.fakebotapi import FakeBotAPI, StoredMessage
+from tests.fakebotapi import FakeBotAPI, StoredMessage, texts
 from tests.fakeengine import ScriptedEngine
 
 pytestmark = [
@@ -65,10 +65,6 @@ def models(f16_master: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 def names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
-
-
-def texts(fake: FakeBotAPI, chat: dict) -> list[str]:
-    return [m.text for m in fake.bot_messages(chat)]
 
 
 async def jobs_in_db(runner) -> list[QuantizeJobRow]:  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from bot.llama.gguf_file import read_gguf_info
 from bot.store.schema import QuantizeJobRow
-from tests.fakebotapi import FakeBotAPI
+from tests.fakebotapi import FakeBotAPI, texts
 from tests.fakeengine import ScriptedEngine
 from tests.models.checkpoints import write_tiny_f16
 
@@ -19,10 +19,6 @@ pytestmark = [
     pytest.mark.timeout(120),
     pytest.mark.filterwarnings("ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning"),
 ]
-
-
-def texts(fake: FakeBotAPI, chat: dict) -> list[str]:
-    return [message.text for message in fake.bot_messages(chat)]
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 
 from bot.chat.sink import STALLED_NOTE
 from tests.botrunner import BotRunner, ErrorRecords, stop_all
-from tests.fakebotapi import FakeBotAPI
+from tests.fakebotapi import FakeBotAPI, texts
 from tests.faultyproxy import FaultyProxy
 from tests.llamaserver import LlamaServer
 from tests.models.checkpoints import write_tiny_f16
@@ -32,10 +32,6 @@ async def run_remote(fake: FakeBotAPI, bot_settings: Any, bot_log: ErrorRecords)
 
     yield start
     await stop_all(runners)
-
-
-def texts(fake: FakeBotAPI, chat: dict) -> list[str]:
-    return [message.text for message in fake.bot_messages(chat)]
 
 
 def remote(*servers: LlamaServer | FaultyProxy, kind: str = "llama.cpp", **values: Any) -> dict[str, Any]:
