@@ -250,14 +250,6 @@ class Settings(BaseSettings):
 
     # -- derived values ------------------------------------------------------------------
 
-    def draft_ignored(self) -> str | None:
-        """Why `draft` does nothing with this engine (only the pool drafts), or None."""
-        if self.draft == "none" or self.engine == "pool":
-            return None
-        hint = ("; a llama-server drafts by its own --spec-type or --model-draft"
-                if self.engine == "remote" else "")
-        return f"{self.draft} is ignored: only the pool engine drafts, this is engine {self.engine}{hint}"
-
     @property
     def database_url(self) -> str:
         """The SQLAlchemy async URL (plain `sqlite:///` and `postgresql://` are made async)."""
@@ -320,6 +312,16 @@ def credential_token(environ: Any = None) -> SecretStr | None:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read the credential {path}: {exc}") from None
     return SecretStr(token) if token else None
+
+
+def draft_ignored(settings: Settings) -> str | None:
+    """Why `draft` does nothing with this engine (only the pool drafts), or None."""
+    if settings.draft == "none" or settings.engine == "pool":
+        return None
+    hint = ("; a llama-server drafts by its own --spec-type or --model-draft"
+            if settings.engine == "remote" else "")
+    return (f"{settings.draft} is ignored: only the pool engine drafts, this is engine "
+            f"{settings.engine}{hint}")
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bot.errors import AlpacaBotError
-from bot.settings import Settings
+from bot.settings import Settings, draft_ignored
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -83,7 +83,7 @@ def check_drafting(settings: Settings) -> list[Finding]:
     """Speculative decoding in the pool: the draft model's file, and the KV cache it runs on."""
     if settings.draft == "none":
         return []
-    if (ignored := settings.draft_ignored()) is not None:
+    if (ignored := draft_ignored(settings)) is not None:
         return [Finding("draft", ignored, warning=True)]
     from bot.llama.loading import check_model_file
 

@@ -21,7 +21,7 @@ from bot.i18n import _
 from bot.metrics import Metrics
 from bot.models.demo import INSTALL_HINT, find_demo_model, link_into
 from bot.quantize.jobs import QuantizeJobs
-from bot.settings import Settings
+from bot.settings import Settings, draft_ignored
 from bot.store.database import Sessions, migrate_async, open_database, sessions
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ async def open_runtime(
     injected = engine
     session_factory = sessions(database)
     service: ChatService | None = None
-    if (ignored := settings.draft_ignored()) is not None:
+    if (ignored := draft_ignored(settings)) is not None:
         log.warning("draft %s", ignored)
     try:
         if engine is None and settings.engine == "remote":

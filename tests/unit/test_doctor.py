@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.ops.doctor import check_drafting
-from bot.settings import load_settings
+from bot.settings import draft_ignored, load_settings
 
 
 def test_drafting_is_checked_where_it_is_asked_for_and_ignored_outside_the_pool(tmp_path: Path) -> None:
@@ -29,10 +29,10 @@ async def test_the_bot_says_at_start_that_an_engine_other_than_the_pool_ignores_
             in caplog.text)
     remote = load_settings(None, data=tmp_path, engine="remote", draft="ngram",
                            backends=[{"url": "http://127.0.0.1:9", "kind": "llama.cpp"}])
-    assert remote.draft_ignored() == ("ngram is ignored: only the pool engine drafts, this is "
+    assert draft_ignored(remote) == ("ngram is ignored: only the pool engine drafts, this is "
                                       "engine remote; a llama-server drafts by its own "
                                       "--spec-type or --model-draft")
-    assert load_settings(None, data=tmp_path, draft="ngram").draft_ignored() is None
+    assert draft_ignored(load_settings(None, data=tmp_path, draft="ngram")) is None
 
 
 def test_drafting_on_the_f16_cache_is_a_warning_that_names_the_faster_cache(tmp_path: Path) -> None:
