@@ -395,3 +395,31 @@ async def test_metrics_and_the_admins_settings_show_the_drafting(
     rate = round(100 * stats.accepted / stats.drafted)
     assert draft_line(stats) == (f"Drafting (ngram): {stats.accepted} of {stats.drafted} "
                                  f"drafted tokens accepted ({rate}%)")
+
+
+async def test_a_draft_model_drafts_what_the_chat_does_not_hold_and_the_reply_stays(
+        pools: dict[str, PoolEngine], demo_model: Path) -> None:
+    """`draft` = the path of a GGUF with the model's vocabulary: here the demo model drafts for
+    itself (in its own context), so its greedy guesses stand even where the chat holds nothing
+    to copy (a free answer), and the replies are still the undrafted pool's."""
+    accepted = []
+    async with open_pool(demo_model, str(demo_model)) as engine:
+        for number, question in enumerate((QUESTIONS[3], QUESTIONS[0])):
+            plain = await undrafted(pools["none"], f"model-{number}", question, greedy())
+            drafted = await write(engine, f"model-{number}", question, greedy())
+            assert drafted.seen == plain.seen, question
+            accepted.append((drafted.accepted, plain.finished.n_generated))
+        stats = engine.draft_stats()
+    assert stats is not None and stats.source == demo_model.name
+    # Most of the free answer's tokens came as drafts that stood (an n-gram finds few there).
+    assert all(stood > n_generated // 2 for stood, n_generated in accepted), accepted
+
+
+def test_a_draft_model_of_another_vocabulary_is_refused(demo_model: Path, tmp_path: Path) -> None:
+    from bot.errors import ModelError
+    from tests.models.checkpoints import write_tiny_f16
+
+    other = write_tiny_f16(tmp_path, tmp_path / "models")  # its own 360-token vocabulary
+    with pytest.raises(ModelError, match="another vocabulary than the model"):
+        PoolEngine(PoolOptions(model_path=demo_model, n_ctx=256, n_slots=1, threads=THREADS,
+                               draft=str(other)))
